@@ -1,0 +1,440 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultBatchSize is the default number of datagrams per recvmmsg/sendmmsg call.
+const DefaultBatchSize = 128
+
+// DefaultSocketBuffer is the default SO_RCVBUF/SO_SNDBUF size. Forcing 7 MiB measurably raised userspace
+// VPN throughput in published measurements: the default ~200 KiB overflows during a single scheduling gap.
+const DefaultSocketBuffer = 7 << 20
+
+// ErrAddressFamily is returned by WriteBatch for a destination the socket cannot reach: an IPv6 address on
+// an IPv4 socket, or an invalid (zero) address.
+var ErrAddressFamily = errors.New("batch: destination address family not supported by socket")
+
+// Options configures Listen. The zero value gives the defaults.
+type Options struct {
+	// RecvBuffer and SendBuffer are the socket buffer sizes. SO_RCVBUFFORCE/SO_SNDBUFFORCE are tried first
+	// (they ignore net.core.rmem_max but need CAP_NET_ADMIN), then SO_RCVBUF/SO_SNDBUF. 0 means
+	// DefaultSocketBuffer; negative leaves the kernel default.
+	RecvBuffer, SendBuffer int
+	// Mark sets SO_MARK when non-zero, so a client's tunnel traffic can escape its own policy routes.
+	Mark uint32
+	// BatchSize is the maximum number of messages per syscall; 0 means DefaultBatchSize.
+	BatchSize int
+	// ReusePort sets SO_REUSEPORT so several sockets (one per core) can share a port.
+	ReusePort bool
+}
+
+// Conn is a UDP socket that reads and writes datagrams in batches. All per-call state (message headers,
+// iovecs, socket addresses) is preallocated per direction, so ReadBatch and WriteBatch allocate nothing.
+//
+// Blocking goes through the socket's syscall.RawConn, so the Go netpoller parks the goroutine instead of a
+// thread; the descriptor stays non-blocking (File/Fd is never used, it would switch it to blocking mode).
+//
+// One reader and one writer may use a Conn concurrently. Each direction is additionally guarded by its own
+// mutex (uncontended, ~10 ns per batch against microseconds per syscall), so concurrent callers of the same
+// direction are safe, merely serialised.
+type Conn struct {
+	udp    *net.UDPConn
+	raw    syscall.RawConn
+	local  netip.AddrPort
+	v6     bool // AF_INET6 socket: destinations are written as sockaddr_in6 (IPv4 v4-mapped)
+	rmu    sync.Mutex
+	rd     mmsgState
+	recvFn func(fd uintptr) bool // method value created once: passing c.recv directly would allocate per call
+	wmu    sync.Mutex
+	wr     mmsgState
+	sendFn func(fd uintptr) bool
+}
+
+// mmsgState is one direction's preallocated recvmmsg/sendmmsg argument arrays plus the result of the last
+// call, which the RawConn callback (a func(uintptr) bool without results) hands back through it.
+type mmsgState struct {
+	msgs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6 // large enough for sockaddr_in as well
+	// A per-message control buffer (UDP_GRO segment size on receive, UDP_SEGMENT on send) will live here
+	// when UDP GSO/GRO is added; msgs[i].Hdr.Control then points into it.
+
+	count int        // messages prepared for the call
+	done  int        // messages the kernel completed
+	errno unix.Errno // error of the last syscall, 0 if none
+}
+
+func newMmsgState(n int) mmsgState {
+	s := mmsgState{
+		msgs:  make([]unix.Mmsghdr, n),
+		iovs:  make([]unix.Iovec, n),
+		names: make([]unix.RawSockaddrInet6, n),
+	}
+	// The pointers between the arrays never change; only lengths and bases are refreshed per call.
+	for i := range s.msgs {
+		h := &s.msgs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&s.names[i]))
+		h.Iov = &s.iovs[i]
+		h.SetIovlen(1)
+	}
+	return s
+}
+
+// Listen opens a UDP socket on network ("udp", "udp4", "udp6") and address. As with net.ListenUDP, "udp"
+// on a wildcard address ("[::]:port", ":port", "0.0.0.0:port") is one dual-stack IPv6 socket
+// (IPV6_V6ONLY=0) serving IPv4 clients as v4-mapped addresses; "udp6" is IPv6-only.
+func Listen(network, address string, opt Options) (*Conn, error) {
+	switch network {
+	case "udp", "udp4", "udp6":
+	default:
+		return nil, fmt.Errorf("batch: unsupported network %q", network)
+	}
+	if opt.BatchSize <= 0 {
+		opt.BatchSize = DefaultBatchSize
+	}
+	if opt.RecvBuffer == 0 {
+		opt.RecvBuffer = DefaultSocketBuffer
+	}
+	if opt.SendBuffer == 0 {
+		opt.SendBuffer = DefaultSocketBuffer
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = setSockopts(int(fd), &opt) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	pc, err := lc.ListenPacket(context.Background(), network, address)
+	if err != nil {
+		return nil, err
+	}
+	udp := pc.(*net.UDPConn)
+	c, err := newConn(udp, opt.BatchSize)
+	if err != nil {
+		udp.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// setSockopts runs before bind, so SO_REUSEPORT takes effect for this bind.
+func setSockopts(fd int, opt *Options) error {
+	if opt.ReusePort {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			return os.NewSyscallError("setsockopt SO_REUSEPORT", err)
+		}
+	}
+	if opt.Mark != 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(opt.Mark)); err != nil {
+			return os.NewSyscallError("setsockopt SO_MARK", err)
+		}
+	}
+	if opt.RecvBuffer > 0 {
+		if err := setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, opt.RecvBuffer); err != nil {
+			return os.NewSyscallError("setsockopt SO_RCVBUF", err)
+		}
+	}
+	if opt.SendBuffer > 0 {
+		if err := setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, opt.SendBuffer); err != nil {
+			return os.NewSyscallError("setsockopt SO_SNDBUF", err)
+		}
+	}
+	return nil
+}
+
+// setBuffer tries the privileged FORCE variant, which may exceed net.core.[rw]mem_max, and falls back to the
+// plain option, which the kernel silently caps at that limit.
+func setBuffer(fd, force, plain, size int) error {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size) == nil {
+		return nil
+	}
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size)
+}
+
+func newConn(udp *net.UDPConn, batch int) (*Conn, error) {
+	raw, err := udp.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	// The kernel's view of the family decides the sockaddr we must write; net.UDPAddr cannot tell (an AF_INET
+	// socket's address is reported in 16-byte form too).
+	var domain int
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		domain, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+	}); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, os.NewSyscallError("getsockopt SO_DOMAIN", serr)
+	}
+	c := &Conn{
+		udp:   udp,
+		raw:   raw,
+		local: udp.LocalAddr().(*net.UDPAddr).AddrPort(),
+		v6:    domain == unix.AF_INET6,
+		rd:    newMmsgState(batch),
+		wr:    newMmsgState(batch),
+	}
+	c.recvFn = c.recv
+	c.sendFn = c.send
+	return c, nil
+}
+
+// LocalAddr is the bound address ("[::]:port" for a dual-stack socket).
+func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
+
+// BatchSize is the maximum number of datagrams one ReadBatch returns.
+func (c *Conn) BatchSize() int { return len(c.rd.msgs) }
+
+// SyscallConn gives access to the socket (for attaching BPF programs) without making it blocking.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.raw, nil }
+
+// Close closes the socket and wakes blocked ReadBatch/WriteBatch calls, which return net.ErrClosed.
+func (c *Conn) Close() error { return c.udp.Close() }
+
+// ReadBatch receives up to min(len(bufs), BatchSize) datagrams: datagram i is bufs[i][:sizes[i]] from
+// addrs[i] (IPv4 senders on a dual-stack socket are reported unmapped). Each buffer is filled up to its
+// length; a longer datagram is truncated, so give buffers of BufSize (larger than any UDP datagram).
+// sizes and addrs must be at least as long as bufs. It blocks until at least one datagram has arrived and
+// returns net.ErrClosed after Close.
+func (c *Conn) ReadBatch(bufs [][]byte, sizes []int, addrs []netip.AddrPort) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	r := &c.rd
+	n := min(len(bufs), len(r.msgs))
+	if n == 0 {
+		return 0, nil
+	}
+	_ = sizes[n-1]
+	_ = addrs[n-1]
+	for i := 0; i < n; i++ {
+		setIov(&r.iovs[i], bufs[i])
+		h := &r.msgs[i].Hdr
+		h.Namelen = unix.SizeofSockaddrInet6
+		h.Flags = 0
+	}
+	r.count, r.done, r.errno = n, 0, 0
+	if err := c.raw.Read(c.recvFn); err != nil {
+		return 0, mapErr(err)
+	}
+	if r.errno != 0 {
+		return 0, os.NewSyscallError("recvmmsg", r.errno)
+	}
+	for i := 0; i < r.done; i++ {
+		sizes[i] = int(r.msgs[i].Len)
+		addrs[i] = sockaddrToAddrPort(&r.names[i])
+	}
+	return r.done, nil
+}
+
+// recv is the RawConn read callback; returning false parks the goroutine until the socket is readable.
+func (c *Conn) recv(fd uintptr) bool {
+	r := &c.rd
+	for {
+		// The fd is non-blocking, so recvmmsg returns what is queued (at least one) instead of waiting
+		// for count datagrams.
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])),
+			uintptr(r.count), 0, 0, 0)
+		switch e {
+		case 0:
+			r.done = int(n)
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		r.errno = e
+		return true
+	}
+}
+
+// WriteBatch sends bufs[i] (already sliced to the datagram) to addrs[i], in order, in as many sendmmsg
+// calls as needed (the kernel may accept fewer than offered). It returns the number sent and the first
+// error; bufs[n] is the datagram that failed. IPv4 destinations on an IPv6 socket are sent v4-mapped.
+func (c *Conn) WriteBatch(bufs [][]byte, addrs []netip.AddrPort) (int, error) {
+	return c.write(bufs, nil, addrs)
+}
+
+// ReadVector reads into v (every v.Bufs slot must hold a buffer) and sets v.N.
+func (c *Conn) ReadVector(v *Vector) error {
+	n, err := c.ReadBatch(v.Bufs, v.Sizes, v.Addrs)
+	v.N = n
+	return err
+}
+
+// WriteVector sends the first v.N packets of v (Bufs[i][:Sizes[i]] to Addrs[i]); see WriteBatch.
+func (c *Conn) WriteVector(v *Vector) (int, error) {
+	return c.write(v.Bufs[:v.N], v.Sizes[:v.N], v.Addrs[:v.N])
+}
+
+// write sends bufs[i][:sizes[i]] (or all of bufs[i] when sizes is nil) to addrs[i].
+func (c *Conn) write(bufs [][]byte, sizes []int, addrs []netip.AddrPort) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	w := &c.wr
+	// Check lengths up front rather than panicking after part of the batch went out.
+	_ = addrs[:len(bufs)]
+	if sizes != nil {
+		_ = sizes[:len(bufs)]
+	}
+	sent := 0
+	for sent < len(bufs) {
+		k := min(len(bufs)-sent, len(w.msgs))
+		var badAddr bool
+		for i := 0; i < k; i++ {
+			b := bufs[sent+i]
+			if sizes != nil {
+				b = b[:sizes[sent+i]]
+			}
+			setIov(&w.iovs[i], b)
+			nl, ok := c.fillSockaddr(&w.names[i], addrs[sent+i])
+			if !ok {
+				// Send what precedes the bad destination, then report it as bufs[sent].
+				k, badAddr = i, true
+				break
+			}
+			w.msgs[i].Hdr.Namelen = nl
+		}
+		if k > 0 {
+			w.count, w.done, w.errno = k, 0, 0
+			err := c.raw.Write(c.sendFn)
+			sent += w.done
+			if err != nil {
+				return sent, mapErr(err)
+			}
+			if w.errno != 0 {
+				return sent, os.NewSyscallError("sendmmsg", w.errno)
+			}
+		}
+		if badAddr {
+			return sent, ErrAddressFamily
+		}
+	}
+	return sent, nil
+}
+
+// send is the RawConn write callback. It keeps calling sendmmsg until everything prepared is sent, an error
+// occurs (sendmmsg reports an error only for the first message of a call, so it surfaces on the call after a
+// partial one) or the socket buffer is full (return false: wait for writability, then resume from done).
+func (c *Conn) send(fd uintptr) bool {
+	w := &c.wr
+	for w.done < w.count {
+		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.msgs[w.done])),
+			uintptr(w.count-w.done), 0, 0, 0)
+		switch e {
+		case 0:
+			w.done += int(n)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			w.errno = e
+			return true
+		}
+	}
+	return true
+}
+
+// setIov points iov at b. A zero-length datagram has no base (taking &b[0] would panic).
+func setIov(iov *unix.Iovec, b []byte) {
+	if len(b) == 0 {
+		iov.Base = nil
+	} else {
+		iov.Base = &b[0]
+	}
+	iov.SetLen(len(b))
+}
+
+// fillSockaddr encodes ap for this socket's family and returns the sockaddr length.
+func (c *Conn) fillSockaddr(sa *unix.RawSockaddrInet6, ap netip.AddrPort) (uint32, bool) {
+	a := ap.Addr()
+	if !a.IsValid() {
+		return 0, false
+	}
+	port := ap.Port()
+	if c.v6 {
+		sa.Family = unix.AF_INET6
+		putPort(&sa.Port, port)
+		sa.Flowinfo = 0
+		sa.Addr = a.As16() // IPv4 becomes ::ffff:a.b.c.d, which a dual-stack socket sends as IPv4
+		sa.Scope_id = 0
+		if z := a.Zone(); z != "" {
+			sa.Scope_id = zoneToIndex(z)
+		}
+		return unix.SizeofSockaddrInet6, true
+	}
+	a = a.Unmap()
+	if !a.Is4() {
+		return 0, false
+	}
+	sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+	sa4.Family = unix.AF_INET
+	putPort(&sa4.Port, port)
+	sa4.Addr = a.As4()
+	sa4.Zero = [8]uint8{}
+	return unix.SizeofSockaddrInet4, true
+}
+
+// sockaddrToAddrPort decodes a received sockaddr_in or sockaddr_in6; v4-mapped addresses are unmapped so
+// one client has one identity whichever socket family received it.
+func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
+	switch sa.Family {
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), getPort(&sa4.Port))
+	case unix.AF_INET6:
+		a := netip.AddrFrom16(sa.Addr).Unmap()
+		if sa.Scope_id != 0 && a.Is6() {
+			// Rare (link-local peers) and allocating; the zone is needed to answer such a peer.
+			a = a.WithZone(strconv.FormatUint(uint64(sa.Scope_id), 10))
+		}
+		return netip.AddrPortFrom(a, getPort(&sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// zoneToIndex accepts a numeric zone (as ReadBatch reports it) or an interface name.
+func zoneToIndex(z string) uint32 {
+	if n, err := strconv.ParseUint(z, 10, 32); err == nil {
+		return uint32(n)
+	}
+	if ifi, err := net.InterfaceByName(z); err == nil {
+		return uint32(ifi.Index)
+	}
+	return 0
+}
+
+// The sockaddr port field is in network byte order whatever the host order is.
+func putPort(p *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	b[0], b[1] = byte(port>>8), byte(port)
+}
+
+func getPort(p *uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+// mapErr turns the netpoller's "use of closed network connection" into the plain net.ErrClosed value.
+func mapErr(err error) error {
+	if errors.Is(err, net.ErrClosed) {
+		return net.ErrClosed
+	}
+	return err
+}
