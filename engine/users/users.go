@@ -1,0 +1,446 @@
+// Package users reads, checks and edits the gateway's users file and
+// verifies passwords against the argon2id hashes it holds.
+//
+// The file is text, one user per line:
+//
+//	# comment
+//	alice $argon2id$v=19$m=65536,t=2,p=1$<salt>$<hash>
+//	bob   $argon2id$v=19$m=65536,t=2,p=1$<salt>$<hash> ipv4=10.77.0.10 ipv6=fd77::10
+//
+// Fields are separated by spaces or tabs. Logins are 1..64 characters of
+// [A-Za-z0-9._@-]. Hashes are PHC strings with unpadded standard base64.
+// The optional ipv4= and ipv6= give the user a fixed tunnel address; no two
+// users may share one. Blank lines and lines starting with # are kept when
+// the file is rewritten by Save.
+//
+// The file holds password hashes: keep it mode 0600 (Save writes it so).
+package users
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+var (
+	// ErrUnknownUser: no such login. Never tell a client apart from
+	// ErrBadPassword; both are "bad credentials" on the wire.
+	ErrUnknownUser = errors.New("unknown user")
+	// ErrBadPassword: the password does not match.
+	ErrBadPassword = errors.New("wrong password")
+	// ErrExists: Add was given a login that already exists.
+	ErrExists = errors.New("user already exists")
+)
+
+const (
+	maxLoginLen = 64
+	maxLineLen  = 4096
+	maxFileSize = 64 << 20 // refuse absurd files instead of reading them whole
+)
+
+const fileHeader = "# Salvo users file: login argon2id-hash [ipv4=addr] [ipv6=addr]\n" +
+	"# Managed with `salvo user add|del|passwd|list`. Keep it mode 0600.\n"
+
+// User is one line of the users file.
+type User struct {
+	Login     string
+	Hash      string     // PHC string
+	FixedIPv4 netip.Addr // zero if none
+	FixedIPv6 netip.Addr // zero if none
+}
+
+type record struct {
+	User
+	phc phc
+}
+
+// line is one line of the file: either a user (login set) or a comment or
+// blank line kept verbatim so Save does not destroy an admin's notes.
+type line struct {
+	login string
+	raw   string
+}
+
+type state struct {
+	lines []line
+	users map[string]*record
+	dummy phc // used to spend the same time on unknown logins
+}
+
+// Store holds the users. It is safe for concurrent use.
+type Store struct {
+	mu sync.RWMutex
+	st state
+}
+
+// CheckLogin returns an error if login is not 1..64 characters of
+// [A-Za-z0-9._@-].
+func CheckLogin(login string) error {
+	if login == "" {
+		return errors.New("login is empty")
+	}
+	if len(login) > maxLoginLen {
+		return fmt.Errorf("login %q... is %d characters, at most %d allowed", login[:16], len(login), maxLoginLen)
+	}
+	for i := 0; i < len(login); i++ {
+		c := login[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '@' || c == '-') {
+			return fmt.Errorf("login %q contains %q; only A-Z a-z 0-9 . _ @ - are allowed", login, login[i:i+1])
+		}
+	}
+	return nil
+}
+
+// New returns an empty store, for creating a users file from scratch.
+func New() *Store {
+	s := &Store{st: state{users: map[string]*record{}}}
+	for _, l := range strings.SplitAfter(strings.TrimSuffix(fileHeader, "\n"), "\n") {
+		s.st.lines = append(s.st.lines, line{raw: strings.TrimSuffix(l, "\n")})
+	}
+	s.st.dummy = dummyFor(s.st.users)
+	return s
+}
+
+// Load reads and checks a users file. Errors name the file and line.
+func Load(path string) (*Store, error) {
+	st, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{st: st}, nil
+}
+
+// Reload replaces the store's contents with the file at path (on SIGHUP).
+// If the file has an error, the store is left unchanged.
+func (s *Store) Reload(path string) error {
+	st, err := readFile(path)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.st = st
+	s.mu.Unlock()
+	return nil
+}
+
+func readFile(path string) (state, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return state{}, fmt.Errorf("users file: %w", err)
+	}
+	defer f.Close()
+	return parse(io.LimitReader(f, maxFileSize+1), path)
+}
+
+// parse reads a users file. It does no hashing, so it is cheap and safe to
+// fuzz; every hash is only parsed and bounds-checked.
+func parse(r io.Reader, name string) (state, error) {
+	st := state{users: map[string]*record{}}
+	lineOf := map[string]int{}           // login -> line number, for duplicate errors
+	addrOwner := map[netip.Addr]string{} // fixed address -> login
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 512), maxLineLen)
+	n, size := 0, 0
+	for sc.Scan() {
+		n++
+		size += len(sc.Bytes()) + 1
+		if size > maxFileSize {
+			return state{}, fmt.Errorf("%s: file is larger than %d bytes", name, maxFileSize)
+		}
+		text := strings.TrimSuffix(sc.Text(), "\r")
+		trimmed := strings.TrimSpace(text)
+		if trimmed == "" || trimmed[0] == '#' {
+			st.lines = append(st.lines, line{raw: text})
+			continue
+		}
+		u, h, err := parseUser(trimmed)
+		if err != nil {
+			return state{}, fmt.Errorf("%s:%d: %w", name, n, err)
+		}
+		if prev, dup := lineOf[u.Login]; dup {
+			return state{}, fmt.Errorf("%s:%d: login %q is already defined on line %d", name, n, u.Login, prev)
+		}
+		for _, a := range []netip.Addr{u.FixedIPv4, u.FixedIPv6} {
+			if !a.IsValid() {
+				continue
+			}
+			if other, taken := addrOwner[a]; taken {
+				return state{}, fmt.Errorf("%s:%d: user %q: fixed address %v is already given to %q on line %d", name, n, u.Login, a, other, lineOf[other])
+			}
+			addrOwner[a] = u.Login
+		}
+		lineOf[u.Login] = n
+		st.users[u.Login] = &record{User: u, phc: h}
+		st.lines = append(st.lines, line{login: u.Login})
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return state{}, fmt.Errorf("%s:%d: line is longer than %d bytes", name, n+1, maxLineLen)
+		}
+		return state{}, fmt.Errorf("%s:%d: %w", name, n+1, err)
+	}
+	st.dummy = dummyFor(st.users)
+	return st, nil
+}
+
+// parseUser parses `login hash [ipv4=a] [ipv6=a]`.
+func parseUser(text string) (User, phc, error) {
+	f := strings.Fields(text)
+	u := User{Login: f[0]}
+	if err := CheckLogin(u.Login); err != nil {
+		return u, phc{}, err
+	}
+	if len(f) < 2 {
+		return u, phc{}, fmt.Errorf("user %q: missing password hash after the login", u.Login)
+	}
+	u.Hash = f[1]
+	h, err := parsePHC(u.Hash)
+	if err != nil {
+		return u, phc{}, fmt.Errorf("user %q: %w", u.Login, err)
+	}
+	for _, opt := range f[2:] {
+		key, val, _ := strings.Cut(opt, "=")
+		var dst *netip.Addr
+		switch key {
+		case "ipv4":
+			dst = &u.FixedIPv4
+		case "ipv6":
+			dst = &u.FixedIPv6
+		default:
+			return u, phc{}, fmt.Errorf("user %q: unknown option %q (want ipv4=<addr> or ipv6=<addr>)", u.Login, truncate(opt))
+		}
+		if dst.IsValid() {
+			return u, phc{}, fmt.Errorf("user %q: %s= given twice", u.Login, key)
+		}
+		a, err := netip.ParseAddr(val)
+		if err != nil {
+			return u, phc{}, fmt.Errorf("user %q: %s=%q is not an IP address", u.Login, key, truncate(val))
+		}
+		*dst = a
+	}
+	if err := checkFixed(u); err != nil {
+		return u, phc{}, err
+	}
+	return u, h, nil
+}
+
+func checkFixed(u User) error {
+	if a := u.FixedIPv4; a.IsValid() && (!a.Is4() || a.IsUnspecified()) {
+		return fmt.Errorf("user %q: ipv4=%v is not a usable IPv4 address", u.Login, a)
+	}
+	if a := u.FixedIPv6; a.IsValid() && (!a.Is6() || a.Is4In6() || a.Zone() != "" || a.IsUnspecified()) {
+		return fmt.Errorf("user %q: ipv6=%v is not a usable IPv6 address (no zone, not IPv4-mapped)", u.Login, a)
+	}
+	return nil
+}
+
+// dummyFor returns a hash that matches no password, with the parameters most
+// users have, so that rejecting an unknown login costs the same argon2 time
+// as rejecting a wrong password and timing does not reveal which logins
+// exist.
+func dummyFor(users map[string]*record) phc {
+	count := map[Params]int{}
+	best, bestN := DefaultParams, 0
+	for _, r := range users {
+		count[r.phc.params]++
+		if n := count[r.phc.params]; n > bestN || n == bestN && lessParams(r.phc.params, best) {
+			best, bestN = r.phc.params, n
+		}
+	}
+	// An all-zero key: finding a password that hashes to it would mean
+	// breaking argon2id.
+	return phc{params: best, salt: make([]byte, saltLen), key: make([]byte, keyLen)}
+}
+
+// lessParams gives map iteration a deterministic tie-break.
+func lessParams(a, b Params) bool {
+	if a.Memory != b.Memory {
+		return a.Memory < b.Memory
+	}
+	if a.Time != b.Time {
+		return a.Time < b.Time
+	}
+	return a.Threads < b.Threads
+}
+
+// Lookup returns the user with that login.
+func (s *Store) Lookup(login string) (User, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.st.users[login]
+	if !ok {
+		return User{}, false
+	}
+	return r.User, true
+}
+
+// Authenticate checks login and password. It returns ErrUnknownUser or
+// ErrBadPassword on failure, after spending the same argon2 work either way.
+// Each call costs the hash's memory (64 MiB by default) for its duration:
+// callers must rate-limit and bound concurrent calls.
+func (s *Store) Authenticate(login string, password []byte) (User, error) {
+	s.mu.RLock()
+	r, ok := s.st.users[login]
+	dummy := s.st.dummy
+	s.mu.RUnlock()
+	if !ok {
+		dummy.verify(password)
+		return User{}, ErrUnknownUser
+	}
+	if !r.phc.verify(password) {
+		return User{}, ErrBadPassword
+	}
+	return r.User, nil
+}
+
+// Users returns every user in file order.
+func (s *Store) Users() []User {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]User, 0, len(s.st.users))
+	for _, l := range s.st.lines {
+		if l.login != "" {
+			out = append(out, s.st.users[l.login].User)
+		}
+	}
+	return out
+}
+
+// Add adds a new user at the end of the file (in memory; call Save).
+func (s *Store) Add(u User) error {
+	if err := CheckLogin(u.Login); err != nil {
+		return err
+	}
+	h, err := parsePHC(u.Hash)
+	if err != nil {
+		return fmt.Errorf("user %q: %w", u.Login, err)
+	}
+	if err := checkFixed(u); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.st.users[u.Login]; ok {
+		return fmt.Errorf("user %q: %w", u.Login, ErrExists)
+	}
+	for _, r := range s.st.users {
+		for _, a := range []netip.Addr{u.FixedIPv4, u.FixedIPv6} {
+			if a.IsValid() && (a == r.FixedIPv4 || a == r.FixedIPv6) {
+				return fmt.Errorf("user %q: fixed address %v is already given to %q", u.Login, a, r.Login)
+			}
+		}
+	}
+	s.st.users[u.Login] = &record{User: u, phc: h}
+	s.st.lines = append(s.st.lines, line{login: u.Login})
+	s.st.dummy = dummyFor(s.st.users)
+	return nil
+}
+
+// Delete removes a user (in memory; call Save).
+func (s *Store) Delete(login string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.st.users[login]; !ok {
+		return fmt.Errorf("user %q: %w", login, ErrUnknownUser)
+	}
+	delete(s.st.users, login)
+	lines := s.st.lines[:0:0]
+	for _, l := range s.st.lines {
+		if l.login != login {
+			lines = append(lines, l)
+		}
+	}
+	s.st.lines = lines
+	s.st.dummy = dummyFor(s.st.users)
+	return nil
+}
+
+// SetPassword replaces a user's hash (from HashPassword) in memory; call Save.
+func (s *Store) SetPassword(login string, hash string) error {
+	h, err := parsePHC(hash)
+	if err != nil {
+		return fmt.Errorf("user %q: %w", login, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.st.users[login]
+	if !ok {
+		return fmt.Errorf("user %q: %w", login, ErrUnknownUser)
+	}
+	// Replace rather than mutate the record: Authenticate may hold it.
+	nr := *r
+	nr.Hash, nr.phc = hash, h
+	s.st.users[login] = &nr
+	s.st.dummy = dummyFor(s.st.users)
+	return nil
+}
+
+// Save writes the users file atomically: a temporary file in the same
+// directory, mode 0600, synced, then renamed over path, then the directory
+// synced, so a crash leaves either the old or the new file, never half.
+func (s *Store) Save(path string) error {
+	var buf bytes.Buffer
+	s.mu.RLock()
+	for _, l := range s.st.lines {
+		if l.login == "" {
+			buf.WriteString(l.raw)
+		} else {
+			u := s.st.users[l.login]
+			buf.WriteString(u.Login + " " + u.Hash)
+			if u.FixedIPv4.IsValid() {
+				buf.WriteString(" ipv4=" + u.FixedIPv4.String())
+			}
+			if u.FixedIPv6.IsValid() {
+				buf.WriteString(" ipv6=" + u.FixedIPv6.String())
+			}
+		}
+		buf.WriteByte('\n')
+	}
+	s.mu.RUnlock()
+	return writeAtomic(path, buf.Bytes())
+}
+
+func writeAtomic(path string, data []byte) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("saving users file %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+			err = fmt.Errorf("saving users file %s: %w", path, err)
+		}
+	}()
+	if err = f.Chmod(0o600); err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	// Make the rename itself durable.
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
