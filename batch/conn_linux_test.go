@@ -37,7 +37,8 @@ func fillPattern(b []byte, seed int) {
 // readN reads exactly want datagrams (several ReadBatch calls may be needed) or fails after a timeout.
 func readN(t *testing.T, c *Conn, want int) ([][]byte, []netip.AddrPort) {
 	t.Helper()
-	bufs := make([][]byte, c.BatchSize())
+	// More slots than BatchSize: ReadBatch must clamp to its preallocated arrays.
+	bufs := make([][]byte, c.BatchSize()+72)
 	for i := range bufs {
 		bufs[i] = make([]byte, BufSize)
 	}
@@ -51,6 +52,9 @@ func readN(t *testing.T, c *Conn, want int) ([][]byte, []netip.AddrPort) {
 		n, err := c.ReadBatch(bufs, sizes, addrs)
 		if err != nil {
 			t.Fatalf("ReadBatch after %d/%d datagrams: %v", len(got), want, err)
+		}
+		if n < 1 || n > c.BatchSize() {
+			t.Fatalf("ReadBatch returned %d datagrams (BatchSize %d)", n, c.BatchSize())
 		}
 		for i := 0; i < n; i++ {
 			got = append(got, append([]byte(nil), bufs[i][:sizes[i]]...))
@@ -286,6 +290,48 @@ func TestAllocs(t *testing.T) {
 		})
 		if allocs != 0 {
 			t.Errorf("%s: %v allocations per WriteBatch+ReadBatch cycle, want 0", network, allocs)
+		}
+	}
+}
+
+// TestConcurrentReadWrite uses one Conn from a reader and a writer goroutine at once (the supported
+// concurrency; run with -race): it sends to itself.
+func TestConcurrentReadWrite(t *testing.T) {
+	c := listen(t, "udp", "[::]:0", Options{BatchSize: 16})
+	self := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), c.LocalAddr().Port())
+	const total = 2000
+	done := make(chan error, 1)
+	go func() {
+		bufs := make([][]byte, 16)
+		dst := make([]netip.AddrPort, 16)
+		for i := range bufs {
+			bufs[i] = make([]byte, 100)
+			dst[i] = self
+		}
+		for sent := 0; sent < total; {
+			k := min(16, total-sent)
+			for i := 0; i < k; i++ {
+				bufs[i][0] = byte(sent + i)
+			}
+			n, err := c.WriteBatch(bufs[:k], dst[:k])
+			if err != nil {
+				done <- err
+				return
+			}
+			sent += n
+			if sent%256 == 0 {
+				time.Sleep(time.Millisecond) // do not outrun the reader's socket buffer
+			}
+		}
+		done <- nil
+	}()
+	got, from := readN(t, c, total)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if len(got[i]) != 100 || got[i][0] != byte(i) || from[i] != self {
+			t.Fatalf("datagram %d: len %d first byte %d from %v", i, len(got[i]), got[i][0], from[i])
 		}
 	}
 }
