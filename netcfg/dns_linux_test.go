@@ -1,0 +1,77 @@
+package netcfg
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fakeTool writes a shell script named name into dir that appends its
+// arguments (and stdin, if any) to log, so ApplyDNS can be tested without
+// touching the host's resolver.
+func fakeTool(t *testing.T, dir, name, log string) {
+	t.Helper()
+	script := "#!/bin/sh\necho \"" + name + " $*\" >> " + log + "\n"
+	if name == "resolvconf" {
+		script += "case \"$1\" in -a) /bin/cat >> " + log + ";; esac\n"
+	}
+	must(t, os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755))
+}
+
+// TestApplyDNS proves method selection (systemd-resolved when its socket
+// exists, else resolvconf, else "none" with a nil error), the exact commands
+// and resolv.conf fragment produced, the undo commands, and that hostile
+// domains from the gateway are refused. Only fake tools in a temp PATH run.
+func TestApplyDNS(t *testing.T) {
+	servers := []netip.Addr{netip.MustParseAddr("10.8.0.1"), netip.MustParseAddr("fd08::1")}
+	domains := []string{"corp.example", "~."}
+
+	bin, log := t.TempDir(), filepath.Join(t.TempDir(), "log")
+	t.Setenv("PATH", bin)
+	sock := filepath.Join(t.TempDir(), "io.systemd.Resolve")
+	old := resolvedSocket
+	resolvedSocket = sock
+	t.Cleanup(func() { resolvedSocket = old })
+
+	check := func(wantMethod string, wantLog ...string) {
+		t.Helper()
+		_ = os.Remove(log)
+		undo, method, err := ApplyDNS("stun0", servers, domains)
+		if err != nil || method != wantMethod {
+			t.Fatalf("ApplyDNS = %q, %v; want %q", method, err, wantMethod)
+		}
+		must(t, undo())
+		got, _ := os.ReadFile(log)
+		if want := strings.Join(wantLog, ""); string(got) != want {
+			t.Errorf("%s: tool calls\n%s\nwant\n%s", method, got, want)
+		}
+	}
+
+	check(DNSNone) // nothing installed
+	fakeTool(t, bin, "resolvconf", log)
+	check(DNSResolvconf,
+		"resolvconf -a stun0\n",
+		"nameserver 10.8.0.1\nnameserver fd08::1\nsearch corp.example\n",
+		"resolvconf -d stun0 -f\n")
+	fakeTool(t, bin, "resolvectl", log)
+	check(DNSResolvconf, // resolvectl present but resolved not running
+		"resolvconf -a stun0\n",
+		"nameserver 10.8.0.1\nnameserver fd08::1\nsearch corp.example\n",
+		"resolvconf -d stun0 -f\n")
+	must(t, os.WriteFile(sock, nil, 0o600))
+	check(DNSResolved,
+		"resolvectl dns stun0 10.8.0.1 fd08::1\n",
+		"resolvectl domain stun0 corp.example ~.\n",
+		"resolvectl revert stun0\n")
+
+	for _, bad := range []string{"evil\nnameserver 6.6.6.6", "a b", "-x", ""} {
+		if _, _, err := ApplyDNS("stun0", servers, []string{bad}); err == nil {
+			t.Errorf("domain %q accepted", bad)
+		}
+	}
+	if _, _, err := ApplyDNS("bad dev", servers, nil); err == nil {
+		t.Error(`device "bad dev" accepted`)
+	}
+}

@@ -1,0 +1,129 @@
+package netcfg
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+const netlinkRoute = unix.NETLINK_ROUTE
+
+// minIPv6MTU is the IPv6 minimum link MTU (RFC 8200). Below it the kernel
+// disables IPv6 on the link and adding an IPv6 address fails obscurely.
+const minIPv6MTU = 1280
+
+// ConfigureLink sets the MTU of name (if mtu > 0), adds addrs and sets the
+// link up. IPv6 addresses get IFA_F_NODAD so they are usable at once (DAD on
+// a point-to-point tunnel is pointless and would delay the first packets).
+// Addresses already present are accepted, so reconfiguring after a
+// reconnect is fine. ConfigureLink does not remove anything; deleting the
+// link (closing the TUN) is the undo.
+func ConfigureLink(name string, mtu int, addrs []netip.Prefix) error {
+	ref, err := currentNS()
+	if err != nil {
+		return err
+	}
+	defer ref.close()
+	h, err := ref.netlink()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("netcfg: find link %s: %w", name, err)
+	}
+	if mtu < 0 || mtu > 65535 {
+		return fmt.Errorf("netcfg: link %s: invalid MTU %d", name, mtu)
+	}
+	for _, p := range addrs {
+		if !p.IsValid() {
+			return fmt.Errorf("netcfg: link %s: invalid address prefix %v", name, p)
+		}
+		if p.Addr().Is6() && !p.Addr().Is4In6() && mtu > 0 && mtu < minIPv6MTU {
+			return fmt.Errorf("netcfg: link %s: MTU %d is below the IPv6 minimum %d, cannot add %s", name, mtu, minIPv6MTU, p)
+		}
+	}
+	if mtu > 0 && link.Attrs().MTU != mtu {
+		if err := h.LinkSetMTU(link, mtu); err != nil {
+			return fmt.Errorf("netcfg: set MTU %d on %s: %w", mtu, name, err)
+		}
+	}
+	for _, p := range addrs {
+		a := &netlink.Addr{IPNet: prefixToIPNet(p)}
+		if p.Addr().Is6() && !p.Addr().Is4In6() {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(link, a); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("netcfg: add address %s to %s: %w", p, name, err)
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("netcfg: set %s up: %w", name, err)
+	}
+	return nil
+}
+
+// LinkInfo reports the MTU, state and global/host addresses of a link in
+// the current namespace (IPv6 link-local addresses are left out).
+func LinkInfo(name string) (Link, error) {
+	ref, err := currentNS()
+	if err != nil {
+		return Link{}, err
+	}
+	defer ref.close()
+	h, err := ref.netlink()
+	if err != nil {
+		return Link{}, err
+	}
+	defer h.Close()
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return Link{}, fmt.Errorf("netcfg: find link %s: %w", name, err)
+	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return Link{}, fmt.Errorf("netcfg: list addresses of %s: %w", name, err)
+	}
+	out := Link{Name: name, MTU: link.Attrs().MTU, Up: link.Attrs().Flags&net.FlagUp != 0}
+	for _, a := range addrs {
+		p, ok := ipNetToPrefix(a.IPNet)
+		if !ok || p.Addr().IsLinkLocalUnicast() {
+			continue
+		}
+		out.Addrs = append(out.Addrs, p)
+	}
+	return out, nil
+}
+
+// prefixToIPNet converts keeping the host bits (an interface address is
+// 10.8.0.2/24, not 10.8.0.0/24).
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	a := p.Addr().Unmap()
+	bits := p.Bits()
+	if p.Addr().Is4In6() {
+		bits -= 96
+		if bits < 0 {
+			bits = 0
+		}
+	}
+	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(bits, a.BitLen())}
+}
+
+func ipNetToPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	a = a.Unmap()
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a, ones), true
+}
