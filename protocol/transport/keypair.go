@@ -308,7 +308,8 @@ func (kp *Keypair) openOne(nonce *[chacha20poly1305.NonceSize]byte, b []byte) (p
 // OpenBatch opens each datagram bufs[i][:sizes[i]] in place. verdicts[i] tells whether packet i is
 // usable; for OK packets sizes[i] becomes the plaintext length (plaintext at bufs[i][16:16+sizes[i]])
 // and the header stays readable in bufs[i][:16] (bufs[i][0] tells data from disconnect, bytes 8..15
-// hold the counter). Sizes of dropped packets are left unchanged. Only the first
+// hold the counter). Sizes of dropped packets are left unchanged and their payload bytes are
+// unspecified (a Replay packet was already decrypted in place). Only the first
 // min(len(bufs), len(sizes), len(verdicts)) entries are processed. It returns the number of OK
 // packets.
 //
