@@ -1,0 +1,181 @@
+package config
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+)
+
+// Client is the client configuration. Fields tagged toml:"-" are derived
+// from the others by LoadClient.
+type Client struct {
+	Server              string   `toml:"server"`            // "host:port"; IPv6 literals bracketed
+	ServerPublicKey     string   `toml:"server_public_key"` // base64 of the gateway's 32-byte static key
+	Username            string   `toml:"username"`
+	PasswordFile        string   `toml:"password_file"` // optional; resolved against the config's directory
+	PasswordEnv         string   `toml:"password_env"`  // optional; name of an environment variable
+	TunName             string   `toml:"tun_name"`      // default "salvo1"
+	Routes              string   `toml:"routes"`        // "pushed" (default) | "none"
+	ExtraExcludedRoutes []string `toml:"extra_excluded_routes"`
+	DNS                 bool     `toml:"dns"`            // apply pushed DNS; default true
+	FwMark              uint32   `toml:"fwmark"`         // default 0x5a17
+	RouteTable          int      `toml:"route_table"`    // default 51820
+	ControlSocket       string   `toml:"control_socket"` // default "/run/salvo/client.sock"
+	LogFormat           string   `toml:"log_format"`     // "text" (default) | "json"
+	LogLevel            string   `toml:"log_level"`      // debug | info (default) | warn | error
+
+	Path                  string         `toml:"-"` // absolute path of the file loaded
+	ServerHost            string         `toml:"-"` // host part of Server, unbracketed
+	ServerPort            uint16         `toml:"-"`
+	ServerKey             [32]byte       `toml:"-"`
+	ExtraExcludedPrefixes []netip.Prefix `toml:"-"`
+}
+
+const (
+	DefaultFwMark     = 0x5a17
+	DefaultRouteTable = 51820
+)
+
+// passwordKeyProblem is the error for a literal password in a client file.
+const passwordKeyProblem = "a password must not be written in the configuration file; " +
+	"use password_file, password_env, or leave both unset to be prompted"
+
+// LoadClient reads and validates a client configuration and fills in
+// defaults and the derived fields. It does not read the password.
+func LoadClient(path string) (*Client, error) {
+	c := &Client{}
+	l, err := decode(path, c, map[string]string{"password": passwordKeyProblem})
+	if err != nil {
+		return nil, err
+	}
+	c.Path = l.path
+
+	c.ServerHost, c.ServerPort = l.parseServer(c.Server)
+	c.ServerKey = l.parseKey(c.ServerPublicKey)
+
+	if !l.defined("username") {
+		l.failAt(0, "username", "missing: this key is required")
+	} else if err := checkLogin(c.Username); err != nil {
+		l.fail("username", err.Error())
+	}
+
+	if l.defined("password_file") {
+		if c.PasswordFile == "" {
+			l.fail("password_file", "must not be empty (remove the key to be prompted)")
+		}
+		c.PasswordFile = l.resolvePath(c.PasswordFile)
+		if l.defined("password_env") {
+			l.fail("password_env", "cannot be used together with password_file; keep one")
+		}
+	}
+	if l.defined("password_env") && !validEnvName(c.PasswordEnv) {
+		l.failf("password_env", "%q is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)", c.PasswordEnv)
+	}
+
+	l.checkIfName("tun_name", &c.TunName, "salvo1")
+
+	if !l.defined("routes") {
+		c.Routes = "pushed"
+	} else if c.Routes != "pushed" && c.Routes != "none" {
+		l.failf("routes", "%q is not one of \"pushed\", \"none\"", c.Routes)
+	}
+	c.ExtraExcludedPrefixes = l.parsePrefixes("extra_excluded_routes", c.ExtraExcludedRoutes)
+
+	if !l.defined("dns") {
+		c.DNS = true
+	}
+	if !l.defined("fwmark") {
+		c.FwMark = DefaultFwMark
+	} else if c.FwMark == 0 {
+		l.fail("fwmark", "must not be 0: the full-tunnel routing rules match on a non-zero mark")
+	}
+	if !l.defined("route_table") {
+		c.RouteTable = DefaultRouteTable
+	} else if t := c.RouteTable; t < 1 || int64(t) > 0xFFFFFFFF || t == 253 || t == 254 || t == 255 {
+		l.failf("route_table", "%d is not usable: use 1..4294967295 except 253, 254, 255 (default, main and local tables)", t)
+	}
+
+	l.checkSocket("control_socket", &c.ControlSocket, "/run/salvo/client.sock")
+	l.checkLog(&c.LogFormat, &c.LogLevel)
+
+	if err := l.err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (l *loader) parseServer(s string) (string, uint16) {
+	if !l.defined("server") {
+		l.failAt(0, "server", "missing: this key is required (\"host:port\")")
+		return "", 0
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		l.failf("server", "%q is not host:port (write IPv6 addresses as \"[2001:db8::1]:51820\")", s)
+		return "", 0
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		l.failf("server", "%q: port %q must be a number 1..65535", s, port)
+		return "", 0
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.Is4In6() {
+			l.failf("server", "%q: write IPv4-mapped addresses as plain IPv4", s)
+		}
+	} else if err := checkHostname(host); err != nil {
+		l.failf("server", "%q: host is neither an IP address nor a DNS name: %v", s, err)
+	}
+	return host, uint16(p)
+}
+
+func (l *loader) parseKey(s string) [32]byte {
+	var k [32]byte
+	if !l.defined("server_public_key") {
+		l.failAt(0, "server_public_key", "missing: this key is required (the gateway's public key, base64)")
+		return k
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	switch {
+	case err != nil:
+		l.fail("server_public_key", "not valid standard base64 (44 characters ending in '=')")
+	case len(b) != 32:
+		l.failf("server_public_key", "decodes to %d bytes; a public key is 32", len(b))
+	case bytes.Equal(b, make([]byte, 32)):
+		l.fail("server_public_key", "is all zeros")
+	default:
+		copy(k[:], b)
+	}
+	return k
+}
+
+// checkLogin mirrors the users file's rule for logins, so a client cannot be
+// configured with a name the gateway could never have.
+func checkLogin(s string) error {
+	if s == "" || len(s) > 64 {
+		return fmt.Errorf("%q must be 1..64 characters", s)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '@' || c == '-') {
+			return fmt.Errorf("%q contains %q; only A-Z a-z 0-9 . _ @ - are allowed", s, s[i:i+1])
+		}
+	}
+	return nil
+}
+
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,250 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func write(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const minimalServer = `private_key_file = "server.key"
+users_file = "users"
+ipv4_pool = "10.77.0.0/24"
+`
+
+func TestServerDefaults(t *testing.T) {
+	path := write(t, "server.toml", minimalServer)
+	s, err := LoadServer(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(path)
+	want := &Server{
+		Listen:                []string{"0.0.0.0:51820", "[::]:51820"},
+		PrivateKeyFile:        filepath.Join(dir, "server.key"),
+		UsersFile:             filepath.Join(dir, "users"),
+		TunName:               "salvo0",
+		MTU:                   1420,
+		Keepalive:             Duration{25 * time.Second},
+		IPv4Pool:              "10.77.0.0/24",
+		MaxSessionsPerUser:    4,
+		ControlSocket:         "/run/salvo/server.sock",
+		LogFormat:             "text",
+		LogLevel:              "info",
+		EBPF:                  "off",
+		Path:                  path,
+		ListenAddrs:           []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:51820"), netip.MustParseAddrPort("[::]:51820")},
+		Pool4:                 netip.MustParsePrefix("10.77.0.0/24"),
+		RoutePrefixes:         []netip.Prefix{},
+		ExcludedRoutePrefixes: []netip.Prefix{},
+	}
+	if !reflect.DeepEqual(s, want) {
+		t.Fatalf("LoadServer defaults:\n got %+v\nwant %+v", s, want)
+	}
+	if s.Gateway4() != netip.MustParseAddr("10.77.0.1") || s.Gateway6().IsValid() {
+		t.Fatalf("Gateway4 %v Gateway6 %v", s.Gateway4(), s.Gateway6())
+	}
+}
+
+func TestServerFull(t *testing.T) {
+	path := write(t, "server.toml", `listen = ["192.0.2.1:443", "[2001:db8::1]:443"]
+private_key_file = "/etc/salvo/server.key"
+users_file = "../users"
+tun_name = "vpn0"
+mtu = 1280
+keepalive = "0s"
+ipv4_pool = "10.9.0.0/16"
+ipv6_pool = "fd09::/64"
+routes = [
+  "0.0.0.0/0",
+  "::/0",
+]
+excluded_routes = ["192.168.0.0/16"]
+dns = ["10.9.0.1", "fd09::1"]
+search_domains = ["corp.example.", "lab_1.example"]
+nat = true
+nat_interface = "eth0"
+client_to_client = true
+max_sessions_per_user = 1
+control_socket = "/tmp/s.sock"
+log_format = "json"
+log_level = "debug"
+ebpf = "auto"
+workers = 8
+`)
+	s, err := LoadServer(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.PrivateKeyFile != "/etc/salvo/server.key" {
+		t.Errorf("absolute path changed: %q", s.PrivateKeyFile)
+	}
+	if want := filepath.Join(filepath.Dir(filepath.Dir(path)), "users"); s.UsersFile != want {
+		t.Errorf("UsersFile = %q, want %q", s.UsersFile, want)
+	}
+	if s.Keepalive.Duration != 0 || s.MTU != 1280 || !s.NAT || s.NATInterface != "eth0" || !s.ClientToClient ||
+		s.MaxSessionsPerUser != 1 || s.Workers != 8 || s.EBPF != "auto" || s.LogFormat != "json" || s.LogLevel != "debug" {
+		t.Errorf("values not loaded: %+v", s)
+	}
+	if s.Gateway6() != netip.MustParseAddr("fd09::1") || len(s.RoutePrefixes) != 2 || len(s.DNSAddrs) != 2 ||
+		s.ExcludedRoutePrefixes[0] != netip.MustParsePrefix("192.168.0.0/16") {
+		t.Errorf("derived fields wrong: %+v", s)
+	}
+}
+
+func TestRelativeToConfigDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "etc"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etc", "s.toml"), []byte(minimalServer), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	s, err := LoadServer("etc/s.toml") // a relative config path, too
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "etc", "server.key"); s.PrivateKeyFile != want {
+		t.Fatalf("PrivateKeyFile = %q, want %q", s.PrivateKeyFile, want)
+	}
+	if !filepath.IsAbs(s.Path) {
+		t.Fatalf("Path %q is not absolute", s.Path)
+	}
+}
+
+// checkErr asserts err names the file, the line (if line > 0) and the key.
+func checkErr(t *testing.T, err error, path string, line int, key, problem string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error; want %s at line %d: %s", key, line, problem)
+	}
+	prefix := path + ":"
+	if line > 0 {
+		prefix = fmt.Sprintf("%s:%d: %s: ", path, line, key)
+	} else {
+		prefix = fmt.Sprintf("%s: %s: ", path, key)
+	}
+	for _, msg := range strings.Split(err.Error(), "\n") {
+		if strings.HasPrefix(msg, prefix) && strings.Contains(msg, problem) {
+			return
+		}
+	}
+	t.Fatalf("error %q\nwant a line starting %q containing %q", err, prefix, problem)
+}
+
+func TestServerErrors(t *testing.T) {
+	for _, tc := range []struct {
+		extra   string // appended to minimalServer (lines 1-3), so line 4 onward
+		line    int
+		key     string
+		problem string
+	}{
+		{`listen = []`, 4, "listen", "at least one"},
+		{`listen = ["example.com:51820"]`, 4, "listen", `"example.com:51820" is not an IP:port`},
+		{"listen = [\n  \"0.0.0.0:1\",\n  \"0.0.0.0:0\",\n]", 6, "listen", "port must be 1..65535"},
+		{`listen = ["0.0.0.0:1", "0.0.0.0:1"]`, 4, "listen", "listed twice"},
+		{`listen = "0.0.0.0:1"`, 4, "listen", "incompatible types"},
+		{`tun_name = "a/b"`, 4, "tun_name", "must not contain"},
+		{`tun_name = "sixteen-chars-xx"`, 4, "tun_name", "1..15"},
+		{`tun_name = "a b"`, 4, "tun_name", "must not contain"},
+		{`mtu = 575`, 4, "mtu", "outside 576..9000"},
+		{`mtu = 9001`, 4, "mtu", "outside"},
+		{"ipv6_pool = \"fd00::/64\"\nmtu = 1279", 5, "mtu", "minimum for IPv6"},
+		{`mtu = "big"`, 4, "mtu", "incompatible types"},
+		{`keepalive = "25"`, 4, "keepalive", "write it with a unit"},
+		{`keepalive = "-1s"`, 4, "keepalive", "must be 0 (off) or between"},
+		{`keepalive = "2h"`, 4, "keepalive", "between 1s and 1h"},
+		{`keepalive = "500ms"`, 4, "keepalive", "between 1s"},
+		{`ipv6_pool = "10.0.0.0/8"`, 4, "ipv6_pool", "not an IPv6 prefix"},
+		{`ipv6_pool = "fd00::/127"`, 4, "ipv6_pool", "/126 or shorter"},
+		{`ipv6_pool = "fd00::1/64"`, 4, "ipv6_pool", `did you mean "fd00::/64"`},
+		{`routes = ["10.1.2.3/8"]`, 4, "routes", `did you mean "10.0.0.0/8"`},
+		{"routes = [\n \"10.0.0.0/8\",\n \"nonsense\"\n]", 6, "routes", `"nonsense" is not a prefix`},
+		{`routes = ["::ffff:10.0.0.0/104"]`, 4, "routes", "IPv4-mapped"},
+		{`excluded_routes = ["10.0.0.0/8", "10.0.0.0/8"]`, 4, "excluded_routes", "listed twice"},
+		{`dns = ["dns.google"]`, 4, "dns", "not an IP address"},
+		{`search_domains = ["bad domain"]`, 4, "search_domains", "not a valid DNS name"},
+		{`search_domains = ["-x.example"]`, 4, "search_domains", "starts or ends with '-'"},
+		{`nat_interface = ""`, 4, "nat_interface", "1..15"},
+		{`max_sessions_per_user = 0`, 4, "max_sessions_per_user", "outside 1..1024"},
+		{`control_socket = "run/s.sock"`, 4, "control_socket", "absolute path"},
+		{`control_socket = "/` + strings.Repeat("x", 110) + `"`, 4, "control_socket", "limited to 107"},
+		{`log_format = "xml"`, 4, "log_format", `"xml" is not one of`},
+		{`log_level = "trace"`, 4, "log_level", `"trace" is not one of`},
+		{`ebpf = "yes"`, 4, "ebpf", `"yes" is not one of`},
+		{`workers = -1`, 4, "workers", "outside 0..1024"},
+		{`nat = "yes"`, 4, "nat", "incompatible types"},
+		{`mtu = 1400 mtu = 1`, 4, "mtu", "expected a top-level item"},
+		{`listn = ["0.0.0.0:1"]`, 4, "listn", "unknown key"},
+		{`privateKeyFile = "x"`, 4, "privateKeyFile", `unknown key (did you mean "private_key_file"?)`},
+		{`MTU = 1400`, 4, "MTU", `unknown key (did you mean "mtu"?)`},
+		{"[server]\nmtu = 1400", 4, "server", "unknown table"},
+	} {
+		path := write(t, "server.toml", minimalServer+tc.extra+"\n")
+		_, err := LoadServer(path)
+		checkErr(t, err, path, tc.line, tc.key, tc.problem)
+	}
+}
+
+func TestServerMissingAndEmpty(t *testing.T) {
+	path := write(t, "s.toml", "log_level = \"warn\"\n")
+	_, err := LoadServer(path)
+	checkErr(t, err, path, 0, "private_key_file", "missing")
+	checkErr(t, err, path, 0, "users_file", "missing")
+	checkErr(t, err, path, 0, "ipv4_pool", "set ipv4_pool, ipv6_pool or both")
+
+	path = write(t, "s.toml", "private_key_file = \"\"\nusers_file = \"u\"\nipv6_pool = \"fd00::/64\"\n")
+	_, err = LoadServer(path)
+	checkErr(t, err, path, 1, "private_key_file", "must not be empty")
+
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Key != "private_key_file" || ce.Line != 1 {
+		t.Fatalf("error is not a *config.Error with key and line: %#v", err)
+	}
+
+	_, err = LoadServer(filepath.Join(t.TempDir(), "nope.toml"))
+	if err == nil || !strings.Contains(err.Error(), "nope.toml") || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("missing file: %v", err)
+	}
+	path = write(t, "s.toml", "mtu = [\n")
+	_, err = LoadServer(path)
+	if err == nil || !strings.HasPrefix(err.Error(), path+":") {
+		t.Fatalf("syntax error: %v", err)
+	}
+}
+
+func TestExampleServerLoads(t *testing.T) {
+	path := write(t, "server.toml", ExampleServer())
+	s, err := LoadServer(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Gateway6() != netip.MustParseAddr("fd77::1") || s.Gateway4() != netip.MustParseAddr("10.77.0.1") {
+		t.Fatalf("example gateways %v %v", s.Gateway4(), s.Gateway6())
+	}
+}
+
+func TestDurationText(t *testing.T) {
+	var d Duration
+	if err := d.UnmarshalText([]byte("1m30s")); err != nil || d.Duration != 90*time.Second {
+		t.Fatalf("UnmarshalText: %v %v", d, err)
+	}
+	if b, _ := d.MarshalText(); string(b) != "1m30s" {
+		t.Fatalf("MarshalText = %s", b)
+	}
+}

@@ -1,0 +1,73 @@
+package config
+
+// ExampleServer returns a commented gateway configuration showing every
+// key, with defaults where a key is optional.
+func ExampleServer() string { return exampleServer }
+
+// ExampleClient returns a commented client configuration showing every key.
+func ExampleClient() string { return exampleClient }
+
+const exampleServer = `# Salvo gateway configuration (TOML). Unknown keys are errors.
+# Relative paths are relative to this file's directory.
+
+# UDP addresses to listen on (IP:port; IPv6 in brackets).
+listen = ["0.0.0.0:51820", "[::]:51820"]
+
+# Required: the gateway's static private key (created by "salvo genkey")
+# and the users file (managed by "salvo user add|del|passwd|list").
+private_key_file = "server.key"
+users_file = "users"
+
+tun_name = "salvo0"          # 1..15 characters
+mtu = 1420                   # 576..9000; at least 1280 with an IPv6 pool
+keepalive = "25s"            # "0s" disables; at most "1h"
+
+# Client address pools; at least one is required. The gateway takes the
+# first host address of each (10.77.0.1, fd77::1).
+ipv4_pool = "10.77.0.0/24"
+ipv6_pool = "fd77::/64"
+
+# Pushed to clients: routes through the tunnel, routes kept off it,
+# resolvers and search domains. Use ["0.0.0.0/0", "::/0"] for a full tunnel.
+routes = ["192.168.10.0/24"]
+excluded_routes = []
+dns = ["10.77.0.1"]
+search_domains = ["corp.example"]
+
+nat = false                  # masquerade pool traffic leaving other interfaces
+# nat_interface = "eth0"     # optional: only masquerade out of this interface
+client_to_client = false     # let clients reach each other
+max_sessions_per_user = 4
+
+control_socket = "/run/salvo/server.sock"
+log_format = "text"          # "text" or "json"
+log_level = "info"           # "debug", "info", "warn" or "error"
+ebpf = "off"                 # "auto", "on" or "off" (not implemented yet)
+workers = 0                  # 0: one per CPU
+`
+
+const exampleClient = `# Salvo client configuration (TOML). Unknown keys are errors.
+# Relative paths are relative to this file's directory.
+
+server = "vpn.example.com:51820"   # host:port; IPv6 as "[2001:db8::1]:51820"
+# The gateway's public key ("salvo pubkey" on the gateway), base64.
+server_public_key = "Q2hhbmdlIG1lOiBwYXN0ZSB0aGUgZ2F0ZXdheSBrZXk="
+username = "alice"
+
+# The password is never written here. Either name a file holding it (mode
+# 0600; one trailing newline is ignored), or an environment variable, or set
+# neither to be prompted on the terminal.
+# password_file = "password"
+# password_env = "SALVO_PASSWORD"
+
+tun_name = "salvo1"
+routes = "pushed"                  # "pushed": install the gateway's routes; "none": install none
+extra_excluded_routes = []         # more prefixes to keep off the tunnel
+dns = true                         # apply the resolvers the gateway pushes
+fwmark = 0x5a17                    # marks tunnel packets for full-tunnel policy routing
+route_table = 51820                # routing table for full-tunnel routes
+
+control_socket = "/run/salvo/client.sock"
+log_format = "text"
+log_level = "info"
+`

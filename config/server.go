@@ -1,0 +1,210 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Server is the gateway configuration. Fields tagged toml:"-" are derived
+// from the others by LoadServer.
+type Server struct {
+	Listen             []string `toml:"listen"`           // UDP "ip:port"; default both wildcards on 51820
+	PrivateKeyFile     string   `toml:"private_key_file"` // required; resolved against the config's directory
+	UsersFile          string   `toml:"users_file"`       // required; resolved against the config's directory
+	TunName            string   `toml:"tun_name"`         // default "salvo0"
+	MTU                int      `toml:"mtu"`              // default 1420
+	Keepalive          Duration `toml:"keepalive"`        // default 25s; 0 disables
+	IPv4Pool           string   `toml:"ipv4_pool"`        // e.g. "10.77.0.0/24"; gateway takes the first host
+	IPv6Pool           string   `toml:"ipv6_pool"`        // e.g. "fd77::/64"
+	Routes             []string `toml:"routes"`           // prefixes pushed to clients
+	ExcludedRoutes     []string `toml:"excluded_routes"`  // prefixes clients must keep off the tunnel
+	DNS                []string `toml:"dns"`              // resolver addresses pushed to clients
+	SearchDomains      []string `toml:"search_domains"`
+	NAT                bool     `toml:"nat"`           // masquerade pool traffic leaving other interfaces
+	NATInterface       string   `toml:"nat_interface"` // optional; only used when nat = true
+	ClientToClient     bool     `toml:"client_to_client"`
+	MaxSessionsPerUser int      `toml:"max_sessions_per_user"` // default 4
+	ControlSocket      string   `toml:"control_socket"`        // default "/run/salvo/server.sock"
+	LogFormat          string   `toml:"log_format"`            // "text" (default) | "json"
+	LogLevel           string   `toml:"log_level"`             // debug | info (default) | warn | error
+	EBPF               string   `toml:"ebpf"`                  // "auto" | "on" | "off" (default)
+	Workers            int      `toml:"workers"`               // 0 = GOMAXPROCS
+
+	Path                  string           `toml:"-"` // absolute path of the file loaded
+	ListenAddrs           []netip.AddrPort `toml:"-"`
+	Pool4                 netip.Prefix     `toml:"-"` // zero if no IPv4 pool
+	Pool6                 netip.Prefix     `toml:"-"` // zero if no IPv6 pool
+	RoutePrefixes         []netip.Prefix   `toml:"-"`
+	ExcludedRoutePrefixes []netip.Prefix   `toml:"-"`
+	DNSAddrs              []netip.Addr     `toml:"-"`
+}
+
+// Limits checked by LoadServer.
+const (
+	MinMTU       = 576
+	MinMTUIPv6   = 1280 // IPv6 requires links of at least 1280 bytes
+	MaxMTU       = 9000
+	MaxKeepalive = time.Hour
+	MaxSessions  = 1024
+	MaxWorkers   = 1024
+)
+
+// Gateway4 returns the gateway's own IPv4 tunnel address (the first host of
+// the IPv4 pool), or the zero Addr if there is no IPv4 pool.
+func (s *Server) Gateway4() netip.Addr {
+	if !s.Pool4.IsValid() {
+		return netip.Addr{}
+	}
+	return s.Pool4.Addr().Next()
+}
+
+// Gateway6 is Gateway4 for the IPv6 pool.
+func (s *Server) Gateway6() netip.Addr {
+	if !s.Pool6.IsValid() {
+		return netip.Addr{}
+	}
+	return s.Pool6.Addr().Next()
+}
+
+// LoadServer reads and validates a gateway configuration, fills in defaults
+// and the derived fields. It does not open the key or users files.
+func LoadServer(path string) (*Server, error) {
+	s := &Server{}
+	l, err := decode(path, s, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.Path = l.path
+
+	if !l.defined("listen") {
+		s.Listen = []string{"0.0.0.0:51820", "[::]:51820"}
+	}
+	s.ListenAddrs = l.parseListen(s.Listen)
+
+	s.PrivateKeyFile = l.requireFile("private_key_file", s.PrivateKeyFile)
+	s.UsersFile = l.requireFile("users_file", s.UsersFile)
+	l.checkIfName("tun_name", &s.TunName, "salvo0")
+
+	s.Pool4 = l.parsePool("ipv4_pool", s.IPv4Pool, false)
+	s.Pool6 = l.parsePool("ipv6_pool", s.IPv6Pool, true)
+	if !l.defined("ipv4_pool") && !l.defined("ipv6_pool") {
+		l.failAt(0, "ipv4_pool", "missing: set ipv4_pool, ipv6_pool or both")
+	}
+
+	if !l.defined("mtu") {
+		s.MTU = 1420
+	}
+	switch {
+	case s.MTU < MinMTU || s.MTU > MaxMTU:
+		l.failf("mtu", "%d is outside %d..%d", s.MTU, MinMTU, MaxMTU)
+	case s.Pool6.IsValid() && s.MTU < MinMTUIPv6:
+		l.failf("mtu", "%d is below %d, the minimum for IPv6 (ipv6_pool is set)", s.MTU, MinMTUIPv6)
+	}
+
+	if !l.defined("keepalive") {
+		s.Keepalive = Duration{25 * time.Second}
+	}
+	if k := s.Keepalive.Duration; k != 0 && (k < time.Second || k > MaxKeepalive) {
+		l.failf("keepalive", "%v must be 0 (off) or between 1s and %v", k, MaxKeepalive)
+	}
+
+	s.RoutePrefixes = l.parsePrefixes("routes", s.Routes)
+	s.ExcludedRoutePrefixes = l.parsePrefixes("excluded_routes", s.ExcludedRoutes)
+
+	for _, d := range s.DNS {
+		a, err := netip.ParseAddr(d)
+		if err != nil {
+			l.failElem("dns", d, fmt.Sprintf("%q is not an IP address", d))
+			continue
+		}
+		s.DNSAddrs = append(s.DNSAddrs, a)
+	}
+	for _, d := range s.SearchDomains {
+		if err := checkHostname(d); err != nil {
+			l.failElem("search_domains", d, err.Error())
+		}
+	}
+
+	if l.defined("nat_interface") {
+		l.checkIfName("nat_interface", &s.NATInterface, "")
+	}
+
+	if !l.defined("max_sessions_per_user") {
+		s.MaxSessionsPerUser = 4
+	}
+	if s.MaxSessionsPerUser < 1 || s.MaxSessionsPerUser > MaxSessions {
+		l.failf("max_sessions_per_user", "%d is outside 1..%d", s.MaxSessionsPerUser, MaxSessions)
+	}
+
+	l.checkSocket("control_socket", &s.ControlSocket, "/run/salvo/server.sock")
+	l.checkLog(&s.LogFormat, &s.LogLevel)
+
+	if !l.defined("ebpf") {
+		s.EBPF = "off"
+	} else if s.EBPF != "auto" && s.EBPF != "on" && s.EBPF != "off" {
+		l.failf("ebpf", "%q is not one of \"auto\", \"on\", \"off\"", s.EBPF)
+	}
+	if s.Workers < 0 || s.Workers > MaxWorkers {
+		l.failf("workers", "%d is outside 0..%d (0 means one per CPU)", s.Workers, MaxWorkers)
+	}
+
+	if err := l.err(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// parseListen wants IP literals: the gateway binds each address itself, and
+// a host name here would make the bound address depend on DNS at start-up.
+func (l *loader) parseListen(list []string) []netip.AddrPort {
+	if len(list) == 0 {
+		l.fail("listen", "must list at least one address, such as \"0.0.0.0:51820\"")
+		return nil
+	}
+	out := make([]netip.AddrPort, 0, len(list))
+	seen := map[netip.AddrPort]bool{}
+	for _, s := range list {
+		ap, err := netip.ParseAddrPort(s)
+		switch {
+		case err != nil:
+			l.failElem("listen", s, fmt.Sprintf("%q is not an IP:port such as \"0.0.0.0:51820\" or \"[::]:51820\"", s))
+			continue
+		case ap.Port() == 0:
+			l.failElem("listen", s, fmt.Sprintf("%q: port must be 1..65535", s))
+			continue
+		case seen[ap]:
+			l.failElem("listen", s, fmt.Sprintf("%q is listed twice", s))
+			continue
+		}
+		seen[ap] = true
+		out = append(out, ap)
+	}
+	return out
+}
+
+// parsePool checks a pool prefix. It must leave room for the network
+// address, the gateway and at least one client (and the IPv4 broadcast).
+func (l *loader) parsePool(key, s string, v6 bool) netip.Prefix {
+	if !l.defined(key) {
+		return netip.Prefix{}
+	}
+	p, err := netip.ParsePrefix(s)
+	family, example, longest := "IPv4", "10.77.0.0/24", 30
+	if v6 {
+		family, example, longest = "IPv6", "fd77::/64", 126
+	}
+	switch {
+	case err != nil:
+		l.failf(key, "%q is not a prefix such as %q", s, example)
+	case v6 != (p.Addr().Is6() && !p.Addr().Is4In6()):
+		l.failf(key, "%q is not an %s prefix", s, family)
+	case p != p.Masked():
+		l.failf(key, "%q has host bits set (did you mean %q?)", s, p.Masked().String())
+	case p.Bits() > longest:
+		l.failf(key, "%q is too small: the pool must be /%d or shorter", s, longest)
+	default:
+		return p
+	}
+	return netip.Prefix{}
+}
