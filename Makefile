@@ -1,0 +1,48 @@
+# Salvo: see README.md. Every target works on a fresh machine as root (Linux).
+GO      ?= go
+PKGS    := ./...
+BIN     := bin/salvo
+FUZZTIME ?= 30s
+
+.PHONY: all build test test-short demo bench bench-micro fuzz lint clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/salvo
+
+# The whole suite: vet, unit and end-to-end tests (network namespaces, needs root) with the race detector,
+# and the seed corpora of every fuzz target (go test runs them as ordinary tests).
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+# Unit tests only, no namespaces.
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+demo: build
+	./scripts/demo.sh
+
+# System benchmark (issue 4): not implemented yet.
+bench:
+	@echo "make bench: the system benchmark against wireguard-go is not implemented yet (see the issues)"; exit 2
+
+# Micro-benchmarks of the hot functions; compare runs with benchstat.
+bench-micro:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./protocol/... ./batch/... ./engine/...
+
+# Run every fuzz target for FUZZTIME each.
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+lint:
+	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
+	$(GO) vet $(PKGS)
+
+clean:
+	rm -rf bin

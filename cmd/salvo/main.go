@@ -1,0 +1,130 @@
+// Command salvo is the Salvo VPN gateway and client. The logic lives in packages; this file parses
+// arguments, sets up logging and maps errors to exit codes.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+)
+
+// Exit codes, documented in `salvo --help`.
+const (
+	exitOK      = 0
+	exitFailure = 1 // runtime failure
+	exitUsage   = 2 // bad arguments or configuration
+	exitLogin   = 3 // the client could not log in (unreachable, wrong password, wrong key, rate limited)
+)
+
+var version = "dev" // set with -ldflags "-X main.version=..."
+
+const usage = `salvo: a batched userspace VPN gateway and client
+
+Usage:
+  salvo keygen [--out FILE]              make a gateway key pair (private key to FILE, public key printed)
+  salvo pubkey < private.key              print the public key of a private key
+  salvo user add|del|passwd|list ...      manage the gateway's users file (argon2id hashes)
+  salvo server --config server.toml       run the gateway
+  salvo client --config client.toml       run the client
+  salvo status [--socket PATH] [--json]   show a running gateway's or client's sessions and counters
+  salvo version
+
+Run 'salvo COMMAND --help' for a command's options.
+
+Exit codes:
+  0  success
+  1  runtime failure
+  2  bad arguments or configuration (the message names the file, line and field)
+  3  the client could not log in (message says: unreachable, wrong password, wrong server key, rate limited)
+`
+
+type usageError struct{ error }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	var err error
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case "version", "--version":
+		fmt.Fprintln(stdout, "salvo", version)
+		return exitOK
+	case "keygen":
+		err = cmdKeygen(args[1:], stdout, stderr)
+	case "pubkey":
+		err = cmdPubkey(args[1:], stdin, stdout, stderr)
+	case "user":
+		err = cmdUser(args[1:], stdin, stdout, stderr)
+	case "server":
+		err = cmdServer(args[1:], stderr)
+	case "client":
+		err = cmdClient(args[1:], stdin, stderr)
+	case "status":
+		err = cmdStatus(args[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "salvo: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+	return exitCode(err, stderr)
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	fmt.Fprintln(stderr, "salvo:", err)
+	var ue usageError
+	var le loginFailure
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &le):
+		return exitLogin
+	}
+	return exitFailure
+}
+
+// newFlags makes a FlagSet whose errors are usage errors and whose --help prints the command's text.
+func newFlags(name, text string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, text)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
+	}
+	return nil
+}
+
+func newLogger(format, level string, w io.Writer) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/salvovpn/salvo/config"
+	"github.com/salvovpn/salvo/engine"
+	"github.com/salvovpn/salvo/engine/control"
+	"golang.org/x/term"
+)
+
+// loginFailure marks a client that could not log in (exit code 3).
+type loginFailure struct{ error }
+
+func (l loginFailure) Unwrap() error { return l.error }
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func cmdServer(args []string, stderr io.Writer) error {
+	fs := newFlags("server", "Usage: salvo server --config server.toml\n\nRuns the gateway. SIGINT/SIGTERM stop it and remove what it set up;\nSIGHUP reloads the users file.\n\nExample configuration:\n\n"+config.ExampleServer()+"\n", stderr)
+	path := fs.String("config", "/etc/salvo/server.toml", "configuration file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.LoadServer(*path)
+	if err != nil {
+		return usageError{err}
+	}
+	log := newLogger(cfg.LogFormat, cfg.LogLevel, stderr)
+	ctx, stop := signalContext()
+	defer stop()
+	return engine.RunServer(ctx, cfg, log)
+}
+
+func cmdClient(args []string, stdin io.Reader, stderr io.Writer) error {
+	fs := newFlags("client", "Usage: salvo client --config client.toml\n\nLogs in to the gateway (failing after 10 s with the reason), creates the TUN\ndevice, applies addresses, routes and DNS, and keeps the tunnel up (keepalive,\nrekey, reconnect). SIGINT/SIGTERM remove everything it added and exit 0.\nThe password comes from password_file, the variable named by password_env,\nor a prompt.\n\nExample configuration:\n\n"+config.ExampleClient()+"\n", stderr)
+	path := fs.String("config", "/etc/salvo/client.toml", "configuration file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.LoadClient(*path)
+	if err != nil {
+		return usageError{err}
+	}
+	log := newLogger(cfg.LogFormat, cfg.LogLevel, stderr)
+	pw, err := config.ResolvePassword(cfg, func() ([]byte, error) {
+		fd := int(os.Stdin.Fd())
+		if !term.IsTerminal(fd) {
+			return nil, errors.New("no password_file or password_env in the config and standard input is not a terminal")
+		}
+		fmt.Fprintf(stderr, "Password for %s: ", cfg.Username)
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(stderr)
+		return b, err
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	err = engine.RunClient(ctx, cfg, pw, log)
+	clear(pw)
+	var le *engine.LoginError
+	if errors.As(err, &le) {
+		return loginFailure{err}
+	}
+	return err
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("status", "Usage: salvo status [--socket PATH] [--json]\n\nShows a running gateway's or client's sessions, traffic and drops by reason.\n\n", stderr)
+	sock := fs.String("socket", "", "control socket (default: the server's, else the client's)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	paths := []string{*sock}
+	if *sock == "" {
+		paths = []string{"/run/salvo/server.sock", "/run/salvo/client.sock"}
+	}
+	var st engine.Status
+	var err error
+	for _, p := range paths {
+		if err = control.Query(p, &st); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStatus(stdout, st)
+	return nil
+}
+
+func printStatus(w io.Writer, st engine.Status) {
+	fmt.Fprintf(w, "%s on %s", st.Role, st.Device)
+	if st.State != "" {
+		fmt.Fprintf(w, " (%s)", st.State)
+	}
+	if len(st.Listen) > 0 {
+		fmt.Fprintf(w, ", listening on %s", strings.Join(st.Listen, " "))
+	}
+	fmt.Fprintf(w, "\n%d session(s)\n", len(st.Sessions))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "USER\tADDRESSES\tENDPOINT\tRX\tTX\tHANDSHAKE\tDROPS")
+	for _, s := range st.Sessions {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d pkts / %d B\t%d pkts / %d B\t%s ago\t%s\n", s.User, strings.Join(s.Addresses, ","),
+			s.Endpoint, s.Counters.RxPackets, s.Counters.RxBytes, s.Counters.TxPackets, s.Counters.TxBytes,
+			time.Since(s.LastHandshake).Round(time.Second), drops(s.Counters.Drops))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "other drops: %s\n", drops(st.Global.Drops))
+}
+
+func drops(m map[string]uint64) string {
+	var parts []string
+	for k, v := range m {
+		if v > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", k, v))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
+}

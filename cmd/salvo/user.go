@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+
+	"github.com/salvovpn/salvo/engine/users"
+	"golang.org/x/term"
+)
+
+const userUsage = `Usage:
+  salvo user add    [--file USERS] [--ipv4 ADDR] [--ipv6 ADDR] [--password-stdin] LOGIN
+  salvo user passwd [--file USERS] [--password-stdin] LOGIN
+  salvo user del    [--file USERS] LOGIN
+  salvo user list   [--file USERS]
+
+Manages the gateway's users file. Passwords are read from a prompt (twice) or, with
+--password-stdin, from the first line of standard input; never from the command line.
+They are stored as argon2id hashes with a per-user salt. Send the gateway SIGHUP to reload.
+
+`
+
+func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, userUsage)
+		return usageError{errors.New("user: missing subcommand (add, passwd, del, list)")}
+	}
+	sub := args[0]
+	fs := newFlags("user "+sub, userUsage, stderr)
+	file := fs.String("file", "/etc/salvo/users", "users file")
+	ipv4 := fs.String("ipv4", "", "fixed IPv4 tunnel address for this user (add)")
+	ipv6 := fs.String("ipv6", "", "fixed IPv6 tunnel address for this user (add)")
+	fromStdin := fs.Bool("password-stdin", false, "read the password from standard input")
+	// Flags may come before or after the login.
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	rest := fs.Args()
+	var login string
+	if len(rest) > 0 {
+		login = rest[0]
+		if err := fs.Parse(rest[1:]); err != nil {
+			return usageError{err}
+		}
+		if fs.NArg() > 0 {
+			return usageError{fmt.Errorf("user %s: unexpected argument %q", sub, fs.Arg(0))}
+		}
+	}
+	if sub != "list" && login == "" {
+		return usageError{fmt.Errorf("user %s: missing LOGIN", sub)}
+	}
+
+	store, err := users.Load(*file)
+	if err != nil {
+		if !(errors.Is(err, os.ErrNotExist) && sub == "add") {
+			return err
+		}
+		store = users.New()
+	}
+	switch sub {
+	case "list":
+		for _, u := range store.Users() {
+			line := u.Login
+			if u.FixedIPv4.IsValid() {
+				line += " ipv4=" + u.FixedIPv4.String()
+			}
+			if u.FixedIPv6.IsValid() {
+				line += " ipv6=" + u.FixedIPv6.String()
+			}
+			fmt.Fprintln(stdout, line)
+		}
+		return nil
+	case "del":
+		if err := store.Delete(login); err != nil {
+			return err
+		}
+	case "add", "passwd":
+		pw, err := readPassword(stdin, stderr, *fromStdin)
+		if err != nil {
+			return err
+		}
+		hash, err := users.HashPassword(pw, users.DefaultParams, rand.Reader)
+		clear(pw)
+		if err != nil {
+			return err
+		}
+		if sub == "passwd" {
+			if err := store.SetPassword(login, hash); err != nil {
+				return err
+			}
+			break
+		}
+		u := users.User{Login: login, Hash: hash}
+		if *ipv4 != "" {
+			if u.FixedIPv4, err = netip.ParseAddr(*ipv4); err != nil || !u.FixedIPv4.Is4() {
+				return usageError{fmt.Errorf("user add: --ipv4 %q is not an IPv4 address", *ipv4)}
+			}
+		}
+		if *ipv6 != "" {
+			if u.FixedIPv6, err = netip.ParseAddr(*ipv6); err != nil || !u.FixedIPv6.Is6() {
+				return usageError{fmt.Errorf("user add: --ipv6 %q is not an IPv6 address", *ipv6)}
+			}
+		}
+		if err := store.Add(u); err != nil {
+			return err
+		}
+	default:
+		return usageError{fmt.Errorf("user: unknown subcommand %q (add, passwd, del, list)", sub)}
+	}
+	if err := store.Save(*file); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "users file %s updated (%s %s); send the gateway SIGHUP to reload it\n", *file, sub, login)
+	return nil
+}
+
+func readPassword(stdin io.Reader, stderr io.Writer, fromStdin bool) ([]byte, error) {
+	if fromStdin {
+		line, err := bufio.NewReader(stdin).ReadBytes('\n')
+		if err != nil && len(line) == 0 {
+			return nil, usageError{errors.New("no password on standard input")}
+		}
+		pw := bytes.TrimRight(line, "\r\n")
+		if len(pw) == 0 {
+			return nil, usageError{errors.New("empty password")}
+		}
+		return pw, nil
+	}
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return nil, usageError{errors.New("standard input is not a terminal: use --password-stdin")}
+	}
+	fmt.Fprint(stderr, "Password: ")
+	a, err := term.ReadPassword(fd)
+	fmt.Fprintln(stderr)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprint(stderr, "Again: ")
+	b, err := term.ReadPassword(fd)
+	fmt.Fprintln(stderr)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(a, b) {
+		return nil, usageError{errors.New("passwords do not match")}
+	}
+	if len(a) == 0 {
+		return nil, usageError{errors.New("empty password")}
+	}
+	return a, nil
+}

@@ -1,0 +1,88 @@
+package e2e
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTwoClientsAndClientToClient: two clients get different addresses; traffic between them passes only
+// when the gateway allows it.
+func TestTwoClientsAndClientToClient(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		name := "c2c-denied"
+		if allow {
+			name = "c2c-allowed"
+		}
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			extra := ""
+			if allow {
+				extra = "client_to_client = true"
+			}
+			w.startServer(extra)
+			a, b := w.addClient(), w.addClient()
+			w.connect(a, "alice", a.gwV4+":51820", "")
+			w.connect(b, "bob", b.gwV4+":51820", "")
+			a4, a6 := a.tunnelAddrs(t)
+			b4, b6 := b.tunnelAddrs(t)
+			if a4 == b4 || a6 == b6 || !a4.IsValid() || !b6.IsValid() {
+				t.Fatalf("addresses not unique: %v %v / %v %v", a4, a6, b4, b6)
+			}
+			if got := len(w.serverStatus().Sessions); got != 2 {
+				t.Fatalf("gateway has %d sessions, want 2", got)
+			}
+			// Both reach the host behind the gateway either way.
+			must(t, a.ns.Ping(netip.MustParseAddr(hostV4), 5*time.Second))
+			must(t, b.ns.Ping(netip.MustParseAddr(hostV4), 5*time.Second))
+			err4 := a.ns.Ping(b4, 2*time.Second)
+			err6 := a.ns.Ping(b6, 2*time.Second)
+			if allow {
+				must(t, err4)
+				must(t, err6)
+				return
+			}
+			if err4 == nil || err6 == nil {
+				t.Fatalf("client-to-client traffic passed although the config forbids it (%v, %v)", err4, err6)
+			}
+			if policyDrops(w) == 0 {
+				t.Fatalf("client-to-client drops not counted: %+v", w.serverStatus())
+			}
+		})
+	}
+}
+
+func policyDrops(w *world) uint64 {
+	var n uint64
+	for _, s := range w.serverStatus().Sessions {
+		n += s.Counters.Drops["policy"]
+	}
+	return n
+}
+
+// TestGatewayRestart: the gateway is killed and started again; the client logs in again by itself and
+// traffic resumes within 15 s.
+func TestGatewayRestart(t *testing.T) {
+	w := newWorld(t)
+	srv := w.startServer("")
+	c := w.addClient()
+	w.connect(c, "alice", c.gwV4+":51820", "")
+	host := netip.MustParseAddr(hostV4)
+	must(t, c.ns.Ping(host, 5*time.Second))
+
+	srv.kill() // SIGKILL: no cleanup, no goodbye, all sessions lost
+	// The killed gateway's TUN device disappears with the process; start the new one at once.
+	w.startServer("")
+	restarted := time.Now()
+	waitFor(t, 15*time.Second, "traffic through the restarted gateway", func() error {
+		return c.ns.Ping(host, 500*time.Millisecond)
+	})
+	t.Logf("traffic resumed %s after the gateway restarted", time.Since(restarted).Round(time.Millisecond))
+	if st := w.serverStatus(); len(st.Sessions) != 1 {
+		t.Fatalf("restarted gateway has %d sessions", len(st.Sessions))
+	}
+	if !strings.Contains(c.proc.output(), "logging in again") && !strings.Contains(c.proc.output(), "reconnecting") {
+		t.Fatalf("client log does not show the reconnect:\n%s", c.proc.output())
+	}
+}

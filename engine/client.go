@@ -1,0 +1,439 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/salvovpn/salvo/protocol"
+	"github.com/salvovpn/salvo/protocol/handshake"
+	"github.com/salvovpn/salvo/protocol/transport"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// LoginError is why the client could not log in; the CLI prints it and exits non-zero.
+type LoginError struct {
+	Reason string // machine-readable: unreachable, bad_credentials, wrong_server_key, rate_limited, no_address, version_mismatch, server_error
+	Msg    string
+}
+
+func (e *LoginError) Error() string { return e.Msg }
+
+// TunnelSetup is what the client engine asks the OS layer to do once it knows the tunnel settings. Apply is
+// called after every successful login whose settings differ from the applied ones; the returned undo is
+// called before the next Apply and on exit.
+type TunnelSetup interface {
+	Apply(dev tun.Device, st handshake.Settings) (undo func(), err error)
+}
+
+// ClientConfig is what the client engine needs; the CLI builds it from config.Client.
+type ClientConfig struct {
+	Server     string // host:port, for messages
+	ServerAddr netip.AddrPort
+	Handshake  handshake.ClientConfig
+	// OpenTUN creates the device once the first login succeeded (so a failed login leaves nothing behind).
+	OpenTUN func(mtu int) (tun.Device, error)
+	Setup   TunnelSetup
+	Log     *slog.Logger
+	// LoginTimeout bounds the first login; later reconnects retry until the context ends.
+	LoginTimeout time.Duration
+}
+
+// Client is one tunnel to a gateway.
+type Client struct {
+	cfg  ClientConfig
+	conn *sender
+	log  *slog.Logger
+
+	dev      tun.Device
+	devReady chan struct{}
+	undo     func()
+	applied  handshake.Settings
+
+	current, previous atomic.Pointer[transport.Keypair]
+	counters          Counters
+	global            Counters
+	lastRecv          atomic.Int64
+	lastSend          atomic.Int64
+	lastHandshake     atomic.Int64
+	state             atomic.Value // string
+	drops             dropLogger
+
+	hsIn chan []byte // handshake-phase datagrams from the receive loop
+
+	mu        sync.Mutex
+	resumeKey [32]byte
+	settings  handshake.Settings
+}
+
+// NewClient prepares a client on an open UDP socket. Run logs in and moves packets.
+func NewClient(cfg ClientConfig, conn PacketConn) *Client {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.LoginTimeout == 0 {
+		cfg.LoginTimeout = protocol.HandshakeTimeout
+	}
+	if cfg.Handshake.InstanceID == 0 {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		cfg.Handshake.InstanceID = binary.LittleEndian.Uint64(b[:]) | 1
+	}
+	c := &Client{cfg: cfg, conn: &sender{conn: conn}, log: cfg.Log, devReady: make(chan struct{}), hsIn: make(chan []byte, 16)}
+	c.drops.log = cfg.Log
+	c.state.Store("connecting")
+	return c
+}
+
+// Run logs in (failing with a *LoginError after LoginTimeout), sets up the tunnel and runs until ctx ends.
+// On return everything it added to the system is removed again and a disconnect has been sent.
+func (c *Client) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	wg.Add(1)
+	go func() { // long-lived: the inbound data path
+		defer wg.Done()
+		if err := c.receiveLoop(ctx); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("udp receive: %w", err)
+		}
+		cancel()
+	}()
+	defer func() {
+		c.conn.conn.Close()
+		if c.dev != nil {
+			c.dev.Close()
+		}
+		wg.Wait()
+		if c.undo != nil {
+			c.undo()
+		}
+	}()
+
+	loginCtx, loginCancel := context.WithTimeout(ctx, c.cfg.LoginTimeout)
+	err := c.login(loginCtx, false)
+	loginCancel()
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil
+		}
+		return err
+	}
+	dev, err := c.cfg.OpenTUN(int(c.settings.MTU))
+	if err != nil {
+		return err
+	}
+	c.dev = dev
+	if err := c.applySettings(); err != nil {
+		c.sendDisconnect()
+		return err
+	}
+	close(c.devReady)
+	wg.Add(1)
+	go func() { // long-lived: the outbound data path
+		defer wg.Done()
+		if err := c.tunLoop(ctx); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("tun read: %w", err)
+		}
+		cancel()
+	}()
+	c.state.Store("connected")
+	err = c.maintain(ctx)
+	c.sendDisconnect()
+	select {
+	case e := <-errc:
+		return e
+	default:
+	}
+	return err
+}
+
+func (c *Client) applySettings() error {
+	c.mu.Lock()
+	st := c.settings
+	c.mu.Unlock()
+	if settingsEqual(st, c.applied) && c.undo != nil {
+		return nil
+	}
+	if c.undo != nil {
+		c.undo()
+		c.undo = nil
+	}
+	undo, err := c.cfg.Setup.Apply(c.dev, st)
+	if err != nil {
+		return fmt.Errorf("configure tunnel: %w", err)
+	}
+	c.undo, c.applied = undo, st
+	return nil
+}
+
+func settingsEqual(a, b handshake.Settings) bool {
+	return fmt.Sprint(a) == fmt.Sprint(b)
+}
+
+// login runs handshakes until one succeeds, the context ends, or the gateway gives a final answer.
+// resume asks for a rekey of the live session first (no password hashing on the gateway).
+func (c *Client) login(ctx context.Context, resume bool) error {
+	var (
+		cookie      *handshake.Cookie
+		keyMismatch bool
+		rateLimited bool
+		attempt     int
+	)
+	for {
+		now := time.Now()
+		idx := c.newIndex()
+		var (
+			h   *handshake.ClientHandshake
+			msg []byte
+			err error
+		)
+		if cookie != nil && now.Sub(cookie.ReceivedAt()) > 2*time.Minute {
+			cookie = nil
+		}
+		cur := c.current.Load()
+		if resume && cur != nil {
+			c.mu.Lock()
+			rk := c.resumeKey
+			c.mu.Unlock()
+			h, msg, err = handshake.NewResume(&c.cfg.Handshake, idx, cur.RemoteIndex(), rk, now, cookie)
+		} else {
+			h, msg, err = handshake.NewLogin(&c.cfg.Handshake, idx, now, cookie)
+		}
+		if err != nil {
+			return err
+		}
+		if err := c.conn.writeOne(msg, c.cfg.ServerAddr); err != nil {
+			c.log.Debug("sending handshake", "err", err)
+		}
+		// Back off 1, 2, 4 s, at most 4 s, so a slow gateway can answer and a dead one is not flooded.
+		wait := time.Second << min(attempt, 2)
+		attempt++
+		timer := time.NewTimer(wait)
+	waitLoop:
+		for {
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				switch {
+				case keyMismatch:
+					return &LoginError{"wrong_server_key", fmt.Sprintf("login to %s failed: the gateway rejected our handshake: wrong server public key in the client config", c.cfg.Server)}
+				case rateLimited:
+					return &LoginError{"rate_limited", fmt.Sprintf("login to %s failed: rate limited by the gateway after failed attempts; wait and retry", c.cfg.Server)}
+				}
+				return &LoginError{"unreachable", fmt.Sprintf("login to %s failed: server unreachable (no answer within %s)", c.cfg.Server, c.cfg.LoginTimeout)}
+			case <-timer.C:
+				break waitLoop
+			case b := <-c.hsIn:
+				code, _ := protocol.ParseCode(b)
+				switch code {
+				case protocol.CodeCookieReply:
+					if ck, err := h.ConsumeCookieReply(b, time.Now()); err == nil {
+						cookie = ck
+						timer.Stop()
+						break waitLoop // retry at once with mac2
+					}
+				case protocol.CodeNotice:
+					if reason, index, err := handshake.ParseNotice(b); err == nil && index == h.LocalIndex() && reason == handshake.NoticeKeyMismatch {
+						keyMismatch = true
+					}
+				case protocol.CodeServerAuthResponse:
+					result, keys, st, err := h.ConsumeResponse(b)
+					if err != nil {
+						c.log.Debug("ignoring handshake response", "err", err)
+						continue
+					}
+					timer.Stop()
+					switch result {
+					case handshake.ResultOK:
+						return c.install(keys, st, resume && cur != nil)
+					case handshake.ResultUnknownSession:
+						resume = false // the gateway lost our session: log in with the password
+						break waitLoop
+					case handshake.ResultRateLimited:
+						rateLimited = true
+						continue
+					case handshake.ResultBadCredentials:
+						return &LoginError{"bad_credentials", fmt.Sprintf("login to %s failed: wrong username or password", c.cfg.Server)}
+					case handshake.ResultNoAddress:
+						return &LoginError{"no_address", fmt.Sprintf("login to %s failed: the gateway has no tunnel address left", c.cfg.Server)}
+					case handshake.ResultVersionMismatch:
+						return &LoginError{"version_mismatch", fmt.Sprintf("login to %s failed: no protocol version or cipher suite in common with the gateway", c.cfg.Server)}
+					default:
+						return &LoginError{"server_error", fmt.Sprintf("login to %s failed: the gateway reported %v", c.cfg.Server, result)}
+					}
+				}
+			}
+		}
+	}
+}
+
+func (c *Client) newIndex() uint32 {
+	var b [4]byte
+	for {
+		_, _ = rand.Read(b[:])
+		if i := binary.LittleEndian.Uint32(b[:]); i != 0 {
+			return i
+		}
+	}
+}
+
+// install makes a completed handshake's keys current; the old key stays for packets still in flight.
+func (c *Client) install(keys handshake.SessionKeys, st handshake.Settings, rekey bool) error {
+	now := time.Now()
+	kp, err := transport.NewKeypair(keys.Suite, keys.Send, keys.Recv, keys.LocalIndex, keys.RemoteIndex, true, now)
+	if err != nil {
+		return err
+	}
+	if rekey {
+		c.previous.Store(c.current.Load())
+	} else {
+		c.previous.Store(nil)
+	}
+	c.current.Store(kp)
+	c.mu.Lock()
+	c.resumeKey = keys.ResumeKey
+	c.settings = st
+	c.mu.Unlock()
+	c.lastHandshake.Store(now.UnixNano())
+	c.lastRecv.Store(now.UnixNano())
+	if !rekey {
+		c.log.Info("logged in", "server", c.cfg.Server, "ipv4", st.IPv4, "ipv6", st.IPv6, "suite", keys.Suite.String(),
+			"mtu", st.MTU, "routes", fmt.Sprint(st.Routes))
+	} else {
+		c.log.Debug("rekeyed", "index", kp.LocalIndex())
+	}
+	return nil
+}
+
+// maintain is the client's control loop: keepalives, rekeys, and reconnects when the gateway went away.
+func (c *Client) maintain(ctx context.Context) error {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case b := <-c.hsIn:
+			// Outside a handshake only an unknownSession notice for our current key matters: the gateway
+			// restarted, so log in again now rather than after the dead-peer timeout.
+			if reason, index, err := handshake.ParseNotice(b); err == nil && reason == handshake.NoticeUnknownSession {
+				if kp := c.current.Load(); kp != nil && kp.RemoteIndex() == index {
+					c.log.Info("gateway does not know our session any more; logging in again")
+					if err := c.reconnect(ctx, false); err != nil {
+						return err
+					}
+				}
+			}
+		case now := <-tick.C:
+			kp := c.current.Load()
+			lastRecv := time.Unix(0, c.lastRecv.Load())
+			keepalive := c.settings.Keepalive
+			if keepalive <= 0 {
+				keepalive = protocol.KeepaliveDefault
+			}
+			switch {
+			case kp == nil || kp.Expired(now) || now.Sub(lastRecv) > keepalive*2+protocol.RekeyTimeout:
+				c.log.Info("no answer from the gateway; reconnecting", "silent_for", now.Sub(lastRecv).Round(time.Second))
+				if err := c.reconnect(ctx, kp != nil && !kp.Expired(now)); err != nil {
+					return err
+				}
+			case kp.NeedsRekey(now):
+				rctx, cancel := context.WithTimeout(ctx, 3*protocol.RekeyTimeout)
+				err := c.login(rctx, true)
+				cancel()
+				if err != nil && ctx.Err() == nil {
+					c.log.Debug("rekey failed; will retry", "err", err)
+				}
+			case now.Sub(time.Unix(0, c.lastSend.Load())) >= keepalive:
+				c.sendKeepalive(kp, now)
+			}
+		}
+	}
+}
+
+// reconnect logs in again until it works or ctx ends; the TUN device and routes stay, so traffic resumes
+// as soon as the new session is up. Bad credentials end the client.
+func (c *Client) reconnect(ctx context.Context, tryResume bool) error {
+	c.state.Store("reconnecting")
+	for ctx.Err() == nil {
+		lctx, cancel := context.WithTimeout(ctx, c.cfg.LoginTimeout)
+		err := c.login(lctx, tryResume)
+		cancel()
+		tryResume = false
+		if err == nil {
+			if err := c.applySettings(); err != nil {
+				return err
+			}
+			c.state.Store("connected")
+			return nil
+		}
+		var le *LoginError
+		if errors.As(err, &le) && le.Reason == "bad_credentials" {
+			return err
+		}
+		if ctx.Err() == nil {
+			c.log.Warn("reconnect failed; retrying", "err", err)
+		}
+	}
+	return nil
+}
+
+func (c *Client) sendKeepalive(kp *transport.Keypair, now time.Time) {
+	var b [protocol.DataOverhead]byte
+	m, err := kp.Seal(protocol.CodeData, b[:], 0, now)
+	if err != nil {
+		return
+	}
+	if c.conn.writeOne(b[:m], c.cfg.ServerAddr) == nil {
+		c.lastSend.Store(now.UnixNano())
+	}
+}
+
+// sendDisconnect tells the gateway we are leaving so it frees the address at once.
+func (c *Client) sendDisconnect() {
+	kp := c.current.Load()
+	if kp == nil {
+		return
+	}
+	var b [protocol.DataOverhead + 1]byte
+	b[protocol.Headroom] = 0 // reason: shutting down
+	m, err := kp.Seal(protocol.CodeDisconnect, b[:], 1, time.Now())
+	if err == nil {
+		_ = c.conn.writeOne(b[:m], c.cfg.ServerAddr)
+	}
+}
+
+// Status reports the tunnel for the control socket.
+func (c *Client) Status() Status {
+	st := Status{Role: "client", State: c.state.Load().(string), Global: c.global.Snapshot()}
+	if c.dev != nil {
+		if name, err := c.dev.Name(); err == nil {
+			st.Device = name
+		}
+	}
+	c.mu.Lock()
+	settings := c.settings
+	c.mu.Unlock()
+	ss := SessionStatus{User: c.cfg.Handshake.Login, Endpoint: c.cfg.ServerAddr.String(), Counters: c.counters.Snapshot(),
+		LastHandshake: time.Unix(0, c.lastHandshake.Load()), LastReceive: time.Unix(0, c.lastRecv.Load())}
+	for _, p := range []netip.Prefix{settings.IPv4, settings.IPv6} {
+		if p.IsValid() {
+			ss.Addresses = append(ss.Addresses, p.String())
+		}
+	}
+	if kp := c.current.Load(); kp != nil {
+		ss.SessionIndex = kp.RemoteIndex()
+		ss.Suite = kp.Suite().String()
+	}
+	st.Sessions = []SessionStatus{ss}
+	return st
+}

@@ -1,0 +1,331 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/salvovpn/salvo/batch"
+	"github.com/salvovpn/salvo/config"
+	"github.com/salvovpn/salvo/engine/control"
+	"github.com/salvovpn/salvo/engine/ippool"
+	"github.com/salvovpn/salvo/engine/users"
+	"github.com/salvovpn/salvo/netcfg"
+	"github.com/salvovpn/salvo/offload"
+	"github.com/salvovpn/salvo/protocol/handshake"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// Offload switches, for tests and for kernels or devices that misbehave. Each forces one offload off.
+const (
+	EnvNoTunOffload = "SALVO_NO_TUN_OFFLOAD" // open the TUN without IFF_VNET_HDR
+)
+
+func tunOptions() offload.Options {
+	return offload.Options{VNetHdr: os.Getenv(EnvNoTunOffload) == ""}
+}
+
+// LoadStaticKey reads a base64 private key file written by `salvo keygen`.
+func LoadStaticKey(path string) (handshake.StaticKeypair, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return handshake.StaticKeypair{}, fmt.Errorf("private key: %w", err)
+	}
+	priv, err := handshake.ParseKey(strings.TrimSpace(string(b)))
+	if err != nil {
+		return handshake.StaticKeypair{}, fmt.Errorf("private key %s: %w", path, err)
+	}
+	pub, err := handshake.PublicFromPrivate(priv)
+	if err != nil {
+		return handshake.StaticKeypair{}, fmt.Errorf("private key %s: %w", path, err)
+	}
+	return handshake.StaticKeypair{Private: priv, Public: pub}, nil
+}
+
+// RunServer runs a gateway from its configuration until ctx ends, then removes everything it set up.
+func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err error) {
+	static, err := LoadStaticKey(cfg.PrivateKeyFile)
+	if err != nil {
+		return err
+	}
+	store, err := users.Load(cfg.UsersFile)
+	if err != nil {
+		return err
+	}
+	var undos []func() error
+	defer func() {
+		for i := len(undos) - 1; i >= 0; i-- {
+			if uerr := undos[i](); uerr != nil {
+				log.Warn("cleanup", "err", uerr)
+			}
+		}
+	}()
+
+	sc := ServerConfig{Static: static, Users: store, ClientToClient: cfg.ClientToClient,
+		MaxSessionsPerUser: cfg.MaxSessionsPerUser, Log: log}
+	var tunAddrs []netip.Prefix
+	// Users' fixed addresses are never handed out to anybody else.
+	var fixed4, fixed6 []netip.Addr
+	for _, u := range store.Users() {
+		if u.FixedIPv4.IsValid() {
+			fixed4 = append(fixed4, u.FixedIPv4)
+		}
+		if u.FixedIPv6.IsValid() {
+			fixed6 = append(fixed6, u.FixedIPv6)
+		}
+	}
+	if cfg.Pool4.IsValid() {
+		if sc.Pool4, err = ippool.New(cfg.Pool4, fixed4...); err != nil {
+			return fmt.Errorf("ipv4_pool: %w", err)
+		}
+		tunAddrs = append(tunAddrs, netip.PrefixFrom(sc.Pool4.Gateway(), cfg.Pool4.Bits()))
+	}
+	if cfg.Pool6.IsValid() {
+		if sc.Pool6, err = ippool.New(cfg.Pool6, fixed6...); err != nil {
+			return fmt.Errorf("ipv6_pool: %w", err)
+		}
+		tunAddrs = append(tunAddrs, netip.PrefixFrom(sc.Pool6.Gateway(), cfg.Pool6.Bits()))
+	}
+	sc.Settings = handshake.Settings{Routes: cfg.RoutePrefixes, ExcludedRoutes: cfg.ExcludedRoutePrefixes,
+		DNS: cfg.DNSAddrs, SearchDomains: cfg.SearchDomains, MTU: uint16(cfg.MTU), Keepalive: cfg.Keepalive.Duration}
+
+	// A gateway killed without cleanup leaves its nftables table and rules; remove them first.
+	if err := netcfg.CleanupStale(netcfg.RouteSetup{Dev: cfg.TunName}); err != nil {
+		log.Warn("removing leftovers of an earlier run", "err", err)
+	}
+	dev, err := offload.Open(cfg.TunName, cfg.MTU, tunOptions())
+	if err != nil {
+		return err
+	}
+	undos = append(undos, func() error { dev.Close(); return nil })
+	if err := netcfg.ConfigureLink(cfg.TunName, cfg.MTU, tunAddrs); err != nil {
+		return err
+	}
+	undo, err := netcfg.EnableForwarding(cfg.Pool4.IsValid(), cfg.Pool6.IsValid())
+	if err != nil {
+		return err
+	}
+	undos = append(undos, undo)
+	if cfg.NAT {
+		var srcs []netip.Prefix
+		if cfg.Pool4.IsValid() {
+			srcs = append(srcs, cfg.Pool4)
+		}
+		if cfg.Pool6.IsValid() {
+			srcs = append(srcs, cfg.Pool6)
+		}
+		undo, err := netcfg.EnableNAT(netcfg.NAT{Sources: srcs, OutInterface: cfg.NATInterface, TunDev: cfg.TunName})
+		if err != nil {
+			return err
+		}
+		undos = append(undos, undo)
+	}
+	var conns []PacketConn
+	for _, addr := range cfg.ListenAddrs {
+		c, err := listenUDP(addr.String(), 0)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return err
+		}
+		conns = append(conns, c)
+	}
+	srv, err := NewServer(sc, dev, conns)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ctlErr := make(chan error, 1)
+	go func() { ctlErr <- control.Serve(ctx, cfg.ControlSocket, func() any { return srv.Status() }) }()
+	go reloadUsersOnHUP(ctx, store, cfg.UsersFile, log)
+	var listen []string
+	for _, c := range conns {
+		listen = append(listen, c.LocalAddr().String())
+	}
+	log.Info("gateway up", "listen", strings.Join(listen, ","), "tun", cfg.TunName, "public_key", static.Public.String(),
+		"ipv4_pool", cfg.Pool4, "ipv6_pool", cfg.Pool6, "nat", cfg.NAT, "client_to_client", cfg.ClientToClient)
+	runErr := make(chan error, 1)
+	go func() { runErr <- srv.Run(ctx) }()
+	select {
+	case err = <-runErr:
+	case err = <-ctlErr:
+		cancel()
+		<-runErr
+	}
+	log.Info("gateway stopped")
+	return err
+}
+
+func reloadUsersOnHUP(ctx context.Context, store *users.Store, path string, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := store.Reload(path); err != nil {
+				log.Error("reloading users file failed; keeping the old one", "file", path, "err", err)
+			} else {
+				log.Info("users file reloaded", "file", path)
+			}
+		}
+	}
+}
+
+// listenUDP opens a batched socket; an IPv6 address gets an IPv6-only socket so a separate IPv4 listener
+// on the same port does not collide with it.
+func listenUDP(addr string, mark uint32) (*batch.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	network := "udp4"
+	if err == nil && ap.Addr().Is6() {
+		network = "udp6"
+	}
+	c, err := batch.Listen(network, addr, batch.Options{Mark: mark})
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// ResolveServer turns host:port (names, IPv4, [IPv6]) into one address.
+func ResolveServer(ctx context.Context, hostport string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("server %q: %w", hostport, err)
+	}
+	pn, err := net.LookupPort("udp", port)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("server %q: bad port: %w", hostport, err)
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return netip.AddrPortFrom(a.Unmap(), uint16(pn)), nil
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(addrs) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("server %q: cannot resolve %s: %v", hostport, host, err)
+	}
+	return netip.AddrPortFrom(addrs[0].Unmap(), uint16(pn)), nil
+}
+
+// RunClient logs in to the gateway of cfg and runs the tunnel until ctx ends.
+func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *slog.Logger) error {
+	serverPub, err := handshake.ParseKey(cfg.ServerPublicKey)
+	if err != nil {
+		return fmt.Errorf("server_public_key: %w", err)
+	}
+	addr, err := ResolveServer(ctx, cfg.Server)
+	if err != nil {
+		return err
+	}
+	// Remove what a crashed earlier run of this device may have left (rules, routes).
+	_ = netcfg.CleanupStale(netcfg.RouteSetup{Dev: cfg.TunName, Table: cfg.RouteTable, FwMark: cfg.FwMark, RulePriority: clientRulePriority})
+	local := "0.0.0.0:0"
+	if addr.Addr().Is6() {
+		local = "[::]:0"
+	}
+	conn, err := listenUDP(local, cfg.FwMark)
+	if err != nil {
+		return err
+	}
+	setup := &clientSystem{cfg: cfg, log: log}
+	cl := NewClient(ClientConfig{
+		Server: cfg.Server, ServerAddr: addr,
+		Handshake: handshake.ClientConfig{ServerPublic: serverPub, Login: cfg.Username, Password: string(password)},
+		OpenTUN: func(mtu int) (tun.Device, error) {
+			if mtu == 0 {
+				mtu = 1420
+			}
+			return offload.Open(cfg.TunName, mtu, tunOptions())
+		},
+		Setup: setup, Log: log,
+	}, conn)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		if err := control.Serve(ctx, cfg.ControlSocket, func() any { return cl.Status() }); err != nil {
+			log.Warn("status socket unavailable", "err", err)
+		}
+	}()
+	log.Info("connecting", "server", cfg.Server, "address", addr, "user", cfg.Username)
+	err = cl.Run(ctx)
+	var le *LoginError
+	if errors.As(err, &le) {
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("client stopped; tunnel removed")
+	return nil
+}
+
+// clientRulePriority is where the client's two policy rules go: before main's (32766).
+const clientRulePriority = 10000
+
+// clientSystem applies pushed settings to the OS through netcfg.
+type clientSystem struct {
+	cfg *config.Client
+	log *slog.Logger
+}
+
+func (s *clientSystem) Apply(dev tun.Device, st handshake.Settings) (func(), error) {
+	name, err := dev.Name()
+	if err != nil {
+		return nil, err
+	}
+	var addrs []netip.Prefix
+	for _, p := range []netip.Prefix{st.IPv4, st.IPv6} {
+		if p.IsValid() {
+			addrs = append(addrs, p)
+		}
+	}
+	mtu := int(st.MTU)
+	if mtu == 0 {
+		mtu = 1420
+	}
+	if err := netcfg.ConfigureLink(name, mtu, addrs); err != nil {
+		return nil, err
+	}
+	var undos []func() error
+	undo := func() {
+		for i := len(undos) - 1; i >= 0; i-- {
+			if err := undos[i](); err != nil {
+				s.log.Warn("cleanup", "err", err)
+			}
+		}
+	}
+	if s.cfg.Routes != "none" && len(st.Routes) > 0 {
+		excluded := append(append([]netip.Prefix(nil), st.ExcludedRoutes...), s.cfg.ExtraExcludedPrefixes...)
+		u, err := netcfg.ApplyRoutes(netcfg.RouteSetup{Dev: name, Table: s.cfg.RouteTable, FwMark: s.cfg.FwMark,
+			RulePriority: clientRulePriority, Routes: st.Routes, Excluded: excluded})
+		if err != nil {
+			undo()
+			return nil, err
+		}
+		undos = append(undos, u)
+	}
+	if s.cfg.DNS && len(st.DNS) > 0 {
+		u, method, err := netcfg.ApplyDNS(name, st.DNS, st.SearchDomains)
+		switch {
+		case err != nil:
+			s.log.Warn("DNS not applied", "err", err)
+		case method == "none":
+			s.log.Info("DNS not applied: neither systemd-resolved nor resolvconf is available", "servers", fmt.Sprint(st.DNS))
+		default:
+			s.log.Info("DNS applied", "method", method, "servers", fmt.Sprint(st.DNS))
+			undos = append(undos, u)
+		}
+	}
+	return undo, nil
+}

@@ -1,0 +1,520 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/salvovpn/salvo/engine/ippool"
+	"github.com/salvovpn/salvo/engine/ratelimit"
+	"github.com/salvovpn/salvo/engine/users"
+	"github.com/salvovpn/salvo/protocol"
+	"github.com/salvovpn/salvo/protocol/handshake"
+	"github.com/salvovpn/salvo/protocol/transport"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// ServerConfig is everything the gateway engine needs; the CLI builds it from config.Server.
+type ServerConfig struct {
+	Static             handshake.StaticKeypair
+	Suites             []protocol.Suite // empty: all
+	Users              *users.Store
+	Pool4, Pool6       *ippool.Pool // either may be nil
+	Settings           handshake.Settings
+	ClientToClient     bool
+	MaxSessionsPerUser int
+	Log                *slog.Logger
+}
+
+// Server is the gateway: it authenticates clients, hands out addresses and moves packets between the UDP
+// sockets and the TUN device.
+type Server struct {
+	cfg     ServerConfig
+	hs      *handshake.Server
+	dev     tun.Device
+	conns   []*sender
+	log     *slog.Logger
+	drops   dropLogger
+	global  Counters
+	started time.Time
+
+	rt atomic.Pointer[routes] // published lookup state: read lock-free by the data path
+
+	mu         sync.Mutex // guards everything below and the publication of rt
+	byInstance map[instanceKey]*serverSession
+	perUser    map[string][]*serverSession
+
+	hsQueue       chan handshakeJob
+	failedBySrc   *ratelimit.Limiter[netip.Addr]
+	failedByLogin *ratelimit.Limiter[string]
+	notices       *ratelimit.Limiter[netip.Addr]
+}
+
+type instanceKey struct {
+	login    string
+	instance uint64
+}
+
+type handshakeJob struct {
+	buf  []byte
+	src  netip.AddrPort
+	conn int
+}
+
+const (
+	handshakeQueueLen = 256
+	handshakeWorkers  = 2
+	sessionIdle       = protocol.RejectAfterTime // no authenticated packet for this long: session is gone
+)
+
+// NewServer prepares a gateway on an open TUN device and UDP sockets. Run starts it.
+func NewServer(cfg ServerConfig, dev tun.Device, conns []PacketConn) (*Server, error) {
+	if cfg.MaxSessionsPerUser <= 0 {
+		cfg.MaxSessionsPerUser = 4
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	s := &Server{cfg: cfg, dev: dev, log: cfg.Log, started: time.Now(),
+		hs:         handshake.NewServer(cfg.Static, cfg.Suites, rand.Reader),
+		byInstance: map[instanceKey]*serverSession{},
+		perUser:    map[string][]*serverSession{},
+		hsQueue:    make(chan handshakeJob, handshakeQueueLen),
+	}
+	var err error
+	// Failed logins: a burst of 10, then one every 2 s, per source address and per login.
+	if s.failedBySrc, err = ratelimit.New[netip.Addr](2*time.Second, 10, 1<<16); err != nil {
+		return nil, err
+	}
+	if s.failedByLogin, err = ratelimit.New[string](2*time.Second, 10, 1<<16); err != nil {
+		return nil, err
+	}
+	// Notices are unauthenticated: a few per second per source at most.
+	if s.notices, err = ratelimit.New[netip.Addr](500*time.Millisecond, 4, 1<<16); err != nil {
+		return nil, err
+	}
+	s.drops.log = cfg.Log
+	s.rt.Store(&routes{byIndex: map[uint32]keyEntry{}, byAddr: map[netip.Addr]*serverSession{}})
+	for _, c := range conns {
+		s.conns = append(s.conns, &sender{conn: c})
+	}
+	return s, nil
+}
+
+// Run moves packets until ctx is cancelled or a socket or the device fails. It closes nothing it was given;
+// the caller owns the device and sockets and closes them after Run returns (closing them also stops Run).
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(s.conns)+2)
+	start := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+			cancel()
+		}()
+	}
+	// The long-lived goroutines of the gateway: one receive loop per socket, one TUN loop, the handshake
+	// workers and the janitor.
+	for i := range s.conns {
+		start("udp receive", func() error { return s.receiveLoop(ctx, i) })
+	}
+	start("tun read", func() error { return s.tunLoop(ctx) })
+	for range handshakeWorkers {
+		start("handshake", func() error { s.handshakeWorker(ctx); return nil })
+	}
+	start("janitor", func() error { s.janitor(ctx); return nil })
+	<-ctx.Done()
+	// Unblock the loops stuck in read calls.
+	for _, c := range s.conns {
+		c.conn.Close()
+	}
+	s.dev.Close()
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// newIndex picks a random unused receiver index. Called with s.mu held.
+func (s *Server) newIndex() uint32 {
+	rt := s.rt.Load()
+	var b [4]byte
+	for {
+		_, _ = rand.Read(b[:])
+		idx := binary.LittleEndian.Uint32(b[:])
+		if _, used := rt.byIndex[idx]; idx != 0 && !used {
+			return idx
+		}
+	}
+}
+
+func (s *Server) handshakeWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case job := <-s.hsQueue:
+			s.handleHandshake(job)
+		}
+	}
+}
+
+// enqueueHandshake copies a handshake datagram out of the receive vector (whose buffers are reused at once)
+// and queues it; a full queue means the gateway is under load and the packet is dropped.
+func (s *Server) enqueueHandshake(b []byte, src netip.AddrPort, conn int) {
+	job := handshakeJob{buf: append([]byte(nil), b...), src: src, conn: conn}
+	select {
+	case s.hsQueue <- job:
+	default:
+		s.global.drop(DropHandshakeQueue)
+		s.drops.logf(DropHandshakeQueue, "from", src)
+	}
+}
+
+func (s *Server) underLoad() bool { return len(s.hsQueue) > handshakeQueueLen/8 }
+
+func (s *Server) handleHandshake(job handshakeJob) {
+	now := time.Now()
+	req, reply, err := s.hs.ConsumeRequest(job.buf, job.src, now, s.underLoad())
+	if err != nil {
+		switch {
+		case errors.Is(err, handshake.ErrMac1):
+			if reply != nil && s.notices.Allow(job.src.Addr(), now) {
+				_ = s.conns[job.conn].writeOne(reply, job.src)
+			}
+		case errors.Is(err, handshake.ErrCookieRequired):
+			if reply != nil {
+				_ = s.conns[job.conn].writeOne(reply, job.src)
+			}
+			return
+		}
+		s.global.drop(DropMalformed)
+		s.log.Debug("handshake rejected", "from", job.src, "err", err)
+		return
+	}
+	defer req.Wipe()
+	var (
+		result  handshake.Result
+		sess    *serverSession
+		kp      *transport.Keypair
+		out     []byte
+		settled bool
+	)
+	switch req.Kind {
+	case handshake.KindLogin:
+		result, sess, out, kp, settled = s.login(req, job, now)
+	case handshake.KindResume:
+		result, sess, out, kp, settled = s.resume(req, job, now)
+	default:
+		result = handshake.ResultServerError
+	}
+	if !settled {
+		out, err = s.hs.Reject(req, result)
+		if err != nil {
+			s.log.Warn("handshake reject failed", "from", job.src, "err", err)
+			return
+		}
+	}
+	if err := s.conns[job.conn].writeOne(out, job.src); err != nil {
+		s.log.Warn("sending handshake response", "to", job.src, "err", err)
+	}
+	if settled {
+		s.log.Info("session up", "user", sess.user, "kind", kindName(req.Kind), "endpoint", job.src,
+			"addresses", fmt.Sprint(sess.addrs()), "index", kp.LocalIndex(), "suite", kp.Suite().String())
+	}
+}
+
+func kindName(k handshake.Kind) string {
+	if k == handshake.KindResume {
+		return "rekey"
+	}
+	return "login"
+}
+
+// login checks a password and creates (or replaces) the session of this client instance.
+func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) (handshake.Result, *serverSession, []byte, *transport.Keypair, bool) {
+	src := job.src.Addr()
+	// Attempts are limited per source and per login before the expensive hash, so guessing is slow and a
+	// flood of logins cannot pin the CPU on argon2id.
+	// Only failures are charged, so a user who types the password right is never locked out by their own
+	// successful logins.
+	if !s.failedBySrc.Check(src, now) || !s.failedByLogin.Check(req.Login, now) {
+		s.log.Warn("login rate limited", "user", req.Login, "from", job.src)
+		return handshake.ResultRateLimited, nil, nil, nil, false
+	}
+	user, err := s.cfg.Users.Authenticate(req.Login, req.Password)
+	if err != nil {
+		s.failedBySrc.Allow(src, now)
+		s.failedByLogin.Allow(req.Login, now)
+		s.log.Warn("login failed", "user", req.Login, "from", job.src, "reason", "bad credentials")
+		return handshake.ResultBadCredentials, nil, nil, nil, false
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := instanceKey{req.Login, req.InstanceID}
+	old := s.byInstance[key]
+	sess := &serverSession{user: user.Login, instance: req.InstanceID}
+	if old != nil {
+		// A reconnect of the same client instance keeps its addresses.
+		sess.addr4, sess.addr6 = old.addr4, old.addr6
+	} else {
+		if len(s.perUser[user.Login]) >= s.cfg.MaxSessionsPerUser {
+			s.removeLocked(s.perUser[user.Login][0], false) // the oldest session of this user makes room
+		}
+		if r := s.assignLocked(sess, user); r != handshake.ResultOK {
+			return r, nil, nil, nil, false
+		}
+	}
+	idx := s.newIndex()
+	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), now)
+	if err != nil {
+		if old == nil {
+			s.releaseLocked(sess)
+		}
+		if errors.Is(err, handshake.ErrNoCommonSuite) {
+			return handshake.ResultVersionMismatch, nil, nil, nil, false
+		}
+		s.log.Warn("accept failed", "user", req.Login, "err", err)
+		return handshake.ResultServerError, nil, nil, nil, false
+	}
+	kp, err := transport.NewKeypair(keys.Suite, keys.Send, keys.Recv, keys.LocalIndex, keys.RemoteIndex, false, now)
+	if err != nil {
+		if old == nil {
+			s.releaseLocked(sess)
+		}
+		return handshake.ResultServerError, nil, nil, nil, false
+	}
+	if old != nil {
+		s.removeLocked(old, true)
+	}
+	sess.current.Store(kp)
+	sess.resumeKey = keys.ResumeKey
+	sess.endpoint.Store(&endpoint{addr: job.src, conn: job.conn})
+	sess.lastRecv.Store(now.UnixNano())
+	sess.lastHandshake.Store(now.UnixNano())
+	s.byInstance[key] = sess
+	s.perUser[user.Login] = append(s.perUser[user.Login], sess)
+	rt := s.rt.Load().clone()
+	rt.byIndex[idx] = keyEntry{kp: kp, sess: sess}
+	for _, a := range sess.addrs() {
+		rt.byAddr[a] = sess
+	}
+	s.rt.Store(rt)
+	return handshake.ResultOK, sess, out, kp, true
+}
+
+// resume rekeys a live session without a password: the proof is a MAC under the previous handshake's
+// resume key.
+func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time) (handshake.Result, *serverSession, []byte, *transport.Keypair, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.rt.Load().byIndex[req.SessionIndex]
+	if !ok || e.sess.user != req.Login || !req.VerifyResume(e.sess.resumeKey) {
+		return handshake.ResultUnknownSession, nil, nil, nil, false
+	}
+	sess := e.sess
+	idx := s.newIndex()
+	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), now)
+	if err != nil {
+		return handshake.ResultServerError, nil, nil, nil, false
+	}
+	kp, err := transport.NewKeypair(keys.Suite, keys.Send, keys.Recv, keys.LocalIndex, keys.RemoteIndex, false, now)
+	if err != nil {
+		return handshake.ResultServerError, nil, nil, nil, false
+	}
+	rt := s.rt.Load().clone()
+	// Only one pending key: a newer resume replaces an unconfirmed one.
+	if old := sess.next.Swap(kp); old != nil {
+		delete(rt.byIndex, old.LocalIndex())
+	}
+	rt.byIndex[idx] = keyEntry{kp: kp, sess: sess}
+	s.rt.Store(rt)
+	sess.resumeKey = keys.ResumeKey
+	sess.endpoint.Store(&endpoint{addr: job.src, conn: job.conn})
+	sess.lastHandshake.Store(now.UnixNano())
+	return handshake.ResultOK, sess, out, kp, true
+}
+
+// confirm promotes a pending key once the client has used it: the client switched, so the gateway can too.
+func (s *Server) confirm(sess *serverSession, kp *transport.Keypair) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sess.next.Load() != kp {
+		return
+	}
+	rt := s.rt.Load().clone()
+	if prev := sess.previous.Load(); prev != nil {
+		delete(rt.byIndex, prev.LocalIndex())
+	}
+	sess.previous.Store(sess.current.Load())
+	sess.current.Store(kp)
+	sess.next.Store(nil)
+	s.rt.Store(rt)
+}
+
+// assignLocked gives a new session its tunnel addresses: the user's fixed ones or the next free ones.
+func (s *Server) assignLocked(sess *serverSession, u users.User) handshake.Result {
+	if p := s.cfg.Pool4; p != nil {
+		if u.FixedIPv4.IsValid() {
+			if holder := s.rt.Load().byAddr[u.FixedIPv4]; holder != nil {
+				s.removeLocked(holder, false) // a fixed address belongs to its user: the newest login wins
+			}
+			if err := p.Claim(u.FixedIPv4); err != nil {
+				s.log.Warn("fixed address unusable", "user", u.Login, "addr", u.FixedIPv4, "err", err)
+				return handshake.ResultNoAddress
+			}
+			sess.addr4 = u.FixedIPv4
+		} else {
+			a, err := p.Allocate()
+			if err != nil {
+				return handshake.ResultNoAddress
+			}
+			sess.addr4 = a
+		}
+	}
+	if p := s.cfg.Pool6; p != nil {
+		if u.FixedIPv6.IsValid() {
+			if holder := s.rt.Load().byAddr[u.FixedIPv6]; holder != nil {
+				s.removeLocked(holder, false)
+			}
+			if err := p.Claim(u.FixedIPv6); err != nil {
+				s.releaseLocked(sess)
+				return handshake.ResultNoAddress
+			}
+			sess.addr6 = u.FixedIPv6
+		} else {
+			a, err := p.Allocate()
+			if err != nil {
+				s.releaseLocked(sess)
+				return handshake.ResultNoAddress
+			}
+			sess.addr6 = a
+		}
+	}
+	return handshake.ResultOK
+}
+
+func (s *Server) releaseLocked(sess *serverSession) {
+	if sess.addr4.IsValid() && s.cfg.Pool4 != nil {
+		s.cfg.Pool4.Release(sess.addr4)
+	}
+	if sess.addr6.IsValid() && s.cfg.Pool6 != nil {
+		s.cfg.Pool6.Release(sess.addr6)
+	}
+}
+
+// removeLocked forgets a session. keepAddrs is set when a reconnect of the same instance inherits them.
+func (s *Server) removeLocked(sess *serverSession, keepAddrs bool) {
+	rt := s.rt.Load().clone()
+	for _, slot := range []*transport.Keypair{sess.current.Load(), sess.previous.Load(), sess.next.Load()} {
+		if slot != nil {
+			delete(rt.byIndex, slot.LocalIndex())
+		}
+	}
+	for _, a := range sess.addrs() {
+		if rt.byAddr[a] == sess {
+			delete(rt.byAddr, a)
+		}
+	}
+	s.rt.Store(rt)
+	key := instanceKey{sess.user, sess.instance}
+	if s.byInstance[key] == sess {
+		delete(s.byInstance, key)
+	}
+	list := s.perUser[sess.user]
+	for i, x := range list {
+		if x == sess {
+			s.perUser[sess.user] = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(s.perUser[sess.user]) == 0 {
+		delete(s.perUser, sess.user)
+	}
+	if !keepAddrs {
+		s.releaseLocked(sess)
+	}
+}
+
+func (s *Server) settingsFor(sess *serverSession) handshake.Settings {
+	st := s.cfg.Settings
+	if sess.addr4.IsValid() {
+		st.IPv4 = netip.PrefixFrom(sess.addr4, s.cfg.Pool4.Prefix().Bits())
+	}
+	if sess.addr6.IsValid() {
+		st.IPv6 = netip.PrefixFrom(sess.addr6, s.cfg.Pool6.Prefix().Bits())
+	}
+	return st
+}
+
+// janitor removes sessions that have been silent longer than any key may live and retires old keys.
+func (s *Server) janitor(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			for _, sess := range s.byInstance {
+				if now.Sub(time.Unix(0, sess.lastRecv.Load())) > sessionIdle {
+					s.log.Info("session expired", "user", sess.user, "addresses", fmt.Sprint(sess.addrs()))
+					s.removeLocked(sess, false)
+					continue
+				}
+				if prev := sess.previous.Load(); prev != nil && prev.Expired(now) {
+					rt := s.rt.Load().clone()
+					delete(rt.byIndex, prev.LocalIndex())
+					sess.previous.Store(nil)
+					s.rt.Store(rt)
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// removeSession handles an authenticated disconnect.
+func (s *Server) removeSession(sess *serverSession) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byInstance[instanceKey{sess.user, sess.instance}] == sess {
+		s.log.Info("session closed by client", "user", sess.user)
+		s.removeLocked(sess, false)
+	}
+}
+
+// Status reports every session for the control socket.
+func (s *Server) Status() Status {
+	now := time.Now()
+	st := Status{Role: "server", Global: s.global.Snapshot(), Sessions: []SessionStatus{}}
+	if name, err := s.dev.Name(); err == nil {
+		st.Device = name
+	}
+	for _, c := range s.conns {
+		st.Listen = append(st.Listen, c.conn.LocalAddr().String())
+	}
+	s.mu.Lock()
+	for _, sess := range s.byInstance {
+		st.Sessions = append(st.Sessions, sess.status(now))
+	}
+	s.mu.Unlock()
+	return st
+}

@@ -1,0 +1,217 @@
+package engine
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/salvovpn/salvo/protocol"
+	"github.com/salvovpn/salvo/protocol/handshake"
+	"github.com/salvovpn/salvo/protocol/transport"
+)
+
+// bufSize leaves room for a 64 KiB TSO/GRO super-packet plus the Salvo header and tag, so the TUN layer can
+// coalesce in place.
+const bufSize = protocol.Headroom + 65535 + protocol.TagLen
+
+// vectorLen is how many packets one read or write call moves.
+const vectorLen = 128
+
+// receiveLoop is the gateway's hot inbound path for one socket: read a vector of datagrams, open the data
+// packets in place, check that each inner packet comes from its session's address, and write the survivors
+// to the TUN device in one call. Handshake messages are copied to the handshake workers.
+func (s *Server) receiveLoop(ctx context.Context, conn int) error {
+	c := s.conns[conn].conn
+	v := newVector(vectorLen, bufSize)
+	var pending []confirmation
+	for {
+		n, err := c.ReadBatch(v.bufs, v.sizes, v.addrs)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		rt := s.rt.Load()
+		out := v.outBufs[:0]
+		for i := range n {
+			b := v.bufs[i][:v.sizes[i]]
+			code, err := protocol.ParseCode(b)
+			if err != nil {
+				s.global.drop(DropMalformed)
+				s.drops.logf(DropMalformed, "from", v.addrs[i])
+				continue
+			}
+			switch code {
+			case protocol.CodeData, protocol.CodeDisconnect:
+			case protocol.CodeClientAuthRequest:
+				s.enqueueHandshake(b, v.addrs[i], conn)
+				continue
+			default:
+				s.global.drop(DropMalformed)
+				continue
+			}
+			hdr, err := protocol.ParseDataHeader(b)
+			if err != nil {
+				s.global.drop(DropMalformed)
+				continue
+			}
+			e, ok := rt.byIndex[hdr.Receiver]
+			if !ok {
+				s.global.drop(DropUnknownSession)
+				s.drops.logf(DropUnknownSession, "from", v.addrs[i])
+				// Tell a client whose session we lost (gateway restart) to log in again, rate-limited so
+				// this cannot be used to amplify or flood.
+				if s.notices.Allow(v.addrs[i].Addr(), now) {
+					_ = s.conns[conn].writeOne(handshake.NewNotice(handshake.NoticeUnknownSession, hdr.Receiver), v.addrs[i])
+				}
+				continue
+			}
+			sess := e.sess
+			gotCode, plen, verdict := e.kp.Open(b, now)
+			if verdict != transport.OK {
+				r := verdictDrop(verdict)
+				sess.counters.drop(r)
+				s.drops.logf(r, "user", sess.user, "from", v.addrs[i])
+				continue
+			}
+			sess.lastRecv.Store(now.UnixNano())
+			if ep := sess.endpoint.Load(); ep.addr != v.addrs[i] || ep.conn != conn {
+				// Roaming: an authenticated packet from a new address moves the session there.
+				sess.endpoint.Store(&endpoint{addr: v.addrs[i], conn: conn})
+			}
+			if e.kp == sess.next.Load() {
+				pending = append(pending, confirmation{sess, e.kp})
+			}
+			if gotCode == protocol.CodeDisconnect {
+				s.removeSession(sess)
+				continue
+			}
+			if plen == 0 {
+				continue // keepalive
+			}
+			pkt := v.bufs[i][protocol.Headroom : protocol.Headroom+plen]
+			src, dst, ok := ipAddrs(pkt)
+			if !ok {
+				sess.counters.drop(DropMalformed)
+				continue
+			}
+			if !sess.owns(src) {
+				sess.counters.drop(DropSpoofed)
+				s.drops.logf(DropSpoofed, "user", sess.user, "src", src)
+				continue
+			}
+			if !s.cfg.ClientToClient && s.isClientAddr(dst) {
+				sess.counters.drop(DropPolicy)
+				continue
+			}
+			plen = ipLen(pkt)
+			sess.counters.RxPackets.Add(1)
+			sess.counters.RxBytes.Add(uint64(plen))
+			out = append(out, v.bufs[i][:protocol.Headroom+plen])
+		}
+		if len(out) > 0 {
+			if _, err := s.dev.Write(out, protocol.Headroom); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				s.global.drop(DropSend)
+				s.drops.logf(DropSend, "err", err)
+			}
+		}
+		for _, p := range pending {
+			s.confirm(p.sess, p.kp)
+		}
+		pending = pending[:0]
+	}
+}
+
+type confirmation struct {
+	sess *serverSession
+	kp   *transport.Keypair
+}
+
+// isClientAddr reports whether a is a tunnel address that belongs to the pools, other than the gateway's own.
+func (s *Server) isClientAddr(a netip.Addr) bool {
+	if p := s.cfg.Pool4; p != nil && p.Contains(a) {
+		return a != p.Gateway()
+	}
+	if p := s.cfg.Pool6; p != nil && p.Contains(a) {
+		return a != p.Gateway()
+	}
+	return false
+}
+
+func verdictDrop(v transport.Verdict) DropReason {
+	switch v {
+	case transport.BadMAC:
+		return DropBadMAC
+	case transport.Replay:
+		return DropReplay
+	case transport.Expired:
+		return DropExpired
+	case transport.WrongKey:
+		return DropUnknownSession
+	}
+	return DropMalformed
+}
+
+// tunLoop is the gateway's hot outbound path: read a vector from the TUN device, find the session that owns
+// each destination, seal in place and send the vector with one sendmmsg per socket.
+func (s *Server) tunLoop(ctx context.Context) error {
+	v := newVector(vectorLen, bufSize)
+	outBufs := make([][][]byte, len(s.conns))
+	outAddrs := make([][]netip.AddrPort, len(s.conns))
+	for i := range s.conns {
+		outBufs[i] = make([][]byte, 0, vectorLen)
+		outAddrs[i] = make([]netip.AddrPort, 0, vectorLen)
+	}
+	for {
+		n, err := s.dev.Read(v.bufs, v.sizes, protocol.Headroom)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		now := time.Now()
+		rt := s.rt.Load()
+		for i := range n {
+			pkt := v.bufs[i][protocol.Headroom : protocol.Headroom+v.sizes[i]]
+			_, dst, ok := ipAddrs(pkt)
+			if !ok {
+				s.global.drop(DropMalformed)
+				continue
+			}
+			sess := rt.byAddr[dst]
+			if sess == nil {
+				s.global.drop(DropNoRoute)
+				continue
+			}
+			kp := sess.current.Load()
+			if kp == nil {
+				sess.counters.drop(DropNoKey)
+				continue
+			}
+			m, err := kp.Seal(protocol.CodeData, v.bufs[i], v.sizes[i], now)
+			if err != nil {
+				sess.counters.drop(DropExpired)
+				continue
+			}
+			ep := sess.endpoint.Load()
+			outBufs[ep.conn] = append(outBufs[ep.conn], v.bufs[i][:m])
+			outAddrs[ep.conn] = append(outAddrs[ep.conn], ep.addr)
+			sess.counters.TxPackets.Add(1)
+			sess.counters.TxBytes.Add(uint64(v.sizes[i]))
+		}
+		for c := range s.conns {
+			if len(outBufs[c]) == 0 {
+				continue
+			}
+			if sent, err := s.conns[c].write(outBufs[c], outAddrs[c]); err != nil {
+				s.global.Drops[DropSend].Add(uint64(len(outBufs[c]) - sent))
+				s.drops.logf(DropSend, "err", err)
+			}
+			outBufs[c] = outBufs[c][:0]
+			outAddrs[c] = outAddrs[c][:0]
+		}
+	}
+}

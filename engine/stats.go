@@ -1,0 +1,100 @@
+package engine
+
+import (
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// DropReason says why a packet was discarded. Every drop on the data path is counted under one of these so
+// `salvo status` and the tests can see it.
+type DropReason uint8
+
+const (
+	DropMalformed      DropReason = iota // unparseable datagram or inner IP packet
+	DropUnknownSession                   // receiver index not known
+	DropBadMAC                           // AEAD tag did not verify
+	DropReplay                           // counter already seen or too old
+	DropExpired                          // key too old or exhausted
+	DropSpoofed                          // inner source is not an address of the session
+	DropNoRoute                          // TUN packet to an address no session owns
+	DropPolicy                           // client-to-client traffic when the config forbids it
+	DropNoKey                            // session has no usable key yet (handshake in progress)
+	DropHandshakeQueue                   // handshake queue full (gateway under load)
+	DropSend                             // send to the network or the TUN failed
+	numDropReasons
+)
+
+var dropNames = [numDropReasons]string{"malformed", "unknown_session", "bad_mac", "replay", "expired", "spoofed",
+	"no_route", "policy", "no_key", "handshake_queue", "send_error"}
+
+func (r DropReason) String() string {
+	if r < numDropReasons {
+		return dropNames[r]
+	}
+	return "unknown"
+}
+
+// Counters are updated with atomics from the data-path goroutines and read by the status endpoint.
+type Counters struct {
+	RxPackets, RxBytes atomic.Uint64 // authenticated, delivered to the TUN
+	TxPackets, TxBytes atomic.Uint64 // sealed and sent
+	Drops              [numDropReasons]atomic.Uint64
+}
+
+func (c *Counters) drop(r DropReason) { c.Drops[r].Add(1) }
+
+// Snapshot is the JSON form of Counters.
+type CountersSnapshot struct {
+	RxPackets uint64            `json:"rx_packets"`
+	RxBytes   uint64            `json:"rx_bytes"`
+	TxPackets uint64            `json:"tx_packets"`
+	TxBytes   uint64            `json:"tx_bytes"`
+	Drops     map[string]uint64 `json:"drops"`
+}
+
+func (c *Counters) Snapshot() CountersSnapshot {
+	s := CountersSnapshot{RxPackets: c.RxPackets.Load(), RxBytes: c.RxBytes.Load(), TxPackets: c.TxPackets.Load(),
+		TxBytes: c.TxBytes.Load(), Drops: map[string]uint64{}}
+	for i := range c.Drops {
+		s.Drops[DropReason(i).String()] = c.Drops[i].Load()
+	}
+	return s
+}
+
+// SessionStatus is one line of `salvo status`.
+type SessionStatus struct {
+	User          string           `json:"user"`
+	SessionIndex  uint32           `json:"session_index"`
+	Addresses     []string         `json:"addresses"`
+	Endpoint      string           `json:"endpoint"`
+	Suite         string           `json:"suite"`
+	LastHandshake time.Time        `json:"last_handshake"`
+	LastReceive   time.Time        `json:"last_receive"`
+	Counters      CountersSnapshot `json:"counters"`
+}
+
+// Status is what the control socket returns.
+type Status struct {
+	Role     string           `json:"role"` // "server" or "client"
+	Device   string           `json:"device"`
+	Listen   []string         `json:"listen,omitempty"`
+	State    string           `json:"state,omitempty"` // client: connecting, connected, reconnecting
+	Sessions []SessionStatus  `json:"sessions"`
+	Global   CountersSnapshot `json:"global"` // drops that belong to no session (unknown index, junk)
+}
+
+// dropLogger logs drops at most once per interval so a flood of junk cannot flood the log.
+type dropLogger struct {
+	log  *slog.Logger
+	last atomic.Int64
+}
+
+func (d *dropLogger) logf(reason DropReason, attrs ...any) {
+	now := time.Now().UnixNano()
+	last := d.last.Load()
+	if now-last < int64(5*time.Second) || !d.last.CompareAndSwap(last, now) {
+		return
+	}
+	d.log.Info("dropping packets (logged at most every 5s; see salvo status)", append([]any{"reason", reason.String()}, attrs...)...)
+}
