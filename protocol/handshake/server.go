@@ -1,0 +1,350 @@
+package handshake
+
+import (
+	"bytes"
+	crand "crypto/rand"
+	"crypto/subtle"
+	"encoding/binary"
+	"io"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/flynn/noise"
+
+	"github.com/salvovpn/salvo/protocol"
+)
+
+// TimestampWindow is how far a request's timestamp may be from the gateway's clock, either way.
+const TimestampWindow = 3 * time.Minute
+
+// minPruneAt is the replay map size at which the first prune runs; later prunes run when the map has doubled
+// since the previous one, which keeps pruning amortised O(1) per Accept.
+const minPruneAt = 1024
+
+// Server answers handshakes for one gateway static key. It is safe for concurrent use by many goroutines.
+type Server struct {
+	static     StaticKeypair
+	suites     []protocol.Suite
+	rand       io.Reader
+	mac1Key    [32]byte
+	cookieAEAD cookieSealer
+	cookies    cookieJar
+
+	mu      sync.Mutex
+	replay  map[replayKey][tai64nLen]byte // last accepted timestamp per (login, instance)
+	floor   [tai64nLen]byte               // newest timestamp ever pruned: nothing at or below it is accepted
+	pruneAt int
+}
+
+type replayKey struct {
+	login    string
+	instance uint64
+}
+
+// lockedReader serialises a caller-supplied random source, which need not be safe for concurrent use.
+type lockedReader struct {
+	mu sync.Mutex
+	r  io.Reader
+}
+
+func (l *lockedReader) Read(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r.Read(p)
+}
+
+// NewServer creates a server for static. suites lists what the gateway supports (empty = both known
+// suites; unknown values are ignored). rand nil = crypto/rand. If static.Public is zero it is derived.
+func NewServer(static StaticKeypair, suites []protocol.Suite, rand io.Reader) *Server {
+	if static.Public.IsZero() {
+		static.Public, _ = PublicFromPrivate(static.Private) // a zero private key leaves a server that answers nothing
+	}
+	var sup []protocol.Suite
+	for _, s := range suites {
+		if s.Valid() {
+			sup = append(sup, s)
+		}
+	}
+	if len(sup) == 0 {
+		sup = []protocol.Suite{protocol.SuiteChaCha20Poly1305, protocol.SuiteAES256GCM}
+	}
+	if rand == nil {
+		rand = crand.Reader
+	} else {
+		rand = &lockedReader{r: rand}
+	}
+	return &Server{
+		static:     static,
+		suites:     sup,
+		rand:       rand,
+		mac1Key:    labelHash("mac1----", static.Public),
+		cookieAEAD: newCookieAEAD(static.Public),
+		replay:     make(map[replayKey][tai64nLen]byte),
+		pruneAt:    minPruneAt,
+	}
+}
+
+// Request is a decrypted, fresh, not-yet-authenticated request. It is meant for one goroutine: the engine
+// checks the credentials (or VerifyResume) and then calls Accept or Reject exactly once.
+type Request struct {
+	Kind         Kind
+	Login        string
+	Password     []byte // KindLogin only; call Wipe when done (Accept and Reject also wipe it)
+	InstanceID   uint64
+	Timestamp    time.Time
+	Suites       []protocol.Suite // the client's preference order, unknown values included
+	SenderIndex  uint32
+	SessionIndex uint32 // KindResume: the gateway index of the session to resume
+
+	hs       *noise.HandshakeState // nil once answered
+	ts       [tai64nLen]byte
+	e        [keyLen]byte
+	proof    [proofLen]byte
+	verified bool
+}
+
+// String omits the password so that logging a request by accident does not leak it.
+func (req *Request) String() string {
+	if req == nil {
+		return "<nil>"
+	}
+	return "Request{Kind:" + req.Kind.String() + " Login:" + strconv.Quote(req.Login) +
+		" InstanceID:" + strconv.FormatUint(req.InstanceID, 16) + " SenderIndex:" +
+		strconv.FormatUint(uint64(req.SenderIndex), 10) + "}"
+}
+
+// GoString keeps %#v from printing the password.
+func (req *Request) GoString() string { return req.String() }
+
+// Wipe zeroes the password.
+func (req *Request) Wipe() {
+	if req != nil {
+		clear(req.Password)
+		req.Password = nil
+	}
+}
+
+// VerifyResume checks the resume proof of a KindResume request against the session's resume key (constant
+// time). The engine must also check that Login and InstanceID match the session it resumes.
+func (req *Request) VerifyResume(resumeKey [32]byte) bool {
+	if req == nil || req.Kind != KindResume {
+		return false
+	}
+	want := resumeProof(resumeKey, req.e[:], req.ts[:])
+	ok := subtle.ConstantTimeCompare(want[:], req.proof[:]) == 1
+	req.verified = ok
+	return ok
+}
+
+// ConsumeRequest runs every cheap check of PROTOCOL.md, in order: length/code/version, mac1 (failure ->
+// ErrMac1 plus a keyMismatch notice the caller may send, rate-limited), when underLoad mac2 against the
+// cookie for src (missing/invalid -> a cookieReply datagram and ErrCookieRequired), Noise decryption, body
+// parse, timestamp within ±TimestampWindow (ErrTimestampExpired) and strictly newer than the last accepted
+// one for (login, instance) (ErrReplay). No password hashing happens here.
+func (s *Server) ConsumeRequest(datagram []byte, src netip.AddrPort, now time.Time, underLoad bool) (req *Request, reply []byte, err error) {
+	d := datagram
+	if err := checkHeader(d, protocol.CodeClientAuthRequest, MinRequestLen, MaxRequestLen); err != nil {
+		return nil, nil, err
+	}
+	sender := binary.LittleEndian.Uint32(d[4:8])
+	n := len(d) - 2*macLen // end of the Noise message; mac1 covers d[:n]
+	m1 := mac(s.mac1Key[:], d[:n])
+	if subtle.ConstantTimeCompare(m1[:], d[n:n+macLen]) != 1 {
+		return nil, NewNotice(NoticeKeyMismatch, sender), ErrMac1
+	}
+	if underLoad {
+		cur, prev, hasPrev, err := s.cookies.secrets(now, s.rand)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !checkMac2(d, src, cur, prev, hasPrev) {
+			reply, err := makeCookieReply(s.cookieAEAD, s.rand, sender, cookieFor(cur, src), d[n:n+macLen])
+			if err != nil {
+				return nil, nil, err
+			}
+			return nil, reply, ErrCookieRequired
+		}
+	}
+
+	hs, err := noise.NewHandshakeState(noise.Config{
+		CipherSuite:   cipherSuite,
+		Random:        s.rand,
+		Pattern:       noise.HandshakeNK,
+		Initiator:     false,
+		Prologue:      prologue,
+		StaticKeypair: noise.DHKey{Private: s.static.Private[:], Public: s.static.Public[:]},
+	})
+	if err != nil {
+		return nil, nil, ErrDecrypt
+	}
+	var bodyBuf [maxReqBody]byte
+	body, _, _, err := hs.ReadMessage(bodyBuf[:0], d[headerLen:n])
+	if err != nil {
+		return nil, nil, ErrDecrypt
+	}
+	rb, err := parseRequestBody(body)
+	clear(bodyBuf[:]) // held the password
+	if err != nil {
+		return nil, nil, err
+	}
+	ts, ok := parseTAI64N(rb.ts[:])
+	if !ok {
+		clear(rb.password)
+		return nil, nil, ErrMalformedBody
+	}
+	if ts.Before(now.Add(-TimestampWindow)) || ts.After(now.Add(TimestampWindow)) {
+		clear(rb.password)
+		return nil, nil, ErrTimestampExpired
+	}
+	if !s.fresh(replayKey{rb.login, rb.instanceID}, rb.ts) {
+		clear(rb.password)
+		return nil, nil, ErrReplay
+	}
+	req = &Request{
+		Kind:         rb.kind,
+		Login:        rb.login,
+		InstanceID:   rb.instanceID,
+		Timestamp:    ts,
+		Suites:       rb.suites,
+		SenderIndex:  sender,
+		SessionIndex: rb.sessionIndex,
+		hs:           hs,
+		ts:           rb.ts,
+		proof:        rb.proof,
+	}
+	if rb.kind == KindLogin {
+		req.Password = rb.password
+	}
+	copy(req.e[:], d[headerLen:headerLen+keyLen])
+	return req, nil, nil
+}
+
+// fresh reports whether ts is strictly newer than everything accepted for k (read only).
+func (s *Server) fresh(k replayKey, ts [tai64nLen]byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.freshLocked(k, ts)
+}
+
+func (s *Server) freshLocked(k replayKey, ts [tai64nLen]byte) bool {
+	if bytes.Compare(ts[:], s.floor[:]) <= 0 {
+		return false
+	}
+	last, ok := s.replay[k]
+	return !ok || bytes.Compare(ts[:], last[:]) > 0
+}
+
+// record stores ts as the last accepted timestamp for k, atomically with a final freshness check so that two
+// copies of one request racing through credential checks cannot both be accepted.
+func (s *Server) record(k replayKey, ts [tai64nLen]byte, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.freshLocked(k, ts) {
+		return false
+	}
+	s.replay[k] = ts
+	if len(s.replay) >= s.pruneAt {
+		// Entries older than the window can go: their replays fail the window check. The floor remembers
+		// the newest pruned one, so even a gateway clock that jumps back cannot reopen them.
+		var limit [tai64nLen]byte
+		putTAI64N(limit[:], now.Add(-TimestampWindow))
+		for key, v := range s.replay {
+			if bytes.Compare(v[:], limit[:]) < 0 {
+				if bytes.Compare(v[:], s.floor[:]) > 0 {
+					s.floor = v
+				}
+				delete(s.replay, key)
+			}
+		}
+		s.pruneAt = max(minPruneAt, 2*len(s.replay))
+	}
+	return true
+}
+
+// replaySize is the number of tracked (login, instance) pairs; for tests.
+func (s *Server) replaySize() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.replay)
+}
+
+func (s *Server) chooseSuite(client []protocol.Suite) (protocol.Suite, bool) {
+	for _, c := range client {
+		for _, m := range s.suites {
+			if c == m {
+				return c, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// Accept completes the handshake with result OK: it chooses the suite (the first of the client's list the
+// server supports, else ErrNoCommonSuite so the caller can Reject with ResultVersionMismatch), records the
+// timestamp for replay protection, and returns the response datagram and keys. localIndex is the gateway's
+// new session index. A KindResume request must have passed VerifyResume first.
+func (s *Server) Accept(req *Request, localIndex uint32, settings Settings, now time.Time) (reply []byte, keys SessionKeys, err error) {
+	if req == nil || req.hs == nil {
+		return nil, SessionKeys{}, ErrHandshakeDone
+	}
+	if req.Kind == KindResume && !req.verified {
+		return nil, SessionKeys{}, ErrResumeNotVerified
+	}
+	suite, ok := s.chooseSuite(req.Suites)
+	if !ok {
+		return nil, SessionKeys{}, ErrNoCommonSuite
+	}
+	body := make([]byte, 0, 64)
+	body = append(body, byte(ResultOK))
+	body = binary.LittleEndian.AppendUint32(body, localIndex)
+	body = append(body, byte(suite))
+	body, err = appendSettings(body, &settings)
+	if err != nil {
+		return nil, SessionKeys{}, err
+	}
+	if !s.record(replayKey{req.Login, req.InstanceID}, req.ts, now) {
+		return nil, SessionKeys{}, ErrReplay
+	}
+	reply, cs1, cs2, err := s.finish(req, body)
+	if err != nil {
+		return nil, SessionKeys{}, err
+	}
+	keys = SessionKeys{
+		Suite:       suite,
+		Send:        cs2.UnsafeKey(), // gateway -> client is the second Split key
+		Recv:        cs1.UnsafeKey(),
+		LocalIndex:  localIndex,
+		RemoteIndex: req.SenderIndex,
+		ResumeKey:   deriveResumeKey(req.hs.ChannelBinding()),
+	}
+	req.hs = nil
+	return reply, keys, nil
+}
+
+// Reject completes the Noise handshake with a failure result, so the client can trust it came from the
+// gateway. It records nothing: the client may retry with the same instance.
+func (s *Server) Reject(req *Request, result Result) (reply []byte, err error) {
+	if req == nil || req.hs == nil {
+		return nil, ErrHandshakeDone
+	}
+	if result == ResultOK || !result.Valid() {
+		return nil, ErrInvalidResult
+	}
+	reply, _, _, err = s.finish(req, []byte{byte(result)})
+	req.hs = nil
+	return reply, err
+}
+
+// finish writes Noise message 2 around body and wipes the request's password.
+func (s *Server) finish(req *Request, body []byte) ([]byte, *noise.CipherState, *noise.CipherState, error) {
+	req.Wipe()
+	out := make([]byte, 0, headerLen+keyLen+len(body)+tagLen)
+	out = appendHeader(out, protocol.CodeServerAuthResponse, protocol.Version, req.SenderIndex)
+	out, cs1, cs2, err := req.hs.WriteMessage(out, body)
+	if err != nil || cs1 == nil || cs2 == nil {
+		return nil, nil, nil, ErrRandom
+	}
+	return out, cs1, cs2, nil
+}
