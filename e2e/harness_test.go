@@ -298,8 +298,17 @@ func (p *proc) kill() {
 
 func start(t *testing.T, ns *netns.NS, name string, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, ns, nil, name, args...)
+}
+
+// startEnv starts a process with extra environment variables.
+func startEnv(t *testing.T, ns *netns.NS, env []string, name string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, done: make(chan struct{})}
 	p.cmd = ns.Exec(context.Background(), args[0], args[1:]...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	must(t, p.cmd.Start())
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()

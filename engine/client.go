@@ -44,6 +44,9 @@ type ClientConfig struct {
 	Log     *slog.Logger
 	// LoginTimeout bounds the first login; later reconnects retry until the context ends.
 	LoginTimeout time.Duration
+	// RekeyAfter is how old a key gets before the client rekeys; 0 means protocol.RekeyAfterTime. Tests
+	// shorten it to exercise rekeys under load in seconds.
+	RekeyAfter time.Duration
 }
 
 // Client is one tunnel to a gateway.
@@ -80,6 +83,9 @@ func NewClient(cfg ClientConfig, conn PacketConn) *Client {
 	}
 	if cfg.LoginTimeout == 0 {
 		cfg.LoginTimeout = protocol.HandshakeTimeout
+	}
+	if cfg.RekeyAfter <= 0 || cfg.RekeyAfter > protocol.RekeyAfterTime {
+		cfg.RekeyAfter = protocol.RekeyAfterTime
 	}
 	if cfg.Handshake.InstanceID == 0 {
 		var b [8]byte
@@ -309,7 +315,7 @@ func (c *Client) install(keys handshake.SessionKeys, st handshake.Settings, reke
 		c.log.Info("logged in", "server", c.cfg.Server, "ipv4", st.IPv4, "ipv6", st.IPv6, "suite", keys.Suite.String(),
 			"mtu", st.MTU, "routes", fmt.Sprint(st.Routes))
 	} else {
-		c.log.Debug("rekeyed", "index", kp.LocalIndex())
+		c.log.Info("rekeyed", "index", kp.LocalIndex())
 	}
 	return nil
 }
@@ -346,7 +352,7 @@ func (c *Client) maintain(ctx context.Context) error {
 				if err := c.reconnect(ctx, kp != nil && !kp.Expired(now)); err != nil {
 					return err
 				}
-			case kp.NeedsRekey(now):
+			case kp.NeedsRekey(now) || now.Sub(kp.Created()) >= c.cfg.RekeyAfter:
 				rctx, cancel := context.WithTimeout(ctx, 3*protocol.RekeyTimeout)
 				err := c.login(rctx, true)
 				cancel()

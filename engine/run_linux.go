@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/salvovpn/salvo/batch"
 	"github.com/salvovpn/salvo/config"
@@ -26,6 +27,9 @@ import (
 // Offload switches, for tests and for kernels or devices that misbehave. Each forces one offload off.
 const (
 	EnvNoTunOffload = "SALVO_NO_TUN_OFFLOAD" // open the TUN without IFF_VNET_HDR
+	// EnvRekeyAfter shortens the client's rekey interval (a Go duration, at most 120s) so tests can watch
+	// rekeys happen under load.
+	EnvRekeyAfter = "SALVO_REKEY_AFTER"
 )
 
 func tunOptions() offload.Options {
@@ -239,6 +243,12 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 		return err
 	}
 	setup := &clientSystem{cfg: cfg, log: log}
+	var rekeyAfter time.Duration
+	if v := os.Getenv(EnvRekeyAfter); v != "" {
+		if rekeyAfter, err = time.ParseDuration(v); err != nil {
+			return fmt.Errorf("%s: %w", EnvRekeyAfter, err)
+		}
+	}
 	cl := NewClient(ClientConfig{
 		Server: cfg.Server, ServerAddr: addr,
 		Handshake: handshake.ClientConfig{ServerPublic: serverPub, Login: cfg.Username, Password: string(password)},
@@ -248,7 +258,7 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 			}
 			return offload.Open(cfg.TunName, mtu, tunOptions())
 		},
-		Setup: setup, Log: log,
+		Setup: setup, Log: log, RekeyAfter: rekeyAfter,
 	}, conn)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
