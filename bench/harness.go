@@ -1,0 +1,416 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/salvovpn/salvo/internal/netns"
+)
+
+// Config selects what a harness run measures.
+type Config struct {
+	Systems   []string      `json:"systems"`
+	Duration  time.Duration `json:"-"`
+	Runs      int           `json:"runs"`
+	Streams   int           `json:"streams"`
+	UDPSize   int           `json:"udp_size"`
+	PingCount int           `json:"ping_count"`
+	CPURate   string        `json:"cpu_rate"` // iperf3 -b for the CPU-cost test
+	Short     bool          `json:"short"`
+
+	RepoDir  string    `json:"-"` // Salvo checkout, for `go build ./cmd/salvo`
+	CacheDir string    `json:"-"` // where the pinned wireguard-go is built once
+	Progress io.Writer `json:"-"` // progress lines; nil = discard
+	// CommandLine is recorded verbatim in the report.
+	CommandLine string `json:"command_line"`
+}
+
+// DefaultConfig is a full run: three repetitions of 10-second tests.
+func DefaultConfig() Config {
+	return Config{
+		Systems: slices.Clone(AllSystems), Duration: 10 * time.Second, Runs: 3, Streams: 4,
+		UDPSize: 64, PingCount: 500, CPURate: "1G",
+	}
+}
+
+// ApplyShort turns a config into the seconds-long smoke version.
+func (c *Config) ApplyShort() {
+	c.Short, c.Duration, c.Runs, c.PingCount = true, time.Second, 1, 50
+}
+
+func (c *Config) validate() error {
+	if c.Duration < time.Second || c.Duration%time.Second != 0 {
+		return fmt.Errorf("duration %v: iperf3 needs whole seconds, at least 1s", c.Duration)
+	}
+	if c.Runs < 1 || c.Streams < 1 || c.PingCount < 2 {
+		return fmt.Errorf("runs (%d), streams (%d) must be >= 1 and ping count (%d) >= 2", c.Runs, c.Streams, c.PingCount)
+	}
+	if c.UDPSize < 16 || c.UDPSize > 1400 {
+		return fmt.Errorf("udp size %d: must be 16..1400 (iperf3's header needs 16 bytes; larger would fragment in a 1420 tunnel)", c.UDPSize)
+	}
+	if len(c.Systems) == 0 {
+		return errors.New("no system selected")
+	}
+	seen := map[string]bool{}
+	for _, s := range c.Systems {
+		if !slices.Contains(AllSystems, s) {
+			return fmt.Errorf("unknown system %q (known: %s)", s, strings.Join(AllSystems, ","))
+		}
+		if seen[s] {
+			return fmt.Errorf("system %q selected twice", s)
+		}
+		seen[s] = true
+	}
+	return nil
+}
+
+// Env describes where the numbers were taken.
+type Env struct {
+	Date        string `json:"date"`
+	CPUModel    string `json:"cpu_model"`
+	Cores       int    `json:"cores"`
+	Kernel      string `json:"kernel"`
+	GoVersion   string `json:"go_version"`
+	Iperf3      string `json:"iperf3_version"`
+	CommandLine string `json:"command_line"`
+}
+
+// Results is everything a run produced; it is what --json writes.
+type Results struct {
+	Env      Env             `json:"environment"`
+	Config   Config          `json:"config"`
+	Duration string          `json:"duration"`
+	Systems  []*SystemResult `json:"systems"`
+}
+
+// SystemResult holds one system's raw runs and their summary.
+type SystemResult struct {
+	Name    string          `json:"name"`
+	Status  string          `json:"status"` // "ok" or "FAILED"
+	Error   string          `json:"error,omitempty"`
+	Version string          `json:"version,omitempty"`
+	Runs    []*RunResult    `json:"runs"`
+	Summary map[string]Stat `json:"summary"`
+}
+
+// RunResult is one repetition on a fresh topology.
+type RunResult struct {
+	Run        int               `json:"run"`
+	Info       map[string]string `json:"info,omitempty"`
+	TCP1       *TCPResult        `json:"tcp_1_stream"`
+	TCPN       *TCPResult        `json:"tcp_n_streams"`
+	UDP        *UDPResult        `json:"udp_small"`
+	PingIdle   *PingResult       `json:"ping_idle"`
+	PingLoaded *PingResult       `json:"ping_loaded"`
+	CPU        *CPUResult        `json:"cpu,omitempty"`    // nil for bare: no tunnel process
+	Memory     *MemResult        `json:"memory,omitempty"` // nil for bare
+}
+
+const (
+	statusOK     = "ok"
+	statusFailed = "FAILED"
+)
+
+// Failed lists the systems that did not produce results.
+func (r *Results) Failed() []*SystemResult {
+	var out []*SystemResult
+	for _, s := range r.Systems {
+		if s.Status != statusOK {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (c *Config) progressf(format string, args ...any) {
+	if c.Progress != nil {
+		fmt.Fprintf(c.Progress, "salvobench: "+format+"\n", args...)
+	}
+}
+
+// Run measures every selected system. A system that fails is marked FAILED
+// with its reason and the others are still measured; the returned error is
+// only for the harness itself (bad config, missing tools, interruption).
+// Namespaces and processes are removed before Run returns, in every case.
+func Run(ctx context.Context, cfg Config) (*Results, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	netns.Sweep(NSPrefix)
+	if err := EnsureTools(ctx, cfg.Progress); err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "salvo-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = DefaultCacheDir()
+	}
+
+	res := &Results{Env: collectEnv(ctx, cfg.CommandLine), Config: cfg, Duration: cfg.Duration.String()}
+	var systems []system
+	for _, name := range AllSystems { // fixed order, whatever the flag's order
+		if !slices.Contains(cfg.Systems, name) {
+			continue
+		}
+		var s system
+		switch name {
+		case SysBare:
+			s = bareSystem{}
+		case SysWireguardGo:
+			s = &wgSystem{cacheDir: cfg.CacheDir}
+		case SysSalvo:
+			s = &salvoSystem{repoDir: cfg.RepoDir}
+		}
+		sr := &SystemResult{Name: name, Status: statusOK}
+		res.Systems = append(res.Systems, sr)
+		cfg.progressf("preparing %s", name)
+		sr.Version, err = s.prepare(ctx, work)
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		if err != nil {
+			sr.Status, sr.Error = statusFailed, err.Error()
+			cfg.progressf("%s FAILED: %v", name, err)
+		}
+		systems = append(systems, s)
+	}
+
+	// Runs are interleaved (run 1 of every system, then run 2...) rather than
+	// grouped per system, so slow drift on a noisy machine spreads over all
+	// systems instead of biasing whichever ran last.
+	for run := 1; run <= cfg.Runs; run++ {
+		for i, s := range systems {
+			sr := res.Systems[i]
+			if sr.Status != statusOK {
+				continue
+			}
+			cfg.progressf("[run %d/%d] %s: bringing up", run, cfg.Runs, s.name())
+			rr, err := runOnce(ctx, &cfg, s, run, work)
+			if ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+			if err != nil {
+				sr.Status, sr.Error = statusFailed, fmt.Sprintf("run %d: %v", run, err)
+				cfg.progressf("[run %d/%d] %s FAILED: %v", run, cfg.Runs, s.name(), err)
+				continue
+			}
+			sr.Runs = append(sr.Runs, rr)
+		}
+	}
+	for _, sr := range res.Systems {
+		if sr.Status == statusOK {
+			sr.Summary = summarize(sr.Runs)
+		}
+	}
+	return res, nil
+}
+
+// runOnce brings a system up on a fresh topology, measures everything and
+// tears it all down again.
+func runOnce(ctx context.Context, cfg *Config, s system, run int, work string) (_ *RunResult, err error) {
+	dir := filepath.Join(work, fmt.Sprintf("%s-run%d", s.name(), run))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	topo, err := NewTopology()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := topo.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("teardown: %w", cerr)
+		}
+	}()
+	tun, err := s.up(ctx, topo, dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s did not come up: %w", s.name(), err)
+	}
+	defer tun.close()
+	// Prove the traffic really takes the system under test: A has no route to
+	// the target other than the tunnel device (or the veth for bare).
+	route, err := topo.A.Run("ip", "-o", "route", "get", tun.target())
+	if err != nil {
+		return nil, err
+	}
+	if !strings.Contains(route, " dev "+tun.dev()+" ") {
+		return nil, fmt.Errorf("%s: route to %s does not use %s: %s", s.name(), tun.target(), tun.dev(), strings.TrimSpace(route))
+	}
+	for _, d := range tun.daemons() {
+		if err := d.checkExe(); err != nil {
+			return nil, err
+		}
+	}
+	srv, err := iperfServer(ctx, topo.B, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop(time.Second)
+
+	secs := int(cfg.Duration / time.Second)
+	tgt := tun.target()
+	rr := &RunResult{Run: run, Info: tun.info()}
+	p := func(format string, args ...any) {
+		cfg.progressf("[run %d/%d] %s: %s", run, cfg.Runs, s.name(), fmt.Sprintf(format, args...))
+	}
+	// alive turns a tunnel process that died mid-test into an error naming
+	// it, rather than letting the next test fail obscurely.
+	alive := func() error {
+		for _, d := range append(tun.daemons(), srv) {
+			if err := d.exited(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if rr.TCP1, err = measureTCP(ctx, topo.A, tgt, secs, 1, "0"); err != nil {
+		return nil, errors.Join(err, alive())
+	}
+	p("TCP 1 stream %.2f Gbit/s", rr.TCP1.Gbps)
+	if rr.TCPN, err = measureTCP(ctx, topo.A, tgt, secs, cfg.Streams, "0"); err != nil {
+		return nil, errors.Join(err, alive())
+	}
+	p("TCP %d streams %.2f Gbit/s", cfg.Streams, rr.TCPN.Gbps)
+	if rr.UDP, err = measureUDP(ctx, topo.A, tgt, secs, cfg.UDPSize); err != nil {
+		return nil, errors.Join(err, alive())
+	}
+	p("UDP %d B: %.0f pkt/s received, %.1f%% lost", cfg.UDPSize, rr.UDP.PPS, rr.UDP.LossPct)
+	if rr.PingIdle, err = measurePing(ctx, topo.A, tgt, cfg.PingCount); err != nil {
+		return nil, errors.Join(err, alive())
+	}
+	p("ping idle p50 %.3f ms p99 %.3f ms (%d/%d)", rr.PingIdle.P50ms, rr.PingIdle.P99ms, rr.PingIdle.Received, rr.PingIdle.Sent)
+	ramp := time.Second
+	if cfg.Short {
+		ramp = 300 * time.Millisecond
+	}
+	if rr.PingLoaded, err = measureLoadedPing(ctx, topo.A, tgt, cfg.PingCount, ramp); err != nil {
+		return nil, errors.Join(err, alive())
+	}
+	p("ping loaded p50 %.3f ms p99 %.3f ms (%d/%d)", rr.PingLoaded.P50ms, rr.PingLoaded.P99ms, rr.PingLoaded.Received, rr.PingLoaded.Sent)
+	if ds := tun.daemons(); len(ds) > 0 {
+		if rr.CPU, err = measureCPU(ctx, topo.A, tgt, secs, cfg.CPURate, ds); err != nil {
+			return nil, errors.Join(err, alive())
+		}
+		p("CPU %.2f s per GB at %s (%.2f Gbit/s moved)", rr.CPU.PerGB, cfg.CPURate, rr.CPU.Transfer.Gbps)
+		if rr.Memory, err = measureMem(ds); err != nil {
+			return nil, err
+		}
+		p("peak RSS %.1f MiB", rr.Memory.TotalMiB)
+	}
+	return rr, alive()
+}
+
+// Tools the harness runs, with the Debian package that provides each.
+var tools = []struct{ bin, pkg string }{
+	{"iperf3", "iperf3"}, {"wg", "wireguard-tools"}, {"ping", "iputils-ping"},
+	{"ip", "iproute2"}, {"ss", "iproute2"}, {"nsenter", "util-linux"}, {"unshare", "util-linux"},
+	{"go", ""}, // needed to build salvo and wireguard-go; not installed for the user
+}
+
+// MissingTools lists the tools not on PATH, as "bin (package)".
+func MissingTools() []string {
+	var miss []string
+	for _, t := range tools {
+		if _, err := exec.LookPath(t.bin); err != nil {
+			miss = append(miss, fmt.Sprintf("%s (%s)", t.bin, t.pkg))
+		}
+	}
+	return miss
+}
+
+// EnsureTools installs the missing packages with apt-get (as root), and
+// fails naming what is still missing afterwards.
+func EnsureTools(ctx context.Context, progress io.Writer) error {
+	var pkgs []string
+	for _, t := range tools {
+		if _, err := exec.LookPath(t.bin); err != nil && t.pkg != "" && !slices.Contains(pkgs, t.pkg) {
+			pkgs = append(pkgs, t.pkg)
+		}
+	}
+	if len(pkgs) > 0 {
+		if _, err := exec.LookPath("apt-get"); err == nil && os.Geteuid() == 0 {
+			if progress != nil {
+				fmt.Fprintf(progress, "salvobench: installing %s with apt-get\n", strings.Join(pkgs, " "))
+			}
+			for _, args := range [][]string{{"update"}, append([]string{"install", "-y", "--no-install-recommends"}, pkgs...)} {
+				c := exec.CommandContext(ctx, "apt-get", args...)
+				c.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+				if out, err := c.CombinedOutput(); err != nil {
+					return fmt.Errorf("apt-get %s: %w: %s", strings.Join(args, " "), err, tail(string(out), 800))
+				}
+			}
+		}
+	}
+	if miss := MissingTools(); len(miss) > 0 {
+		return fmt.Errorf("missing tools: %s", strings.Join(miss, ", "))
+	}
+	return nil
+}
+
+// DefaultCacheDir is where the pinned wireguard-go binary is kept between runs.
+func DefaultCacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "salvo-bench")
+	}
+	return filepath.Join(os.TempDir(), "salvo-bench-cache")
+}
+
+// FindRepoRoot returns the Salvo checkout containing dir (the directory
+// holding go.mod for module github.com/salvovpn/salvo), or "".
+func FindRepoRoot(dir string) string {
+	for d := dir; ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil {
+			if strings.HasPrefix(strings.TrimSpace(string(b)), "module github.com/salvovpn/salvo") {
+				return d
+			}
+			return ""
+		}
+		if filepath.Dir(d) == d {
+			return ""
+		}
+	}
+}
+
+func collectEnv(ctx context.Context, cmdline string) Env {
+	e := Env{Date: time.Now().UTC().Format(time.RFC3339), Cores: runtime.NumCPU(), CommandLine: cmdline,
+		CPUModel: "unknown", Kernel: "unknown", GoVersion: runtime.Version(), Iperf3: "unknown"}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				e.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		e.Kernel = strings.TrimSpace(string(b))
+	}
+	// The toolchain that builds salvo and wireguard-go, not only the one that
+	// built the harness.
+	if out, err := exec.CommandContext(ctx, "go", "env", "GOVERSION").Output(); err == nil {
+		e.GoVersion = strings.TrimSpace(string(out))
+	}
+	if out, err := exec.CommandContext(ctx, "iperf3", "--version").Output(); err == nil {
+		e.Iperf3 = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	}
+	return e
+}
+
+func tail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}

@@ -1,0 +1,214 @@
+package bench
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// Stat summarises one metric over the runs: the median is what the table
+// shows; min and max are kept so the spread stays visible.
+type Stat struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	N      int     `json:"n"`
+}
+
+// metric is one row of the table.
+type metric struct {
+	key    string
+	label  func(c *Config) string
+	better string // "higher" or "lower"
+	format string
+	get    func(*RunResult) (float64, bool)
+}
+
+// Accessors that report absence instead of dereferencing nil.
+func tcpGbps(f func(*RunResult) *TCPResult) func(*RunResult) (float64, bool) {
+	return func(r *RunResult) (float64, bool) {
+		if t := f(r); t != nil {
+			return t.Gbps, true
+		}
+		return 0, false
+	}
+}
+
+func udpField(f func(*UDPResult) float64) func(*RunResult) (float64, bool) {
+	return func(r *RunResult) (float64, bool) {
+		if r.UDP == nil {
+			return 0, false
+		}
+		return f(r.UDP), true
+	}
+}
+
+func pingField(p func(*RunResult) *PingResult, f func(*PingResult) float64) func(*RunResult) (float64, bool) {
+	return func(r *RunResult) (float64, bool) {
+		if pr := p(r); pr != nil {
+			return f(pr), true
+		}
+		return 0, false
+	}
+}
+
+func idle(r *RunResult) *PingResult   { return r.PingIdle }
+func loaded(r *RunResult) *PingResult { return r.PingLoaded }
+func p50(p *PingResult) float64       { return p.P50ms }
+func p99(p *PingResult) float64       { return p.P99ms }
+
+var metrics = []metric{
+	{"tcp_1_gbps", func(*Config) string { return "TCP 1 stream (Gbit/s)" }, "higher", "%.2f",
+		tcpGbps(func(r *RunResult) *TCPResult { return r.TCP1 })},
+	{"tcp_n_gbps", func(c *Config) string { return fmt.Sprintf("TCP %d streams (Gbit/s)", c.Streams) }, "higher", "%.2f",
+		tcpGbps(func(r *RunResult) *TCPResult { return r.TCPN })},
+	{"udp_pps", func(c *Config) string { return fmt.Sprintf("UDP %d B received (pkt/s)", c.UDPSize) }, "higher", "%.0f",
+		udpField(func(u *UDPResult) float64 { return u.PPS })},
+	{"udp_loss_pct", func(c *Config) string { return fmt.Sprintf("UDP %d B loss (%%)", c.UDPSize) }, "lower", "%.1f",
+		udpField(func(u *UDPResult) float64 { return u.LossPct })},
+	{"ping_idle_p50_ms", func(*Config) string { return "ping idle p50 (ms)" }, "lower", "%.3f", pingField(idle, p50)},
+	{"ping_idle_p99_ms", func(*Config) string { return "ping idle p99 (ms)" }, "lower", "%.3f", pingField(idle, p99)},
+	{"ping_loaded_p50_ms", func(*Config) string { return "ping under TCP load p50 (ms)" }, "lower", "%.3f", pingField(loaded, p50)},
+	{"ping_loaded_p99_ms", func(*Config) string { return "ping under TCP load p99 (ms)" }, "lower", "%.3f", pingField(loaded, p99)},
+	{"cpu_s_per_gb", func(c *Config) string { return fmt.Sprintf("tunnel CPU s per GB (TCP at %s)", c.CPURate) }, "lower", "%.2f",
+		func(r *RunResult) (float64, bool) {
+			if r.CPU == nil {
+				return 0, false
+			}
+			return r.CPU.PerGB, true
+		}},
+	{"peak_rss_mib", func(*Config) string { return "tunnel peak RSS (MiB)" }, "lower", "%.1f",
+		func(r *RunResult) (float64, bool) {
+			if r.Memory == nil {
+				return 0, false
+			}
+			return r.Memory.TotalMiB, true
+		}},
+}
+
+// summarize computes median/min/max per metric. A metric a system does not
+// have (bare has no tunnel process, so no CPU or RSS) is absent, never 0.
+func summarize(runs []*RunResult) map[string]Stat {
+	out := map[string]Stat{}
+	for _, m := range metrics {
+		var xs []float64
+		for _, r := range runs {
+			if v, ok := m.get(r); ok {
+				xs = append(xs, v)
+			}
+		}
+		if len(xs) == 0 {
+			continue
+		}
+		slices.Sort(xs)
+		med := xs[len(xs)/2]
+		if len(xs)%2 == 0 {
+			med = (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+		}
+		out[m.key] = Stat{Median: med, Min: xs[0], Max: xs[len(xs)-1], N: len(xs)}
+	}
+	return out
+}
+
+func (r *Results) system(name string) *SystemResult {
+	for _, s := range r.Systems {
+		if s.Name == name && s.Status == statusOK {
+			return s
+		}
+	}
+	return nil
+}
+
+// ratio formats v relative to the reference system's median for the same
+// metric, or "—" when there is no such reference figure.
+func (r *Results) ratio(key string, v float64, ref string) string {
+	s := r.system(ref)
+	if s == nil {
+		return "—"
+	}
+	st, ok := s.Summary[key]
+	if !ok || st.Median == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2fx", v/st.Median)
+}
+
+type row struct{ cells []string }
+
+func (r *Results) rows() (header []string, rows []row) {
+	header = []string{"metric", "better", "system", "median", "min", "max", "vs wireguard-go", "vs bare"}
+	for _, m := range metrics {
+		for _, s := range r.Systems {
+			if s.Status != statusOK {
+				continue
+			}
+			st, ok := s.Summary[m.key]
+			if !ok {
+				continue
+			}
+			rows = append(rows, row{[]string{m.label(&r.Config), m.better, s.Name,
+				fmt.Sprintf(m.format, st.Median), fmt.Sprintf(m.format, st.Min), fmt.Sprintf(m.format, st.Max),
+				r.ratio(m.key, st.Median, SysWireguardGo), r.ratio(m.key, st.Median, SysBare)}})
+		}
+	}
+	return header, rows
+}
+
+// Table renders the comparison for a terminal.
+func (r *Results) Table() string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	header, rows := r.rows()
+	fmt.Fprintln(tw, strings.ToUpper(strings.Join(header, "\t")))
+	last := ""
+	for _, rw := range rows {
+		c := slices.Clone(rw.cells)
+		if c[0] == last { // print each metric's name once per group
+			c[0], c[1] = "", ""
+		} else {
+			last = c[0]
+		}
+		fmt.Fprintln(tw, strings.Join(c, "\t"))
+	}
+	tw.Flush()
+	r.writeFailures(&b, "")
+	fmt.Fprintf(&b, "%d run(s) of %s per test; ratios are medians over the reference's median.\n", r.Config.Runs, r.Duration)
+	return b.String()
+}
+
+func (r *Results) writeFailures(b *strings.Builder, bullet string) {
+	for _, s := range r.Failed() {
+		fmt.Fprintf(b, "%s%s FAILED: %s\n", bullet, s.Name, s.Error)
+	}
+}
+
+// Markdown renders a self-contained section: where, when, how, the table.
+func (r *Results) Markdown() string {
+	var b strings.Builder
+	e := r.Env
+	fmt.Fprintf(&b, "## System benchmark, %s\n\n", e.Date)
+	fmt.Fprintf(&b, "- Machine: %s, %d cores\n- Kernel: Linux %s\n- Go: %s\n- iperf3: %s\n", e.CPUModel, e.Cores, e.Kernel, e.GoVersion, e.Iperf3)
+	for _, s := range r.Systems {
+		if s.Version != "" {
+			fmt.Fprintf(&b, "- %s: %s\n", s.Name, s.Version)
+		}
+	}
+	fmt.Fprintf(&b, "- Runs: %d x %s per test (median shown, min and max kept)\n", r.Config.Runs, r.Duration)
+	fmt.Fprintf(&b, "- Command: `%s`\n\n", e.CommandLine)
+	header, rows := r.rows()
+	b.WriteString("| " + strings.Join(header, " | ") + " |\n")
+	b.WriteString(strings.Repeat("|---", len(header)) + "|\n")
+	for _, rw := range rows {
+		b.WriteString("| " + strings.Join(rw.cells, " | ") + " |\n")
+	}
+	if len(r.Failed()) > 0 {
+		b.WriteString("\n")
+		for _, s := range r.Failed() {
+			// One bullet per system: a multi-line build error would break the list.
+			fmt.Fprintf(&b, "- %s FAILED: %s\n", s.Name, strings.ReplaceAll(s.Error, "\n", " / "))
+		}
+	}
+	b.WriteString("\n")
+	return b.String()
+}

@@ -1,0 +1,429 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/salvovpn/salvo/internal/netns"
+)
+
+// System names accepted by --systems, in the order they are measured.
+const (
+	SysBare        = "bare"
+	SysSalvo       = "salvo"
+	SysWireguardGo = "wireguard-go"
+)
+
+// AllSystems is the default selection.
+var AllSystems = []string{SysBare, SysWireguardGo, SysSalvo}
+
+// tunnel is one system brought up on a Topology.
+type tunnel interface {
+	// target is the address in B that traffic from A is sent to (the iperf3
+	// server and the ping target): through the tunnel, or the veth for bare.
+	target() string
+	// daemons are the tunnel's own processes (nil for bare), whose CPU time
+	// and peak RSS are the system's cost.
+	daemons() []*daemon
+	// dev is the interface in A that traffic to target must leave through.
+	dev() string
+	// info is system-specific detail kept in the JSON (e.g. client address).
+	info() map[string]string
+	close()
+}
+
+// system knows how to build and bring up one data plane.
+type system interface {
+	name() string
+	// prepare builds what the system needs once per harness run and returns
+	// a version string for the report.
+	prepare(ctx context.Context, work string) (string, error)
+	up(ctx context.Context, t *Topology, dir string) (tunnel, error)
+}
+
+// ---- bare ------------------------------------------------------------------
+
+type bareSystem struct{}
+
+type bareTunnel struct{}
+
+func (bareSystem) name() string                                          { return SysBare }
+func (bareSystem) prepare(context.Context, string) (string, error)       { return "veth", nil }
+func (bareSystem) up(context.Context, *Topology, string) (tunnel, error) { return bareTunnel{}, nil }
+func (bareTunnel) target() string                                        { return addrB4 }
+func (bareTunnel) dev() string                                           { return vethA }
+func (bareTunnel) daemons() []*daemon                                    { return nil }
+func (bareTunnel) info() map[string]string                               { return nil }
+func (bareTunnel) close()                                                {}
+
+// ---- wireguard-go ----------------------------------------------------------
+
+// WireguardGoVersion is the pinned wireguard-go module version the harness
+// builds; pinned so that runs months apart compare the same reference.
+const WireguardGoVersion = "v0.0.0-20260522210424-ecfc5a8d5446"
+
+const (
+	wgTunA = "10.66.0.1"
+	wgTunB = "10.66.0.2"
+	wgPort = "51820"
+	wgMTU  = "1420" // the same tunnel MTU Salvo is configured with
+)
+
+type wgSystem struct {
+	cacheDir string
+	bin      string
+}
+
+func (s *wgSystem) name() string { return SysWireguardGo }
+
+func (s *wgSystem) prepare(ctx context.Context, work string) (string, error) {
+	bin, err := BuildWireguardGo(ctx, s.cacheDir)
+	if err != nil {
+		return "", err
+	}
+	// Resolved, because /proc/<pid>/exe (compared against it) always is.
+	if s.bin, err = filepath.EvalSymlinks(bin); err != nil {
+		return "", err
+	}
+	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w: %s", bin, err, out)
+	}
+	return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]) + " (module " + WireguardGoVersion + ")", nil
+}
+
+// BuildWireguardGo installs the pinned wireguard-go into cacheDir (reused
+// when already there: it is a build artefact, not a result) and returns the
+// binary's path. It builds from a throw-away directory with GOWORK=off so
+// nothing about the Salvo module (go.mod, go.sum) is read or touched.
+func BuildWireguardGo(ctx context.Context, cacheDir string) (string, error) {
+	dir := filepath.Join(cacheDir, "wireguard-go-"+WireguardGoVersion)
+	bin := filepath.Join(dir, "wireguard") // go install names it after the module's last element
+	if fi, err := os.Stat(bin); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return bin, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	scratch, err := os.MkdirTemp("", "salvo-bench-wgbuild-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(scratch)
+	cmd := exec.CommandContext(ctx, "go", "install", "golang.zx2c4.com/wireguard@"+WireguardGoVersion)
+	cmd.Dir = scratch
+	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=-mod=mod", "GOWORK=off", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build wireguard-go %s: %w: %s", WireguardGoVersion, err, strings.TrimSpace(string(out)))
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("build wireguard-go: %s missing after go install: %w", bin, err)
+	}
+	return bin, nil
+}
+
+type wgTunnel struct {
+	ds []*daemon
+}
+
+func (t *wgTunnel) target() string          { return wgTunB }
+func (t *wgTunnel) dev() string             { return "wg0" }
+func (t *wgTunnel) daemons() []*daemon      { return t.ds }
+func (t *wgTunnel) info() map[string]string { return nil }
+func (t *wgTunnel) close() {
+	for _, d := range t.ds {
+		d.stop(3 * time.Second)
+	}
+}
+
+// wgStartScript runs wireguard-go under a private tmpfs on /run. wireguard-go
+// and wg(8) meet at the fixed path /var/run/wireguard/wg0.sock, which is not
+// per network namespace: two "wg0" on one host would collide (the second
+// refuses "address already in use"), and wg would talk to the wrong one.
+// A private mount namespace per side gives each its own socket directory;
+// `wg` is run inside the same mount namespace via nsenter. The final exec
+// keeps the pid the harness holds equal to wireguard-go's own.
+const wgStartScript = `mount -t tmpfs -o mode=0755,size=1m salvo-bench /run && mkdir /run/wireguard && exec "$0" wg0`
+
+func (s *wgSystem) up(ctx context.Context, t *Topology, dir string) (_ tunnel, err error) {
+	tun := &wgTunnel{}
+	defer func() {
+		if err != nil {
+			tun.close()
+		}
+	}()
+	type side struct {
+		ns               *netns.NS
+		tunAddr, peerTun string
+		peerVeth, tag    string
+		priv, pub        string
+	}
+	sides := []*side{
+		{ns: t.A, tunAddr: wgTunA, peerTun: wgTunB, peerVeth: addrB4, tag: "a"},
+		{ns: t.B, tunAddr: wgTunB, peerTun: wgTunA, peerVeth: addrA4, tag: "b"},
+	}
+	for _, sd := range sides {
+		if sd.priv, sd.pub, err = wgKeypair(ctx); err != nil {
+			return nil, err
+		}
+	}
+	for i, sd := range sides {
+		peer := sides[1-i]
+		d, err := startDaemon(ctx, sd.ns, filepath.Join(dir, "wireguard-go-"+sd.tag+".log"),
+			[]string{"WG_PROCESS_FOREGROUND=1"},
+			"unshare", "--mount", "--propagation", "private", "sh", "-c", wgStartScript, s.bin)
+		if err != nil {
+			return nil, err
+		}
+		d.exe = s.bin
+		tun.ds = append(tun.ds, d)
+		pid := d.pid()
+		// Ready when the pid has become wireguard-go (so CPU/RSS accounting
+		// reads the right process) and its UAPI socket exists.
+		err = waitFor(ctx, 10*time.Second, "wireguard-go UAPI socket in "+sd.ns.Name, []*daemon{d}, func() (bool, error) {
+			exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+			if err != nil || exe != s.bin {
+				return false, err
+			}
+			_, err = os.Stat(fmt.Sprintf("/proc/%d/root/run/wireguard/wg0.sock", pid))
+			return err == nil, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		wg := exec.CommandContext(ctx, "nsenter", "--target", strconv.Itoa(pid), "--mount", "--net",
+			"wg", "set", "wg0", "listen-port", wgPort, "private-key", "/dev/stdin",
+			"peer", peer.pub, "allowed-ips", peer.tunAddr+"/32", "endpoint", sd.peerVeth+":"+wgPort)
+		wg.Stdin = strings.NewReader(sd.priv + "\n")
+		if out, err := wg.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("wg set in %s: %w: %s", sd.ns.Name, err, strings.TrimSpace(string(out)))
+		}
+		if err := sd.ns.AddAddr("wg0", sd.tunAddr+"/24"); err != nil {
+			return nil, err
+		}
+		if _, err := sd.ns.Run("ip", "link", "set", "wg0", "mtu", wgMTU, "up"); err != nil {
+			return nil, err
+		}
+	}
+	if err := pingUntil(ctx, t.A, wgTunB, 10*time.Second, tun.ds); err != nil {
+		return nil, fmt.Errorf("wireguard-go tunnel does not pass traffic: %w", err)
+	}
+	return tun, nil
+}
+
+// wgKeypair uses Debian's wg(8) for keys, as an operator would.
+func wgKeypair(ctx context.Context) (priv, pub string, err error) {
+	out, err := exec.CommandContext(ctx, "wg", "genkey").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("wg genkey: %w", err)
+	}
+	priv = strings.TrimSpace(string(out))
+	c := exec.CommandContext(ctx, "wg", "pubkey")
+	c.Stdin = strings.NewReader(priv + "\n")
+	out, err = c.Output()
+	if err != nil {
+		return "", "", fmt.Errorf("wg pubkey: %w", err)
+	}
+	return priv, strings.TrimSpace(string(out)), nil
+}
+
+// pingUntil retries single pings until one is answered: the first packets
+// through a tunnel wait for its handshake.
+func pingUntil(ctx context.Context, ns *netns.NS, dst string, timeout time.Duration, ds []*daemon) error {
+	addr := netip.MustParseAddr(dst)
+	return waitFor(ctx, timeout, "ping "+dst+" from "+ns.Name, ds, func() (bool, error) {
+		err := ns.Ping(addr, 500*time.Millisecond)
+		return err == nil, err
+	})
+}
+
+// ---- salvo -----------------------------------------------------------------
+
+const (
+	salvoGatewayTun = "10.77.0.1"
+	salvoUser       = "bench"
+)
+
+type salvoSystem struct {
+	repoDir string
+	bin     string
+}
+
+func (s *salvoSystem) name() string { return SysSalvo }
+
+// prepare builds the CLI from the checkout the harness runs in, so the
+// figures belong to exactly that source tree.
+func (s *salvoSystem) prepare(ctx context.Context, work string) (string, error) {
+	if s.repoDir == "" {
+		return "", errors.New("salvo: repository root unknown (run from inside the checkout)")
+	}
+	var err error
+	if work, err = filepath.EvalSymlinks(work); err != nil { // see wgSystem.prepare
+		return "", err
+	}
+	s.bin = filepath.Join(work, "salvo")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", s.bin, "./cmd/salvo")
+	cmd.Dir = s.repoDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		msg := strings.TrimSpace(string(out))
+		if lines := strings.Split(msg, "\n"); len(lines) > 8 {
+			msg = strings.Join(lines[:8], "\n") + fmt.Sprintf("\n... (%d more lines)", len(lines)-8)
+		}
+		return "", fmt.Errorf("salvo does not build (go build ./cmd/salvo): %w:\n%s", err, msg)
+	}
+	ver := "unknown commit"
+	if out, err := exec.CommandContext(ctx, "git", "-C", s.repoDir, "describe", "--always", "--dirty").Output(); err == nil {
+		ver = strings.TrimSpace(string(out))
+	}
+	return "salvo " + ver, nil
+}
+
+type salvoTunnel struct {
+	ds         []*daemon
+	clientAddr string
+}
+
+func (t *salvoTunnel) target() string     { return salvoGatewayTun }
+func (t *salvoTunnel) dev() string        { return "salvo1" }
+func (t *salvoTunnel) daemons() []*daemon { return t.ds }
+func (t *salvoTunnel) info() map[string]string {
+	return map[string]string{"client_address": t.clientAddr}
+}
+
+// close stops the client before the gateway, as an operator would.
+func (t *salvoTunnel) close() {
+	for i := len(t.ds) - 1; i >= 0; i-- {
+		t.ds[i].stop(5 * time.Second)
+	}
+}
+
+// salvoStatus is the part of `salvo status --json` the harness reads.
+type salvoStatus struct {
+	State    string `json:"state"`
+	Sessions []struct {
+		Addresses []string `json:"addresses"`
+	} `json:"sessions"`
+}
+
+func (s *salvoSystem) up(ctx context.Context, t *Topology, dir string) (_ tunnel, err error) {
+	tun := &salvoTunnel{}
+	defer func() {
+		if err != nil {
+			tun.close()
+		}
+	}()
+	run := func(stdin string, args ...string) (string, error) {
+		c := exec.CommandContext(ctx, s.bin, args...)
+		c.Stdin = strings.NewReader(stdin)
+		var out, errb bytes.Buffer
+		c.Stdout, c.Stderr = &out, &errb
+		if err := c.Run(); err != nil {
+			return "", fmt.Errorf("salvo %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+		}
+		return out.String(), nil
+	}
+	keyFile := filepath.Join(dir, "server.key")
+	out, err := run("", "keygen", "--out", keyFile)
+	if err != nil {
+		return nil, err
+	}
+	pub := strings.TrimSpace(out)
+	if i := strings.LastIndexByte(pub, '\n'); i >= 0 {
+		pub = strings.TrimSpace(pub[i+1:])
+	}
+	if pub == "" {
+		return nil, errors.New("salvo keygen printed no public key")
+	}
+	var rnd [16]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, err
+	}
+	password := hex.EncodeToString(rnd[:])
+	usersFile := filepath.Join(dir, "users")
+	if _, err := run(password+"\n", "user", "add", "--file", usersFile, "--password-stdin", salvoUser); err != nil {
+		return nil, err
+	}
+	passFile := filepath.Join(dir, "bench.pass")
+	if err := os.WriteFile(passFile, []byte(password+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	serverSock := filepath.Join(dir, "server.sock")
+	clientSock := filepath.Join(dir, "client.sock")
+	serverConf := filepath.Join(dir, "server.toml")
+	clientConf := filepath.Join(dir, "client.toml")
+	if err := os.WriteFile(serverConf, []byte(fmt.Sprintf(`listen = ["%s:51820"]
+private_key_file = %q
+users_file = %q
+tun_name = "salvo0"
+mtu = 1420
+ipv4_pool = "10.77.0.0/24"
+ipv6_pool = "fd77::/64"
+nat = false
+control_socket = %q
+`, addrB4, keyFile, usersFile, serverSock)), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(clientConf, []byte(fmt.Sprintf(`server = "%s:51820"
+server_public_key = %q
+username = %q
+password_file = %q
+tun_name = "salvo1"
+control_socket = %q
+`, addrB4, pub, salvoUser, passFile, clientSock)), 0o600); err != nil {
+		return nil, err
+	}
+
+	srv, err := startDaemon(ctx, t.B, filepath.Join(dir, "server.log"), nil, s.bin, "server", "--config", serverConf)
+	if err != nil {
+		return nil, err
+	}
+	srv.exe = s.bin
+	tun.ds = append(tun.ds, srv)
+	if err := waitFor(ctx, 15*time.Second, "salvo gateway control socket", tun.ds, func() (bool, error) {
+		_, err := os.Stat(serverSock)
+		return err == nil, err
+	}); err != nil {
+		return nil, err
+	}
+	cli, err := startDaemon(ctx, t.A, filepath.Join(dir, "client.log"), nil, s.bin, "client", "--config", clientConf)
+	if err != nil {
+		return nil, err
+	}
+	cli.exe = s.bin
+	tun.ds = append(tun.ds, cli)
+	// The status socket is a path-bound Unix socket, reachable from the host
+	// namespace; the client connects after its argon2id login, hence the wait.
+	var st salvoStatus
+	if err := waitFor(ctx, 30*time.Second, `salvo client "state": "connected"`, tun.ds, func() (bool, error) {
+		out, err := run("", "status", "--socket", clientSock, "--json")
+		if err != nil {
+			return false, err
+		}
+		st = salvoStatus{}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			return false, fmt.Errorf("status JSON: %w", err)
+		}
+		return st.State == "connected", fmt.Errorf("state %q", st.State)
+	}); err != nil {
+		return nil, err
+	}
+	if len(st.Sessions) > 0 {
+		tun.clientAddr = strings.Join(st.Sessions[0].Addresses, ",")
+	}
+	if err := pingUntil(ctx, t.A, salvoGatewayTun, 10*time.Second, tun.ds); err != nil {
+		return nil, fmt.Errorf("salvo tunnel does not pass traffic: %w", err)
+	}
+	return tun, nil
+}
