@@ -33,6 +33,11 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return usageError{errors.New("user: missing subcommand (add, passwd, del, list)")}
 	}
 	sub := args[0]
+	switch sub {
+	case "add", "passwd", "del", "list":
+	default:
+		return usageError{fmt.Errorf("user: unknown subcommand %q (add, passwd, del, list)", sub)}
+	}
 	fs := newFlags("user "+sub, userUsage, stderr)
 	file := fs.String("file", "/etc/salvo/users", "users file")
 	ipv4 := fs.String("ipv4", "", "fixed IPv4 tunnel address for this user (add)")
