@@ -63,11 +63,20 @@ func ConfigureLink(name string, mtu int, addrs []netip.Prefix) error {
 			return fmt.Errorf("netcfg: add address %s to %s: %w", p, name, err)
 		}
 	}
+	// A tunnel needs no IPv6 link-local address: without it the kernel does not send router solicitations
+	// and MLD reports into the tunnel, which the peer could only drop. Set before the link goes up, when the
+	// address would be generated; a kernel without IPv6 refuses, which is harmless.
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		_ = h.LinkSetIP6AddrGenMode(link, addrGenModeNone)
+	}
 	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("netcfg: set %s up: %w", name, err)
 	}
 	return nil
 }
+
+// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE from linux/if_link.h.
+const addrGenModeNone = 1
 
 // LinkInfo reports the MTU, state and global/host addresses of a link in
 // the current namespace (IPv6 link-local addresses are left out).
