@@ -131,7 +131,16 @@ func (r *Results) ratio(key string, v float64, ref string) string {
 	if !ok || st.Median == 0 {
 		return "—"
 	}
-	return fmt.Sprintf("%.2fx", v/st.Median)
+	return fmtRatio(v / st.Median)
+}
+
+// fmtRatio keeps two significant digits below 0.1, so a tiny ratio never
+// prints as a misleading "0.00x".
+func fmtRatio(x float64) string {
+	if x != 0 && x < 0.1 {
+		return fmt.Sprintf("%.2gx", x)
+	}
+	return fmt.Sprintf("%.2fx", x)
 }
 
 type row struct{ cells []string }
