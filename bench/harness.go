@@ -47,7 +47,8 @@ func (c *Config) ApplyShort() {
 	c.Short, c.Duration, c.Runs, c.PingCount = true, time.Second, 1, 50
 }
 
-func (c *Config) validate() error {
+// Validate checks the selection and the test parameters.
+func (c *Config) Validate() error {
 	if c.Duration < time.Second || c.Duration%time.Second != 0 {
 		return fmt.Errorf("duration %v: iperf3 needs whole seconds, at least 1s", c.Duration)
 	}
@@ -142,7 +143,7 @@ func (c *Config) progressf(format string, args ...any) {
 // only for the harness itself (bad config, missing tools, interruption).
 // Namespaces and processes are removed before Run returns, in every case.
 func Run(ctx context.Context, cfg Config) (*Results, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	netns.Sweep(NSPrefix)

@@ -65,6 +65,10 @@ func run() int {
 	if *short {
 		cfg.ApplyShort()
 	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "salvobench:", err)
+		return 2
+	}
 	cfg.Progress = os.Stderr
 	cfg.CommandLine = shellQuote(os.Args)
 	if os.Geteuid() != 0 {
