@@ -370,44 +370,35 @@ func (s *Server) confirm(sess *serverSession, kp *transport.Keypair) {
 
 // assignLocked gives a new session its tunnel addresses: the user's fixed ones or the next free ones.
 func (s *Server) assignLocked(sess *serverSession, u users.User) handshake.Result {
-	if p := s.cfg.Pool4; p != nil {
-		if u.FixedIPv4.IsValid() {
-			if holder := s.rt.Load().byAddr[u.FixedIPv4]; holder != nil {
-				s.removeLocked(holder, false) // a fixed address belongs to its user: the newest login wins
-			}
-			if err := p.Claim(u.FixedIPv4); err != nil {
-				s.log.Warn("fixed address unusable", "user", u.Login, "addr", u.FixedIPv4, "err", err)
-				return handshake.ResultNoAddress
-			}
-			sess.addr4 = u.FixedIPv4
-		} else {
-			a, err := p.Allocate()
-			if err != nil {
-				return handshake.ResultNoAddress
-			}
-			sess.addr4 = a
-		}
+	var ok bool
+	if sess.addr4, ok = s.leaseLocked(s.cfg.Pool4, u.FixedIPv4, u.Login); !ok {
+		return handshake.ResultNoAddress
 	}
-	if p := s.cfg.Pool6; p != nil {
-		if u.FixedIPv6.IsValid() {
-			if holder := s.rt.Load().byAddr[u.FixedIPv6]; holder != nil {
-				s.removeLocked(holder, false)
-			}
-			if err := p.Claim(u.FixedIPv6); err != nil {
-				s.releaseLocked(sess)
-				return handshake.ResultNoAddress
-			}
-			sess.addr6 = u.FixedIPv6
-		} else {
-			a, err := p.Allocate()
-			if err != nil {
-				s.releaseLocked(sess)
-				return handshake.ResultNoAddress
-			}
-			sess.addr6 = a
-		}
+	if sess.addr6, ok = s.leaseLocked(s.cfg.Pool6, u.FixedIPv6, u.Login); !ok {
+		s.releaseLocked(sess)
+		return handshake.ResultNoAddress
 	}
 	return handshake.ResultOK
+}
+
+// leaseLocked takes an address from pool (nil: the family is not configured, no address and ok): the fixed
+// one if the user has one, else the next free one.
+func (s *Server) leaseLocked(pool *ippool.Pool, fixed netip.Addr, login string) (netip.Addr, bool) {
+	if pool == nil {
+		return netip.Addr{}, true
+	}
+	if !fixed.IsValid() {
+		a, err := pool.Allocate()
+		return a, err == nil
+	}
+	if holder := s.rt.Load().byAddr[fixed]; holder != nil {
+		s.removeLocked(holder, false) // a fixed address belongs to its user: the newest login wins
+	}
+	if err := pool.Claim(fixed); err != nil {
+		s.log.Warn("fixed address unusable", "user", login, "addr", fixed, "err", err)
+		return netip.Addr{}, false
+	}
+	return fixed, true
 }
 
 func (s *Server) releaseLocked(sess *serverSession) {
