@@ -4,7 +4,7 @@ PKGS    := ./...
 BIN     := bin/salvo
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-short demo bench bench-micro fuzz lint clean
+.PHONY: all build test test-short demo bench bench-short bench-micro fuzz lint clean
 
 all: build
 
@@ -24,9 +24,15 @@ test-short:
 demo: build
 	./scripts/demo.sh
 
-# System benchmark (issue 4): not implemented yet.
+# System benchmark: bare veth, Salvo and wireguard-go (pinned, built from the module proxy) side by side in
+# one run; raw results in bench-results.json, the table in bench-results.md (paste into BENCHMARKS.md).
+# BENCHFLAGS selects systems, duration, runs..., e.g. BENCHFLAGS="--systems salvo,wireguard-go --runs 1".
+BENCHFLAGS ?=
 bench:
-	@echo "make bench: the system benchmark against wireguard-go is not implemented yet (see the issues)"; exit 2
+	$(GO) run ./bench/cmd/salvobench --json bench-results.json --markdown bench-results.md $(BENCHFLAGS)
+
+bench-short:
+	$(GO) run ./bench/cmd/salvobench --short
 
 # Micro-benchmarks of the hot functions; compare runs with benchstat.
 bench-micro:
