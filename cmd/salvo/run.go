@@ -40,6 +40,11 @@ func cmdServer(args []string, stderr io.Writer) error {
 		return usageError{err}
 	}
 	log := newLogger(cfg.LogFormat, cfg.LogLevel, stderr)
+	stopProfile, err := startProfile("server")
+	if err != nil {
+		return usageError{err}
+	}
+	defer stopProfile()
 	ctx, stop := signalContext()
 	defer stop()
 	return engine.RunServer(ctx, cfg, log)
@@ -69,6 +74,11 @@ func cmdClient(args []string, stdin io.Reader, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	stopProfile, err := startProfile("client")
+	if err != nil {
+		return usageError{err}
+	}
+	defer stopProfile()
 	ctx, stop := signalContext()
 	defer stop()
 	err = engine.RunClient(ctx, cfg, pw, log)
