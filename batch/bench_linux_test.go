@@ -18,7 +18,8 @@ const benchBatch = 64
 
 func BenchmarkLoopback(b *testing.B) {
 	for _, size := range []int{64, 1420} {
-		b.Run("mmsg/"+strconv.Itoa(size), func(b *testing.B) { benchMmsg(b, size) })
+		b.Run("mmsg-gso/"+strconv.Itoa(size), func(b *testing.B) { benchMmsg(b, size, Options{}) })
+		b.Run("mmsg/"+strconv.Itoa(size), func(b *testing.B) { benchMmsg(b, size, Options{DisableGSO: true}) })
 		b.Run("plain/"+strconv.Itoa(size), func(b *testing.B) { benchPlain(b, size) })
 	}
 }
@@ -41,9 +42,9 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func benchMmsg(b *testing.B, size int) {
+func benchMmsg(b *testing.B, size int, opt Options) {
 	srv := listen(b, "udp4", "127.0.0.1:0", Options{})
-	cli := listen(b, "udp4", "127.0.0.1:0", Options{})
+	cli := listen(b, "udp4", "127.0.0.1:0", opt)
 	out := make([][]byte, benchBatch)
 	dst := make([]netip.AddrPort, benchBatch)
 	in := make([][]byte, benchBatch)

@@ -38,7 +38,17 @@ type Options struct {
 	BatchSize int
 	// ReusePort sets SO_REUSEPORT so several sockets (one per core) can share a port.
 	ReusePort bool
+	// DisableGSO turns UDP generic segmentation offload off even where the kernel supports it.
+	DisableGSO bool
 }
+
+// UDP GSO limits: the kernel refuses more than udpMaxSegments segments in one send (UDP_MAX_SEGMENTS), and
+// the whole super-datagram must fit an IP packet's 16-bit length. gsoMaxBytes stays below 65535 minus the
+// largest IP + UDP header.
+const (
+	udpMaxSegments = 64
+	gsoMaxBytes    = 65535 - 40 - 8
+)
 
 // Conn is a UDP socket that reads and writes datagrams in batches. All per-call state (message headers,
 // iovecs, socket addresses) is preallocated per direction, so ReadBatch and WriteBatch allocate nothing.
@@ -60,6 +70,10 @@ type Conn struct {
 	wmu    sync.Mutex
 	wr     mmsgState
 	sendFn func(fd uintptr) bool
+	// gso is whether WriteBatch coalesces runs of same-size datagrams to one destination into one message
+	// with a UDP_SEGMENT control message. Turned off for good when the kernel answers EIO (the egress
+	// device cannot checksum), as it then never will.
+	gso bool
 }
 
 // mmsgState is one direction's preallocated recvmmsg/sendmmsg argument arrays plus the result of the last
@@ -68,8 +82,11 @@ type mmsgState struct {
 	msgs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6 // large enough for sockaddr_in as well
-	// A per-message control buffer (UDP_GRO segment size on receive, UDP_SEGMENT on send) will live here
-	// when UDP GSO/GRO is added; msgs[i].Hdr.Control then points into it.
+	// ctrl holds one control-message slot per message (UDP_SEGMENT on send); msgs[i].Hdr.Control points
+	// into it when the message carries several segments.
+	ctrl []byte
+	// segs[i] is how many datagrams message i carries (1 without GSO), to count what sendmmsg sent.
+	segs []int
 
 	count int        // messages prepared for the call
 	done  int        // messages the kernel completed
@@ -81,6 +98,8 @@ func newMmsgState(n int) mmsgState {
 		msgs:  make([]unix.Mmsghdr, n),
 		iovs:  make([]unix.Iovec, n),
 		names: make([]unix.RawSockaddrInet6, n),
+		ctrl:  make([]byte, n*ctrlSlot),
+		segs:  make([]int, n),
 	}
 	// The pointers between the arrays never change; only lengths and bases are refreshed per call.
 	for i := range s.msgs {
@@ -123,7 +142,7 @@ func Listen(network, address string, opt Options) (*Conn, error) {
 		return nil, err
 	}
 	udp := pc.(*net.UDPConn)
-	c, err := newConn(udp, opt.BatchSize)
+	c, err := newConn(udp, opt.BatchSize, opt.DisableGSO)
 	if err != nil {
 		udp.Close()
 		return nil, err
@@ -165,7 +184,7 @@ func setBuffer(fd, force, plain, size int) error {
 	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size)
 }
 
-func newConn(udp *net.UDPConn, batch int) (*Conn, error) {
+func newConn(udp *net.UDPConn, batch int, disableGSO bool) (*Conn, error) {
 	raw, err := udp.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -192,7 +211,33 @@ func newConn(udp *net.UDPConn, batch int) (*Conn, error) {
 	}
 	c.recvFn = c.recv
 	c.sendFn = c.send
+	if !disableGSO {
+		// The option exists (reads back) exactly on kernels that support UDP GSO (4.18+).
+		_ = raw.Control(func(fd uintptr) {
+			_, err := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+			c.gso = err == nil
+		})
+	}
 	return c, nil
+}
+
+// GSO reports whether WriteBatch currently uses UDP generic segmentation offload.
+func (c *Conn) GSO() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.gso
+}
+
+// ctrlSlot is the space of one control message carrying a uint16 (CMSG_SPACE(2)).
+var ctrlSlot = unix.CmsgSpace(2)
+
+// putSegmentCmsg writes a UDP_SEGMENT control message with the segment size into b.
+func putSegmentCmsg(b []byte, size int) {
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level = unix.SOL_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&b[unix.CmsgLen(0)])) = uint16(size)
 }
 
 // LocalAddr is the bound address ("[::]:port" for a dual-stack socket).
@@ -284,6 +329,10 @@ func (c *Conn) WriteVector(v *Vector) (int, error) {
 }
 
 // write sends bufs[i][:sizes[i]] (or all of bufs[i] when sizes is nil) to addrs[i].
+//
+// With GSO, a run of consecutive datagrams to the same destination, all of one size except a shorter last
+// one, becomes one message: one iovec per datagram (no copy) and a UDP_SEGMENT control message, so the
+// kernel's UDP/IP send path runs once per run instead of once per datagram.
 func (c *Conn) write(bufs [][]byte, sizes []int, addrs []netip.AddrPort) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -293,30 +342,74 @@ func (c *Conn) write(bufs [][]byte, sizes []int, addrs []netip.AddrPort) (int, e
 	if sizes != nil {
 		_ = sizes[:len(bufs)]
 	}
+	datagram := func(i int) []byte {
+		if sizes != nil {
+			return bufs[i][:sizes[i]]
+		}
+		return bufs[i]
+	}
 	sent := 0
 	for sent < len(bufs) {
-		k := min(len(bufs)-sent, len(w.msgs))
-		var badAddr bool
-		for i := 0; i < k; i++ {
-			b := bufs[sent+i]
-			if sizes != nil {
-				b = b[:sizes[sent+i]]
-			}
-			setIov(&w.iovs[i], b)
-			nl, ok := c.fillSockaddr(&w.names[i], addrs[sent+i])
+		var (
+			m       int // messages prepared
+			iov     int // iovecs used
+			badAddr bool
+		)
+		for i := sent; i < len(bufs) && m < len(w.msgs) && iov < len(w.iovs); {
+			nl, ok := c.fillSockaddr(&w.names[m], addrs[i])
 			if !ok {
-				// Send what precedes the bad destination, then report it as bufs[sent].
-				k, badAddr = i, true
+				// Send what precedes the bad destination, then report it as bufs[i].
+				badAddr = true
 				break
 			}
-			w.msgs[i].Hdr.Namelen = nl
+			h := &w.msgs[m].Hdr
+			h.Namelen = nl
+			h.Iov = &w.iovs[iov]
+			b := datagram(i)
+			setIov(&w.iovs[iov], b)
+			n, total, size := 1, len(b), len(b)
+			if c.gso && size > 0 {
+				for j := i + 1; j < len(bufs) && n < udpMaxSegments && iov+n < len(w.iovs); j++ {
+					bj := datagram(j)
+					if addrs[j] != addrs[i] || len(bj) > size || len(bj) == 0 || total+len(bj) > gsoMaxBytes {
+						break
+					}
+					setIov(&w.iovs[iov+n], bj)
+					n++
+					total += len(bj)
+					if len(bj) < size {
+						break // a shorter datagram can only end a run
+					}
+				}
+			}
+			h.SetIovlen(n)
+			if n > 1 {
+				slot := w.ctrl[m*ctrlSlot : (m+1)*ctrlSlot]
+				putSegmentCmsg(slot, size)
+				h.Control = &slot[0]
+				h.SetControllen(ctrlSlot)
+			} else {
+				h.Control = nil
+				h.SetControllen(0)
+			}
+			w.segs[m] = n
+			m++
+			iov += n
+			i += n
 		}
-		if k > 0 {
-			w.count, w.done, w.errno = k, 0, 0
+		if m > 0 {
+			w.count, w.done, w.errno = m, 0, 0
 			err := c.raw.Write(c.sendFn)
-			sent += w.done
+			for k := 0; k < w.done; k++ {
+				sent += w.segs[k]
+			}
 			if err != nil {
 				return sent, mapErr(err)
+			}
+			if w.errno == unix.EIO && c.gso {
+				// The egress device cannot do the checksum offload GSO needs; send the rest one by one.
+				c.gso = false
+				continue
 			}
 			if w.errno != 0 {
 				return sent, os.NewSyscallError("sendmmsg", w.errno)

@@ -27,6 +27,7 @@ import (
 // Offload switches, for tests and for kernels or devices that misbehave. Each forces one offload off.
 const (
 	EnvNoTunOffload = "SALVO_NO_TUN_OFFLOAD" // open the TUN without IFF_VNET_HDR
+	EnvNoUDPGSO     = "SALVO_NO_UDP_GSO"     // send every datagram separately (no UDP_SEGMENT)
 	// EnvRekeyAfter shortens the client's rekey interval (a Go duration, at most 120s) so tests can watch
 	// rekeys happen under load.
 	EnvRekeyAfter = "SALVO_REKEY_AFTER"
@@ -195,7 +196,7 @@ func listenUDP(addr string, mark uint32) (*batch.Conn, error) {
 	if err == nil && ap.Addr().Is6() {
 		network = "udp6"
 	}
-	c, err := batch.Listen(network, addr, batch.Options{Mark: mark})
+	c, err := batch.Listen(network, addr, batch.Options{Mark: mark, DisableGSO: os.Getenv(EnvNoUDPGSO) != ""})
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
