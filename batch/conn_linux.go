@@ -40,6 +40,10 @@ type Options struct {
 	ReusePort bool
 	// DisableGSO turns UDP generic segmentation offload off even where the kernel supports it.
 	DisableGSO bool
+	// EnableGRO asks the kernel to coalesce consecutive datagrams of one flow into one receive (UDP_GRO);
+	// ReadBatch splits them again. It then needs at least udpMaxSegments buffers per call. Used only on
+	// kernels >= 5.12 (earlier ones had UDP GRO bugs with forwarded traffic).
+	EnableGRO bool
 }
 
 // UDP GSO limits: the kernel refuses more than udpMaxSegments segments in one send (UDP_MAX_SEGMENTS), and
@@ -70,6 +74,7 @@ type Conn struct {
 	wmu    sync.Mutex
 	wr     mmsgState
 	sendFn func(fd uintptr) bool
+	gro    bool // UDP_GRO is on: ReadBatch reads few messages and splits them
 	// gso is whether WriteBatch coalesces runs of same-size datagrams to one destination into one message
 	// with a UDP_SEGMENT control message. Turned off for good when the kernel answers EIO (the egress
 	// device cannot checksum), as it then never will.
@@ -142,7 +147,7 @@ func Listen(network, address string, opt Options) (*Conn, error) {
 		return nil, err
 	}
 	udp := pc.(*net.UDPConn)
-	c, err := newConn(udp, opt.BatchSize, opt.DisableGSO)
+	c, err := newConn(udp, opt.BatchSize, opt.DisableGSO, opt.EnableGRO)
 	if err != nil {
 		udp.Close()
 		return nil, err
@@ -184,7 +189,7 @@ func setBuffer(fd, force, plain, size int) error {
 	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size)
 }
 
-func newConn(udp *net.UDPConn, batch int, disableGSO bool) (*Conn, error) {
+func newConn(udp *net.UDPConn, batch int, disableGSO, enableGRO bool) (*Conn, error) {
 	raw, err := udp.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -218,8 +223,33 @@ func newConn(udp *net.UDPConn, batch int, disableGSO bool) (*Conn, error) {
 			c.gso = err == nil
 		})
 	}
+	if enableGRO && kernelAtLeast(5, 12) {
+		_ = raw.Control(func(fd uintptr) {
+			c.gro = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+		})
+	}
 	return c, nil
 }
+
+// GRO reports whether ReadBatch receives coalesced datagrams.
+func (c *Conn) GRO() bool { return c.gro }
+
+// kernelAtLeast compares the running kernel's release with major.minor.
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}
+
+// ErrGROBatchTooSmall is returned by ReadBatch on a GRO socket given fewer than udpMaxSegments buffers: one
+// coalesced receive may hold that many datagrams.
+var ErrGROBatchTooSmall = errors.New("batch: ReadBatch on a UDP GRO socket needs at least 64 buffers")
 
 // GSO reports whether WriteBatch currently uses UDP generic segmentation offload.
 func (c *Conn) GSO() bool {
@@ -228,8 +258,9 @@ func (c *Conn) GSO() bool {
 	return c.gso
 }
 
-// ctrlSlot is the space of one control message carrying a uint16 (CMSG_SPACE(2)).
-var ctrlSlot = unix.CmsgSpace(2)
+// ctrlSlot is the space of one control message: a uint16 (UDP_SEGMENT) on send, an int (UDP_GRO) on
+// receive.
+var ctrlSlot = unix.CmsgSpace(4)
 
 // putSegmentCmsg writes a UDP_SEGMENT control message with the segment size into b.
 func putSegmentCmsg(b []byte, size int) {
@@ -257,6 +288,10 @@ func (c *Conn) Close() error { return c.udp.Close() }
 // length; a longer datagram is truncated, so give buffers of BufSize (larger than any UDP datagram).
 // sizes and addrs must be at least as long as bufs. It blocks until at least one datagram has arrived and
 // returns net.ErrClosed after Close.
+//
+// With GRO, the kernel hands over up to 64 datagrams of one flow as one; ReadBatch receives into the last
+// len(bufs)/64 buffers and copies the segments out into bufs from the front, so callers still see one
+// datagram per buffer. (Each segment is copied once; the kernel's receive path ran once for all of them.)
 func (c *Conn) ReadBatch(bufs [][]byte, sizes []int, addrs []netip.AddrPort) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
@@ -267,24 +302,77 @@ func (c *Conn) ReadBatch(bufs [][]byte, sizes []int, addrs []netip.AddrPort) (in
 	}
 	_ = sizes[n-1]
 	_ = addrs[n-1]
-	for i := 0; i < n; i++ {
-		setIov(&r.iovs[i], bufs[i])
-		h := &r.msgs[i].Hdr
+	first := 0 // index of the buffer the first message is received into
+	if c.gro {
+		if n < udpMaxSegments {
+			return 0, ErrGROBatchTooSmall
+		}
+		first = n - n/udpMaxSegments
+	}
+	for i := first; i < n; i++ {
+		m := i - first
+		setIov(&r.iovs[m], bufs[i])
+		h := &r.msgs[m].Hdr
+		h.Iov = &r.iovs[m]
+		h.SetIovlen(1)
 		h.Namelen = unix.SizeofSockaddrInet6
 		h.Flags = 0
+		if c.gro {
+			slot := r.ctrl[m*ctrlSlot : (m+1)*ctrlSlot]
+			h.Control = &slot[0]
+			h.SetControllen(ctrlSlot)
+		}
 	}
-	r.count, r.done, r.errno = n, 0, 0
+	r.count, r.done, r.errno = n-first, 0, 0
 	if err := c.raw.Read(c.recvFn); err != nil {
 		return 0, mapErr(err)
 	}
 	if r.errno != 0 {
 		return 0, os.NewSyscallError("recvmmsg", r.errno)
 	}
-	for i := 0; i < r.done; i++ {
-		sizes[i] = int(r.msgs[i].Len)
-		addrs[i] = sockaddrToAddrPort(&r.names[i])
+	if !c.gro {
+		for i := 0; i < r.done; i++ {
+			sizes[i] = int(r.msgs[i].Len)
+			addrs[i] = sockaddrToAddrPort(&r.names[i])
+		}
+		return r.done, nil
 	}
-	return r.done, nil
+	// Split. Message m sits in bufs[first+m]; the segments land in bufs[out...]. With at most 64 segments
+	// per message and n/64 messages, out never passes a message that has not been split yet.
+	out := 0
+	for m := 0; m < r.done; m++ {
+		src := bufs[first+m][:r.msgs[m].Len]
+		from := sockaddrToAddrPort(&r.names[m])
+		seg := groSegmentSize(&r.msgs[m].Hdr)
+		if seg <= 0 || seg > len(src) {
+			seg = len(src)
+		}
+		if len(src) == 0 {
+			sizes[out], addrs[out] = 0, from
+			out++
+			continue
+		}
+		for off := 0; off < len(src) && out < n; off += seg {
+			end := min(off+seg, len(src))
+			sizes[out] = copy(bufs[out], src[off:end]) // copy is memmove: src and dst may be one buffer
+			addrs[out] = from
+			out++
+		}
+	}
+	return out, nil
+}
+
+// groSegmentSize returns the UDP_GRO segment size the kernel reported for a received message, or 0.
+func groSegmentSize(h *unix.Msghdr) int {
+	if h.Control == nil || int(h.Controllen) < unix.CmsgLen(4) {
+		return 0
+	}
+	ctrl := unsafe.Slice(h.Control, int(h.Controllen))
+	cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[0]))
+	if cm.Level != unix.SOL_UDP || cm.Type != unix.UDP_GRO || int(cm.Len) < unix.CmsgLen(4) {
+		return 0
+	}
+	return int(*(*int32)(unsafe.Pointer(&ctrl[unix.CmsgLen(0)])))
 }
 
 // recv is the RawConn read callback; returning false parks the goroutine until the socket is readable.

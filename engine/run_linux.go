@@ -28,6 +28,7 @@ import (
 const (
 	EnvNoTunOffload = "SALVO_NO_TUN_OFFLOAD" // open the TUN without IFF_VNET_HDR
 	EnvNoUDPGSO     = "SALVO_NO_UDP_GSO"     // send every datagram separately (no UDP_SEGMENT)
+	EnvNoUDPGRO     = "SALVO_NO_UDP_GRO"     // receive every datagram separately (no UDP_GRO)
 	// EnvRekeyAfter shortens the client's rekey interval (a Go duration, at most 120s) so tests can watch
 	// rekeys happen under load.
 	EnvRekeyAfter = "SALVO_REKEY_AFTER"
@@ -196,7 +197,8 @@ func listenUDP(addr string, mark uint32) (*batch.Conn, error) {
 	if err == nil && ap.Addr().Is6() {
 		network = "udp6"
 	}
-	c, err := batch.Listen(network, addr, batch.Options{Mark: mark, DisableGSO: os.Getenv(EnvNoUDPGSO) != ""})
+	c, err := batch.Listen(network, addr, batch.Options{Mark: mark, DisableGSO: os.Getenv(EnvNoUDPGSO) != "",
+		EnableGRO: os.Getenv(EnvNoUDPGRO) == ""})
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
