@@ -66,6 +66,8 @@ type world struct {
 	pubKey  string
 	clients int
 	server  *proc
+	// env is added to the environment of every salvo process the world starts (offload switches).
+	env []string
 }
 
 func newWorld(t *testing.T) *world {
@@ -165,7 +167,7 @@ func (w *world) startServer(extra string) *proc {
 	w.t.Helper()
 	path := filepath.Join(w.dir, "server.toml")
 	must(w.t, os.WriteFile(path, []byte(w.serverConfig(extra)), 0o600))
-	p := start(w.t, w.gw, "gateway", salvoBin, "server", "--config", path)
+	p := startEnv(w.t, w.gw, w.env, "gateway", salvoBin, "server", "--config", path)
 	w.server = p
 	waitFor(w.t, 10*time.Second, "gateway control socket", func() error {
 		if p.exited() {
@@ -199,7 +201,7 @@ func (w *world) clientConfig(c *client, user, pw, server, extra string) string {
 func (w *world) connect(c *client, user, server, extra string) {
 	w.t.Helper()
 	path := w.clientConfig(c, user, password, server, extra)
-	c.proc = start(w.t, c.ns, "client"+fmt.Sprint(c.n), salvoBin, "client", "--config", path)
+	c.proc = startEnv(w.t, c.ns, w.env, "client"+fmt.Sprint(c.n), salvoBin, "client", "--config", path)
 	w.waitConnected(c, 15*time.Second)
 }
 
@@ -240,6 +242,12 @@ func (c *client) tunnelAddrs(t *testing.T) (v4, v6 netip.Addr) {
 		}
 	}
 	return v4, v6
+}
+
+func (c *client) tunnelAddr4(t *testing.T) netip.Addr {
+	t.Helper()
+	v4, _ := c.tunnelAddrs(t)
+	return v4
 }
 
 // proc is a salvo process in a namespace; its output is kept for failure messages.

@@ -420,7 +420,7 @@ func (c *Client) sendDisconnect() {
 
 // Status reports the tunnel for the control socket.
 func (c *Client) Status() Status {
-	st := Status{Role: "client", State: c.state.Load().(string), Global: c.global.Snapshot()}
+	st := Status{Role: "client", State: c.state.Load().(string), Global: c.global.Snapshot(), Runtime: readRuntimeStats()}
 	if c.dev != nil {
 		if name, err := c.dev.Name(); err == nil {
 			st.Device = name

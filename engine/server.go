@@ -495,7 +495,7 @@ func (s *Server) removeSession(sess *serverSession) {
 // Status reports every session for the control socket.
 func (s *Server) Status() Status {
 	now := time.Now()
-	st := Status{Role: "server", Global: s.global.Snapshot(), Sessions: []SessionStatus{}}
+	st := Status{Role: "server", Global: s.global.Snapshot(), Sessions: []SessionStatus{}, Runtime: readRuntimeStats()}
 	if name, err := s.dev.Name(); err == nil {
 		st.Device = name
 	}
