@@ -63,8 +63,8 @@ func (c *Config) Validate() error {
 	}
 	seen := map[string]bool{}
 	for _, s := range c.Systems {
-		if !slices.Contains(AllSystems, s) {
-			return fmt.Errorf("unknown system %q (known: %s)", s, strings.Join(AllSystems, ","))
+		if !slices.Contains(KnownSystems, s) {
+			return fmt.Errorf("unknown system %q (known: %s)", s, strings.Join(KnownSystems, ","))
 		}
 		if seen[s] {
 			return fmt.Errorf("system %q selected twice", s)
@@ -161,7 +161,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 	res := &Results{Env: collectEnv(ctx, cfg.CommandLine), Config: cfg, Duration: cfg.Duration.String()}
 	var systems []system
-	for _, name := range AllSystems { // fixed order, whatever the flag's order
+	for _, name := range KnownSystems { // fixed order, whatever the flag's order
 		if !slices.Contains(cfg.Systems, name) {
 			continue
 		}
@@ -172,7 +172,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		case SysWireguardGo:
 			s = &wgSystem{cacheDir: cfg.CacheDir}
 		case SysSalvo:
-			s = &salvoSystem{repoDir: cfg.RepoDir}
+			s = &salvoSystem{repoDir: cfg.RepoDir, sysName: SysSalvo}
+		case SysSalvoBaseline:
+			s = &salvoSystem{repoDir: cfg.RepoDir, sysName: SysSalvoBaseline, env: salvoBaselineEnv}
 		}
 		sr := &SystemResult{Name: name, Status: statusOK}
 		res.Systems = append(res.Systems, sr)

@@ -26,8 +26,19 @@ const (
 	SysWireguardGo = "wireguard-go"
 )
 
+// SysSalvoBaseline is Salvo with the batched data plane's UDP offloads switched off (SALVO_NO_UDP_GSO,
+// SALVO_NO_UDP_GRO): the same binary as SysSalvo, so selecting both gives a before/after of those offloads
+// measured in one run.
+const SysSalvoBaseline = "salvo-baseline"
+
 // AllSystems is the default selection.
 var AllSystems = []string{SysBare, SysWireguardGo, SysSalvo}
+
+// KnownSystems is every system --systems accepts, in measurement order.
+var KnownSystems = []string{SysBare, SysWireguardGo, SysSalvoBaseline, SysSalvo}
+
+// salvoBaselineEnv is the environment of the salvo-baseline system.
+var salvoBaselineEnv = []string{"SALVO_NO_UDP_GSO=1", "SALVO_NO_UDP_GRO=1"}
 
 // tunnel is one system brought up on a Topology.
 type tunnel interface {
@@ -259,9 +270,11 @@ const (
 type salvoSystem struct {
 	repoDir string
 	bin     string
+	sysName string   // SysSalvo or a variant
+	env     []string // extra environment of the gateway and client processes
 }
 
-func (s *salvoSystem) name() string { return SysSalvo }
+func (s *salvoSystem) name() string { return s.sysName }
 
 // prepare builds the CLI from the checkout the harness runs in, so the
 // figures belong to exactly that source tree.
@@ -385,7 +398,7 @@ control_socket = %q
 		return nil, err
 	}
 
-	srv, err := startDaemon(ctx, t.B, filepath.Join(dir, "server.log"), nil, s.bin, "server", "--config", serverConf)
+	srv, err := startDaemon(ctx, t.B, filepath.Join(dir, "server.log"), s.env, s.bin, "server", "--config", serverConf)
 	if err != nil {
 		return nil, err
 	}
@@ -397,7 +410,7 @@ control_socket = %q
 	}); err != nil {
 		return nil, err
 	}
-	cli, err := startDaemon(ctx, t.A, filepath.Join(dir, "client.log"), nil, s.bin, "client", "--config", clientConf)
+	cli, err := startDaemon(ctx, t.A, filepath.Join(dir, "client.log"), s.env, s.bin, "client", "--config", clientConf)
 	if err != nil {
 		return nil, err
 	}
