@@ -26,6 +26,7 @@ type Client struct {
 	ControlSocket       string   `toml:"control_socket"` // default "/run/salvo/client.sock"
 	LogFormat           string   `toml:"log_format"`     // "text" (default) | "json"
 	LogLevel            string   `toml:"log_level"`      // debug | info (default) | warn | error
+	BatchSize           int      `toml:"batch_size"`     // packets per vector; default 128 (see config.DefaultBatchSize)
 
 	Path                  string         `toml:"-"` // absolute path of the file loaded
 	ServerHost            string         `toml:"-"` // host part of Server, unbracketed
@@ -100,6 +101,7 @@ func LoadClient(path string) (*Client, error) {
 
 	l.checkSocket("control_socket", &c.ControlSocket, "/run/salvo/client.sock")
 	l.checkLog(&c.LogFormat, &c.LogLevel)
+	l.checkBatchSize(&c.BatchSize)
 
 	if err := l.err(); err != nil {
 		return nil, err

@@ -336,6 +336,17 @@ func (l *loader) checkLog(format, level *string) {
 
 // parsePrefixes checks a list of routes. Host bits must be zero: a route
 // written 10.1.2.3/8 is more likely a mistake than a way to say 10.0.0.0/8.
+// checkBatchSize defaults and bounds batch_size.
+func (l *loader) checkBatchSize(n *int) {
+	if !l.defined("batch_size") {
+		*n = DefaultBatchSize
+		return
+	}
+	if *n < 1 || *n > MaxBatchSize {
+		l.failf("batch_size", "%d is outside 1..%d", *n, MaxBatchSize)
+	}
+}
+
 func (l *loader) parsePrefixes(key string, list []string) []netip.Prefix {
 	out := make([]netip.Prefix, 0, len(list))
 	seen := map[netip.Prefix]bool{}

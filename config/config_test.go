@@ -42,6 +42,7 @@ func TestServerDefaults(t *testing.T) {
 		Keepalive:             Duration{25 * time.Second},
 		IPv4Pool:              "10.77.0.0/24",
 		MaxSessionsPerUser:    4,
+		BatchSize:             DefaultBatchSize,
 		ControlSocket:         "/run/salvo/server.sock",
 		LogFormat:             "text",
 		LogLevel:              "info",
@@ -246,5 +247,29 @@ func TestDurationText(t *testing.T) {
 	}
 	if b, _ := d.MarshalText(); string(b) != "1m30s" {
 		t.Fatalf("MarshalText = %s", b)
+	}
+}
+
+func TestBatchSize(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"server.key", "users"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "server.toml")
+	base := "private_key_file = \"server.key\"\nusers_file = \"users\"\nipv4_pool = \"10.77.0.0/24\"\n"
+	if err := os.WriteFile(path, []byte(base+"batch_size = 32\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadServer(path)
+	if err != nil || s.BatchSize != 32 {
+		t.Fatalf("batch_size 32: %v %v", s, err)
+	}
+	if err := os.WriteFile(path, []byte(base+"batch_size = 0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadServer(path); err == nil || !strings.Contains(err.Error(), ":4: batch_size") {
+		t.Fatalf("batch_size 0 accepted or badly reported: %v", err)
 	}
 }

@@ -44,6 +44,8 @@ log_format = "text"          # "text" or "json"
 log_level = "info"           # "debug", "info", "warn" or "error"
 ebpf = "off"                 # "auto", "on" or "off" (not implemented yet)
 workers = 0                  # 0: one per CPU
+batch_size = 128             # packets per read/write call; memory is about batch_size x 72 KiB
+                             # per socket plus one more for the TUN device (9 MiB each at 128)
 `
 
 const exampleClient = `# Salvo client configuration (TOML). Unknown keys are errors.
@@ -70,4 +72,5 @@ route_table = 51820                # routing table for full-tunnel routes
 control_socket = "/run/salvo/client.sock"
 log_format = "text"
 log_level = "info"
+batch_size = 128             # packets per read/write call (memory: batch_size x 72 KiB per direction)
 `

@@ -26,3 +26,14 @@ func TestOffloadsForcedOff(t *testing.T) {
 		})
 	}
 }
+
+// TestSmallBatch: a small router's setting (batch_size = 16, below what UDP GRO needs) still moves bulk
+// traffic both ways.
+func TestSmallBatch(t *testing.T) {
+	w := newWorld(t)
+	w.startServer("batch_size = 16")
+	c := w.addClient()
+	w.connect(c, "alice", c.gwV4+":51820", "batch_size = 16")
+	transfer(t, c.ns, w.host, netip.MustParseAddr(hostV4), 32<<20)
+	transfer(t, w.gw, c.ns, c.tunnelAddr4(t), 32<<20)
+}

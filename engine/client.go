@@ -47,6 +47,8 @@ type ClientConfig struct {
 	// RekeyAfter is how old a key gets before the client rekeys; 0 means protocol.RekeyAfterTime. Tests
 	// shorten it to exercise rekeys under load in seconds.
 	RekeyAfter time.Duration
+	// BatchSize is the number of packets per vector; 0 means 128.
+	BatchSize int
 }
 
 // Client is one tunnel to a gateway.
@@ -83,6 +85,9 @@ func NewClient(cfg ClientConfig, conn PacketConn) *Client {
 	}
 	if cfg.LoginTimeout == 0 {
 		cfg.LoginTimeout = protocol.HandshakeTimeout
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = defaultVectorLen
 	}
 	if cfg.RekeyAfter <= 0 || cfg.RekeyAfter > protocol.RekeyAfterTime {
 		cfg.RekeyAfter = protocol.RekeyAfterTime

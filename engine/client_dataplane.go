@@ -11,7 +11,7 @@ import (
 // receiveLoop is the client's hot inbound path: open the data packets of a vector in place and write them to
 // the TUN device in one call. Handshake-phase messages go to the control goroutine.
 func (c *Client) receiveLoop(ctx context.Context) error {
-	v := newVector(vectorLen, bufSize)
+	v := newVector(c.cfg.BatchSize, bufSize)
 	conn := c.conn.conn
 	for {
 		n, err := conn.ReadBatch(v.bufs, v.sizes, v.addrs)
@@ -92,7 +92,7 @@ func (c *Client) receiveLoop(ctx context.Context) error {
 // tunLoop is the client's hot outbound path: a vector from the TUN device is sealed in place under the
 // current key and sent with one sendmmsg.
 func (c *Client) tunLoop(ctx context.Context) error {
-	v := newVector(vectorLen, bufSize)
+	v := newVector(c.cfg.BatchSize, bufSize)
 	for i := range v.addrs {
 		v.addrs[i] = c.cfg.ServerAddr
 	}

@@ -75,7 +75,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	}()
 
 	sc := ServerConfig{Static: static, Users: store, ClientToClient: cfg.ClientToClient,
-		MaxSessionsPerUser: cfg.MaxSessionsPerUser, Log: log}
+		MaxSessionsPerUser: cfg.MaxSessionsPerUser, BatchSize: cfg.BatchSize, Log: log}
 	var tunAddrs []netip.Prefix
 	// Users' fixed addresses are never handed out to anybody else.
 	var fixed4, fixed6 []netip.Addr
@@ -135,7 +135,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	}
 	var conns []PacketConn
 	for _, addr := range cfg.ListenAddrs {
-		c, err := listenUDP(addr.String(), 0)
+		c, err := listenUDP(addr.String(), 0, cfg.BatchSize)
 		if err != nil {
 			for _, c := range conns {
 				c.Close()
@@ -191,14 +191,15 @@ func reloadUsersOnHUP(ctx context.Context, store *users.Store, path string, log 
 
 // listenUDP opens a batched socket; an IPv6 address gets an IPv6-only socket so a separate IPv4 listener
 // on the same port does not collide with it.
-func listenUDP(addr string, mark uint32) (*batch.Conn, error) {
+func listenUDP(addr string, mark uint32, batchSize int) (*batch.Conn, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	network := "udp4"
 	if err == nil && ap.Addr().Is6() {
 		network = "udp6"
 	}
-	c, err := batch.Listen(network, addr, batch.Options{Mark: mark, DisableGSO: os.Getenv(EnvNoUDPGSO) != "",
-		EnableGRO: os.Getenv(EnvNoUDPGRO) == ""})
+	// A GRO receive may carry 64 datagrams, which a smaller vector cannot take apart.
+	c, err := batch.Listen(network, addr, batch.Options{Mark: mark, BatchSize: batchSize,
+		DisableGSO: os.Getenv(EnvNoUDPGSO) != "", EnableGRO: os.Getenv(EnvNoUDPGRO) == "" && batchSize >= 64})
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
@@ -241,7 +242,7 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 	if addr.Addr().Is6() {
 		local = "[::]:0"
 	}
-	conn, err := listenUDP(local, cfg.FwMark)
+	conn, err := listenUDP(local, cfg.FwMark, cfg.BatchSize)
 	if err != nil {
 		return err
 	}
@@ -261,7 +262,7 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 			}
 			return offload.Open(cfg.TunName, mtu, tunOptions())
 		},
-		Setup: setup, Log: log, RekeyAfter: rekeyAfter,
+		Setup: setup, Log: log, RekeyAfter: rekeyAfter, BatchSize: cfg.BatchSize,
 	}, conn)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

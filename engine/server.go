@@ -30,7 +30,10 @@ type ServerConfig struct {
 	Settings           handshake.Settings
 	ClientToClient     bool
 	MaxSessionsPerUser int
-	Log                *slog.Logger
+	// BatchSize is the number of packets per vector (memory bound: one vector per socket and one for the
+	// TUN device, each BatchSize x bufSize bytes). 0 means 128.
+	BatchSize int
+	Log       *slog.Logger
 }
 
 // Server is the gateway: it authenticates clients, hands out addresses and moves packets between the UDP
@@ -81,6 +84,9 @@ func NewServer(cfg ServerConfig, dev tun.Device, conns []PacketConn) (*Server, e
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = defaultVectorLen
 	}
 	s := &Server{cfg: cfg, dev: dev, log: cfg.Log, started: time.Now(),
 		hs:         handshake.NewServer(cfg.Static, cfg.Suites, rand.Reader),

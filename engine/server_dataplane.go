@@ -14,15 +14,15 @@ import (
 // coalesce in place.
 const bufSize = protocol.Headroom + 65535 + protocol.TagLen
 
-// vectorLen is how many packets one read or write call moves.
-const vectorLen = 128
+// defaultVectorLen is how many packets one read or write call moves unless configured otherwise.
+const defaultVectorLen = 128
 
 // receiveLoop is the gateway's hot inbound path for one socket: read a vector of datagrams, open the data
 // packets in place, check that each inner packet comes from its session's address, and write the survivors
 // to the TUN device in one call. Handshake messages are copied to the handshake workers.
 func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 	c := s.conns[conn].conn
-	v := newVector(vectorLen, bufSize)
+	v := newVector(s.cfg.BatchSize, bufSize)
 	var pending []confirmation
 	for {
 		n, err := c.ReadBatch(v.bufs, v.sizes, v.addrs)
@@ -157,12 +157,12 @@ func verdictDrop(v transport.Verdict) DropReason {
 // tunLoop is the gateway's hot outbound path: read a vector from the TUN device, find the session that owns
 // each destination, seal in place and send the vector with one sendmmsg per socket.
 func (s *Server) tunLoop(ctx context.Context) error {
-	v := newVector(vectorLen, bufSize)
+	v := newVector(s.cfg.BatchSize, bufSize)
 	outBufs := make([][][]byte, len(s.conns))
 	outAddrs := make([][]netip.AddrPort, len(s.conns))
 	for i := range s.conns {
-		outBufs[i] = make([][]byte, 0, vectorLen)
-		outAddrs[i] = make([]netip.AddrPort, 0, vectorLen)
+		outBufs[i] = make([][]byte, 0, s.cfg.BatchSize)
+		outAddrs[i] = make([]netip.AddrPort, 0, s.cfg.BatchSize)
 	}
 	for {
 		n, err := s.dev.Read(v.bufs, v.sizes, protocol.Headroom)
