@@ -96,6 +96,7 @@ func openTUN(name string, vnet bool) (*os.File, string, error) {
 type Device struct {
 	f    *os.File
 	name string
+	ctl  int // AF_INET socket for MTU ioctls, made in the device's namespace (the caller may be elsewhere later)
 	vnet bool
 	uso  bool
 
@@ -157,9 +158,13 @@ func OpenDevice(name string, mtu int, opt Options) (*Device, error) {
 		d.gro.UDP = d.uso
 		d.rbuf = make([]byte, readBufLen)
 	}
+	if d.ctl, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("tun %q: control socket: %w", ifname, err)
+	}
 	if mtu > 0 {
-		if err := setMTU(ifname, mtu); err != nil {
-			f.Close()
+		if _, err := mtuIoctl(d.ctl, ifname, unix.SIOCSIFMTU, mtu); err != nil {
+			d.Close()
 			return nil, err
 		}
 	}
@@ -173,12 +178,7 @@ type ifreqMTU struct {
 	_    [20]byte
 }
 
-func mtuIoctl(name string, req uint, mtu int) (int, error) {
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(s)
+func mtuIoctl(s int, name string, req uint, mtu int) (int, error) {
 	var ifr ifreqMTU
 	copy(ifr.name[:unix.IFNAMSIZ-1], name)
 	ifr.mtu = int32(mtu)
@@ -188,13 +188,8 @@ func mtuIoctl(name string, req uint, mtu int) (int, error) {
 	return int(ifr.mtu), nil
 }
 
-func setMTU(name string, mtu int) error {
-	_, err := mtuIoctl(name, unix.SIOCSIFMTU, mtu)
-	return err
-}
-
 // MTU returns the interface MTU.
-func (d *Device) MTU() (int, error) { return mtuIoctl(d.name, unix.SIOCGIFMTU, 0) }
+func (d *Device) MTU() (int, error) { return mtuIoctl(d.ctl, d.name, unix.SIOCGIFMTU, 0) }
 
 // Name returns the interface name the kernel gave the device.
 func (d *Device) Name() (string, error) { return d.name, nil }
@@ -216,7 +211,10 @@ func (d *Device) BatchSize() int {
 // Close closes the device; a blocked Read returns os.ErrClosed.
 func (d *Device) Close() error {
 	err := os.ErrClosed
-	d.closeOnce.Do(func() { err = d.f.Close() })
+	d.closeOnce.Do(func() {
+		err = d.f.Close()
+		unix.Close(d.ctl)
+	})
 	return err
 }
 
