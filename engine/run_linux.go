@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -133,18 +134,25 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 		}
 		undos = append(undos, undo)
 	}
+	sc.Workers = cfg.Workers
+	if sc.Workers == 0 {
+		sc.Workers = runtime.GOMAXPROCS(0)
+	}
+	// One socket per worker and listen address; the workers of one address form a SO_REUSEPORT group.
 	var conns []PacketConn
 	for _, addr := range cfg.ListenAddrs {
-		c, err := listenUDP(addr.String(), 0, cfg.BatchSize)
-		if err != nil {
-			for _, c := range conns {
-				c.Close()
+		for range sc.Workers {
+			c, err := listenUDP(addr.String(), 0, cfg.BatchSize, sc.Workers > 1)
+			if err != nil {
+				for _, c := range conns {
+					c.Close()
+				}
+				return err
 			}
-			return err
+			conns = append(conns, c)
 		}
-		conns = append(conns, c)
 	}
-	srv, err := NewServer(sc, dev, conns)
+	srv, err := NewServer(sc, []tun.Device{dev}, conns)
 	if err != nil {
 		return err
 	}
@@ -154,10 +162,12 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	go func() { ctlErr <- control.Serve(ctx, cfg.ControlSocket, func() any { return srv.Status() }) }()
 	go reloadUsersOnHUP(ctx, store, cfg.UsersFile, log)
 	var listen []string
-	for _, c := range conns {
-		listen = append(listen, c.LocalAddr().String())
+	for i, c := range conns {
+		if i%sc.Workers == 0 {
+			listen = append(listen, c.LocalAddr().String())
+		}
 	}
-	log.Info("gateway up", "listen", strings.Join(listen, ","), "tun", cfg.TunName, "public_key", static.Public.String(),
+	log.Info("gateway up", "listen", strings.Join(listen, ","), "tun", cfg.TunName, "workers", sc.Workers, "public_key", static.Public.String(),
 		"ipv4_pool", cfg.Pool4, "ipv6_pool", cfg.Pool6, "nat", cfg.NAT, "client_to_client", cfg.ClientToClient)
 	runErr := make(chan error, 1)
 	go func() { runErr <- srv.Run(ctx) }()
@@ -191,14 +201,14 @@ func reloadUsersOnHUP(ctx context.Context, store *users.Store, path string, log 
 
 // listenUDP opens a batched socket; an IPv6 address gets an IPv6-only socket so a separate IPv4 listener
 // on the same port does not collide with it.
-func listenUDP(addr string, mark uint32, batchSize int) (*batch.Conn, error) {
+func listenUDP(addr string, mark uint32, batchSize int, reusePort bool) (*batch.Conn, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	network := "udp4"
 	if err == nil && ap.Addr().Is6() {
 		network = "udp6"
 	}
 	// A GRO receive may carry 64 datagrams, which a smaller vector cannot take apart.
-	c, err := batch.Listen(network, addr, batch.Options{Mark: mark, BatchSize: batchSize,
+	c, err := batch.Listen(network, addr, batch.Options{Mark: mark, BatchSize: batchSize, ReusePort: reusePort,
 		DisableGSO: os.Getenv(EnvNoUDPGSO) != "", EnableGRO: os.Getenv(EnvNoUDPGRO) == "" && batchSize >= 64})
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
@@ -242,7 +252,7 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 	if addr.Addr().Is6() {
 		local = "[::]:0"
 	}
-	conn, err := listenUDP(local, cfg.FwMark, cfg.BatchSize)
+	conn, err := listenUDP(local, cfg.FwMark, cfg.BatchSize, false)
 	if err != nil {
 		return err
 	}

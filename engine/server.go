@@ -30,6 +30,9 @@ type ServerConfig struct {
 	Settings           handshake.Settings
 	ClientToClient     bool
 	MaxSessionsPerUser int
+	// Workers is the number of per-core workers: each has one socket per listen address and, with a
+	// multi-queue TUN, its own queue. 0 means 1.
+	Workers int
 	// BatchSize is the number of packets per vector (memory bound: one vector per socket and one for the
 	// TUN device, each BatchSize x bufSize bytes). 0 means 128.
 	BatchSize int
@@ -39,10 +42,14 @@ type ServerConfig struct {
 // Server is the gateway: it authenticates clients, hands out addresses and moves packets between the UDP
 // sockets and the TUN device.
 type Server struct {
-	cfg     ServerConfig
-	hs      *handshake.Server
-	dev     tun.Device
+	cfg ServerConfig
+	hs  *handshake.Server
+	// queues are the TUN device's queues (one per worker with a multi-queue device, else one).
+	queues []tun.Device
+	// conns are the UDP sockets, listen-address-major: socket L*workers+w is worker w's socket on listen
+	// address L (one SO_REUSEPORT group per address).
 	conns   []*sender
+	workers int
 	log     *slog.Logger
 	drops   dropLogger
 	global  Counters
@@ -77,8 +84,15 @@ const (
 	sessionIdle       = protocol.RejectAfterTime // no authenticated packet for this long: session is gone
 )
 
-// NewServer prepares a gateway on an open TUN device and UDP sockets. Run starts it.
-func NewServer(cfg ServerConfig, dev tun.Device, conns []PacketConn) (*Server, error) {
+// NewServer prepares a gateway on open TUN queues and UDP sockets (cfg.Workers sockets per listen address,
+// address-major). Run starts it.
+func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Server, error) {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 1
+	}
+	if len(queues) == 0 || len(conns) == 0 || len(conns)%cfg.Workers != 0 {
+		return nil, fmt.Errorf("engine: %d TUN queues and %d sockets for %d workers", len(queues), len(conns), cfg.Workers)
+	}
 	if cfg.MaxSessionsPerUser <= 0 {
 		cfg.MaxSessionsPerUser = 4
 	}
@@ -88,7 +102,7 @@ func NewServer(cfg ServerConfig, dev tun.Device, conns []PacketConn) (*Server, e
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = defaultVectorLen
 	}
-	s := &Server{cfg: cfg, dev: dev, log: cfg.Log, started: time.Now(),
+	s := &Server{cfg: cfg, queues: queues, workers: cfg.Workers, log: cfg.Log, started: time.Now(),
 		hs:         handshake.NewServer(cfg.Static, cfg.Suites, rand.Reader),
 		byInstance: map[instanceKey]*serverSession{},
 		perUser:    map[string][]*serverSession{},
@@ -136,7 +150,9 @@ func (s *Server) Run(ctx context.Context) error {
 	for i := range s.conns {
 		start("udp receive", func() error { return s.receiveLoop(ctx, i) })
 	}
-	start("tun read", func() error { return s.tunLoop(ctx) })
+	for q := range s.queues {
+		start("tun read", func() error { return s.tunLoop(ctx, q) })
+	}
 	for range handshakeWorkers {
 		start("handshake", func() error { s.handshakeWorker(ctx); return nil })
 	}
@@ -146,7 +162,9 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, c := range s.conns {
 		c.conn.Close()
 	}
-	s.dev.Close()
+	for _, q := range s.queues {
+		q.Close()
+	}
 	wg.Wait()
 	select {
 	case err := <-errc:
@@ -502,11 +520,13 @@ func (s *Server) removeSession(sess *serverSession) {
 func (s *Server) Status() Status {
 	now := time.Now()
 	st := Status{Role: "server", Global: s.global.Snapshot(), Sessions: []SessionStatus{}, Runtime: readRuntimeStats()}
-	if name, err := s.dev.Name(); err == nil {
+	if name, err := s.queues[0].Name(); err == nil {
 		st.Device = name
 	}
-	for _, c := range s.conns {
-		st.Listen = append(st.Listen, c.conn.LocalAddr().String())
+	for i, c := range s.conns {
+		if i%s.workers == 0 { // one entry per listen address, not per worker socket
+			st.Listen = append(st.Listen, c.conn.LocalAddr().String())
+		}
 	}
 	s.mu.Lock()
 	for _, sess := range s.byInstance {

@@ -22,6 +22,9 @@ const defaultVectorLen = 128
 // to the TUN device in one call. Handshake messages are copied to the handshake workers.
 func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 	c := s.conns[conn].conn
+	// This socket's worker writes to its own TUN queue, so the kernel learns to send the replies of these
+	// flows back to the same worker.
+	dev := s.queues[(conn%s.workers)%len(s.queues)]
 	v := newVector(s.cfg.BatchSize, bufSize)
 	var pending []confirmation
 	for {
@@ -109,7 +112,7 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 			out = append(out, v.bufs[i][:protocol.Headroom+plen])
 		}
 		if len(out) > 0 {
-			if _, err := s.dev.Write(out, protocol.Headroom); err != nil {
+			if _, err := dev.Write(out, protocol.Headroom); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -154,9 +157,12 @@ func verdictDrop(v transport.Verdict) DropReason {
 	return DropMalformed
 }
 
-// tunLoop is the gateway's hot outbound path: read a vector from the TUN device, find the session that owns
-// each destination, seal in place and send the vector with one sendmmsg per socket.
-func (s *Server) tunLoop(ctx context.Context) error {
+// tunLoop is the gateway's hot outbound path for one TUN queue: read a vector, find the session that owns
+// each destination, seal in place and send the vector with one sendmmsg per socket. It sends through its
+// own worker's socket of the listen address the client uses (same address and port: a reuseport group).
+func (s *Server) tunLoop(ctx context.Context, q int) error {
+	dev := s.queues[q]
+	w := q % s.workers
 	v := newVector(s.cfg.BatchSize, bufSize)
 	outBufs := make([][][]byte, len(s.conns))
 	outAddrs := make([][]netip.AddrPort, len(s.conns))
@@ -165,7 +171,7 @@ func (s *Server) tunLoop(ctx context.Context) error {
 		outAddrs[i] = make([]netip.AddrPort, 0, s.cfg.BatchSize)
 	}
 	for {
-		n, err := s.dev.Read(v.bufs, v.sizes, protocol.Headroom)
+		n, err := dev.Read(v.bufs, v.sizes, protocol.Headroom)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -197,8 +203,9 @@ func (s *Server) tunLoop(ctx context.Context) error {
 				continue
 			}
 			ep := sess.endpoint.Load()
-			outBufs[ep.conn] = append(outBufs[ep.conn], v.bufs[i][:m])
-			outAddrs[ep.conn] = append(outAddrs[ep.conn], ep.addr)
+			c := ep.conn - ep.conn%s.workers + w
+			outBufs[c] = append(outBufs[c], v.bufs[i][:m])
+			outAddrs[c] = append(outAddrs[c], ep.addr)
 			sess.counters.TxPackets.Add(1)
 			sess.counters.TxBytes.Add(uint64(v.sizes[i]))
 		}
