@@ -31,11 +31,15 @@ const (
 // measured in one run.
 const SysSalvoBaseline = "salvo-baseline"
 
+// SysSalvoWgTun is Salvo with wireguard-go's tun package instead of its own offload code
+// (SALVO_TUN_IMPL=wireguard), to measure package offload against it in one run.
+const SysSalvoWgTun = "salvo-wgtun"
+
 // AllSystems is the default selection.
 var AllSystems = []string{SysBare, SysWireguardGo, SysSalvo}
 
 // KnownSystems is every system --systems accepts, in measurement order.
-var KnownSystems = []string{SysBare, SysWireguardGo, SysSalvoBaseline, SysSalvo}
+var KnownSystems = []string{SysBare, SysWireguardGo, SysSalvoBaseline, SysSalvoWgTun, SysSalvo}
 
 // salvoBaselineEnv is the environment of the salvo-baseline system.
 var salvoBaselineEnv = []string{"SALVO_NO_UDP_GSO=1", "SALVO_NO_UDP_GRO=1"}

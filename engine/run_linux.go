@@ -30,13 +30,16 @@ const (
 	EnvNoTunOffload = "SALVO_NO_TUN_OFFLOAD" // open the TUN without IFF_VNET_HDR
 	EnvNoUDPGSO     = "SALVO_NO_UDP_GSO"     // send every datagram separately (no UDP_SEGMENT)
 	EnvNoUDPGRO     = "SALVO_NO_UDP_GRO"     // receive every datagram separately (no UDP_GRO)
+	// EnvTunImpl picks the TUN offload code: "salvo" (default, package offload) or "wireguard" (the
+	// wireguard-go tun package), so both can be measured in one benchmark run.
+	EnvTunImpl = "SALVO_TUN_IMPL"
 	// EnvRekeyAfter shortens the client's rekey interval (a Go duration, at most 120s) so tests can watch
 	// rekeys happen under load.
 	EnvRekeyAfter = "SALVO_REKEY_AFTER"
 )
 
 func tunOptions() offload.Options {
-	return offload.Options{VNetHdr: os.Getenv(EnvNoTunOffload) == ""}
+	return offload.Options{VNetHdr: os.Getenv(EnvNoTunOffload) == "", Impl: os.Getenv(EnvTunImpl)}
 }
 
 // LoadStaticKey reads a base64 private key file written by `salvo keygen`.
