@@ -173,6 +173,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			s = &wgSystem{cacheDir: cfg.CacheDir}
 		case SysSalvo:
 			s = &salvoSystem{repoDir: cfg.RepoDir, sysName: SysSalvo}
+		case SysSalvo1Worker:
+			s = &salvoSystem{repoDir: cfg.RepoDir, sysName: SysSalvo1Worker, serverExtra: "workers = 1"}
 		case SysSalvoWgTun:
 			s = &salvoSystem{repoDir: cfg.RepoDir, sysName: SysSalvoWgTun, env: []string{"SALVO_TUN_IMPL=wireguard"}}
 		case SysSalvoBaseline:

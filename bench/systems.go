@@ -35,11 +35,15 @@ const SysSalvoBaseline = "salvo-baseline"
 // (SALVO_TUN_IMPL=wireguard), to measure package offload against it in one run.
 const SysSalvoWgTun = "salvo-wgtun"
 
+// SysSalvo1Worker is Salvo's gateway with one worker (workers = 1) instead of one per CPU, to measure the
+// per-core worker design in one run.
+const SysSalvo1Worker = "salvo-1worker"
+
 // AllSystems is the default selection.
 var AllSystems = []string{SysBare, SysWireguardGo, SysSalvo}
 
 // KnownSystems is every system --systems accepts, in measurement order.
-var KnownSystems = []string{SysBare, SysWireguardGo, SysSalvoBaseline, SysSalvoWgTun, SysSalvo}
+var KnownSystems = []string{SysBare, SysWireguardGo, SysSalvoBaseline, SysSalvoWgTun, SysSalvo1Worker, SysSalvo}
 
 // salvoBaselineEnv is the environment of the salvo-baseline system.
 var salvoBaselineEnv = []string{"SALVO_NO_UDP_GSO=1", "SALVO_NO_UDP_GRO=1"}
@@ -276,6 +280,8 @@ type salvoSystem struct {
 	bin     string
 	sysName string   // SysSalvo or a variant
 	env     []string // extra environment of the gateway and client processes
+	// serverExtra is appended to the gateway's configuration (e.g. "workers = 1").
+	serverExtra string
 }
 
 func (s *salvoSystem) name() string { return s.sysName }
@@ -389,7 +395,8 @@ ipv4_pool = "10.77.0.0/24"
 ipv6_pool = "fd77::/64"
 nat = false
 control_socket = %q
-`, addrB4, keyFile, usersFile, serverSock)), 0o600); err != nil {
+%s
+`, addrB4, keyFile, usersFile, serverSock, s.serverExtra)), 0o600); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(clientConf, []byte(fmt.Sprintf(`server = "%s:51820"

@@ -110,11 +110,22 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	if err := netcfg.CleanupStale(netcfg.RouteSetup{Dev: cfg.TunName}); err != nil {
 		log.Warn("removing leftovers of an earlier run", "err", err)
 	}
-	dev, err := offload.Open(cfg.TunName, cfg.MTU, tunOptions())
+	sc.Workers = cfg.Workers
+	if sc.Workers == 0 {
+		sc.Workers = runtime.GOMAXPROCS(0)
+	}
+	// One TUN queue per worker: the kernel spreads flows over the queues and sends a flow's packets to
+	// the queue that last wrote it, so each worker mostly sees its own flows in both directions.
+	queues, err := offload.OpenQueues(cfg.TunName, cfg.MTU, sc.Workers, tunOptions())
 	if err != nil {
 		return err
 	}
-	undos = append(undos, func() error { dev.Close(); return nil })
+	undos = append(undos, func() error {
+		for _, q := range queues {
+			q.Close()
+		}
+		return nil
+	})
 	if err := netcfg.ConfigureLink(cfg.TunName, cfg.MTU, tunAddrs); err != nil {
 		return err
 	}
@@ -137,10 +148,6 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 		}
 		undos = append(undos, undo)
 	}
-	sc.Workers = cfg.Workers
-	if sc.Workers == 0 {
-		sc.Workers = runtime.GOMAXPROCS(0)
-	}
 	// One socket per worker and listen address; the workers of one address form a SO_REUSEPORT group.
 	var conns []PacketConn
 	for _, addr := range cfg.ListenAddrs {
@@ -155,7 +162,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 			conns = append(conns, c)
 		}
 	}
-	srv, err := NewServer(sc, []tun.Device{dev}, conns)
+	srv, err := NewServer(sc, queues, conns)
 	if err != nil {
 		return err
 	}

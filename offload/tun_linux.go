@@ -52,7 +52,7 @@ func Open(name string, mtu int, opt Options) (tun.Device, error) {
 		}
 		return dev, nil
 	}
-	f, _, err := openTUN(name, false)
+	f, _, err := openTUN(name, false, false)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +64,7 @@ func Open(name string, mtu int, opt Options) (tun.Device, error) {
 }
 
 // openTUN opens /dev/net/tun, attaches it to name and hands the descriptor to the runtime poller.
-func openTUN(name string, vnet bool) (*os.File, string, error) {
+func openTUN(name string, vnet, multiQueue bool) (*os.File, string, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, "", fmt.Errorf("open /dev/net/tun: %w", err)
@@ -77,6 +77,9 @@ func openTUN(name string, vnet bool) (*os.File, string, error) {
 	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
 	if vnet {
 		flags |= unix.IFF_VNET_HDR
+	}
+	if multiQueue {
+		flags |= unix.IFF_MULTI_QUEUE
 	}
 	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
@@ -131,9 +134,61 @@ const (
 	readBufLen     = VirtioHdrLen + 65535
 )
 
+// OpenQueues opens n queues of one multi-queue TUN device (IFF_MULTI_QUEUE), one per worker: each queue
+// is read and written by its own goroutine, and the kernel spreads flows over the queues (and sends a
+// flow's packets to the queue that last wrote it). n <= 1 opens an ordinary single-queue device.
+func OpenQueues(name string, mtu, n int, opt Options) ([]tun.Device, error) {
+	if n <= 1 {
+		d, err := Open(name, mtu, opt)
+		if err != nil {
+			return nil, err
+		}
+		return []tun.Device{d}, nil
+	}
+	var qs []tun.Device
+	closeAll := func() {
+		for _, q := range qs {
+			q.Close()
+		}
+	}
+	for i := range n {
+		var (
+			q   tun.Device
+			err error
+		)
+		qmtu := 0
+		if i == 0 {
+			qmtu = mtu // the MTU is the device's, set once
+		}
+		switch opt.Impl {
+		case "", ImplSalvo:
+			q, err = openDevice(name, qmtu, opt, true)
+		case ImplWireGuard:
+			var f *os.File
+			if f, _, err = openTUN(name, opt.VNetHdr, true); err == nil {
+				if q, err = tun.CreateTUNFromFile(f, mtu); err != nil {
+					f.Close()
+				}
+			}
+		default:
+			err = fmt.Errorf("offload: unknown TUN implementation %q", opt.Impl)
+		}
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("tun %q queue %d: %w", name, i, err)
+		}
+		qs = append(qs, q)
+	}
+	return qs, nil
+}
+
 // OpenDevice opens name as a Salvo Device (see Open).
 func OpenDevice(name string, mtu int, opt Options) (*Device, error) {
-	f, ifname, err := openTUN(name, opt.VNetHdr)
+	return openDevice(name, mtu, opt, false)
+}
+
+func openDevice(name string, mtu int, opt Options, multiQueue bool) (*Device, error) {
+	f, ifname, err := openTUN(name, opt.VNetHdr, multiQueue)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -478,6 +479,35 @@ func TestDeviceReadDrains(t *testing.T) {
 		}
 		if k := <-done; k != 1 {
 			t.Fatalf("vnet=%v: Read after wait returned %d", vnet, k)
+		}
+	}
+}
+
+// TestOpenQueues: a multi-queue device has one name for all its queues, each queue reads its own flows,
+// and the device goes away when the last queue closes.
+func TestOpenQueues(t *testing.T) {
+	for _, impl := range []string{ImplSalvo, ImplWireGuard} {
+		ns := netns.ForTest(t, "salvo-off-")
+		var qs []tun.Device
+		if err := ns.Do(func() (err error) { qs, err = OpenQueues(nsTun, 1400, 2, Options{VNetHdr: true, Impl: impl}); return }); err != nil {
+			t.Fatal(err)
+		}
+		if len(qs) != 2 {
+			t.Fatalf("%s: %d queues", impl, len(qs))
+		}
+		for _, q := range qs {
+			if name, err := q.Name(); err != nil || name != nsTun {
+				t.Fatalf("%s: queue name %q %v", impl, name, err)
+			}
+		}
+		if out, err := ns.Run("ip", "-d", "link", "show", nsTun); err != nil || !strings.Contains(out, "multi_queue") {
+			t.Fatalf("%s: not a multi-queue device: %v\n%s", impl, err, out)
+		}
+		for _, q := range qs {
+			q.Close()
+		}
+		if _, err := ns.Run("ip", "link", "show", nsTun); err == nil {
+			t.Fatalf("%s: device left after closing every queue", impl)
 		}
 	}
 }

@@ -35,7 +35,7 @@ func run() int {
 		fmt.Fprintf(fs.Output(), "Usage: salvobench [flags]\n\nBenchmarks bare veth, wireguard-go and salvo between two network namespaces (needs root).\n\n")
 		fs.PrintDefaults()
 	}
-	systems := fs.String("systems", strings.Join(cfg.Systems, ","), "comma-separated systems to measure: bare, wireguard-go, salvo-baseline (salvo with UDP GSO/GRO off), salvo-wgtun (salvo on wireguard-go's tun code), salvo")
+	systems := fs.String("systems", strings.Join(cfg.Systems, ","), "comma-separated systems to measure: bare, wireguard-go, salvo-baseline (salvo with UDP GSO/GRO off), salvo-wgtun (salvo on wireguard-go's tun code), salvo-1worker (gateway with one worker), salvo")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "length of each iperf3 test (whole seconds)")
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "repetitions of every measurement (median shown)")
 	fs.IntVar(&cfg.Streams, "streams", cfg.Streams, "parallel TCP streams for the multi-stream test")
