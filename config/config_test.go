@@ -43,6 +43,7 @@ func TestServerDefaults(t *testing.T) {
 		IPv4Pool:              "10.77.0.0/24",
 		MaxSessionsPerUser:    4,
 		BatchSize:             DefaultBatchSize,
+		Workers:               1,
 		ControlSocket:         "/run/salvo/server.sock",
 		LogFormat:             "text",
 		LogLevel:              "info",

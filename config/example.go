@@ -43,7 +43,7 @@ control_socket = "/run/salvo/server.sock"
 log_format = "text"          # "text" or "json"
 log_level = "info"           # "debug", "info", "warn" or "error"
 ebpf = "off"                 # "auto", "on" or "off" (not implemented yet)
-workers = 0                  # 0: one per CPU
+workers = 1                  # per-core workers (a socket and a TUN queue each); 0: one per CPU
 batch_size = 128             # packets per read/write call; memory is about batch_size x 72 KiB
                              # per socket plus one more for the TUN device (9 MiB each at 128)
 `

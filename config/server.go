@@ -29,7 +29,7 @@ type Server struct {
 	LogFormat          string   `toml:"log_format"`            // "text" (default) | "json"
 	LogLevel           string   `toml:"log_level"`             // debug | info (default) | warn | error
 	EBPF               string   `toml:"ebpf"`                  // "auto" | "on" | "off" (default)
-	Workers            int      `toml:"workers"`               // 0 = GOMAXPROCS
+	Workers            int      `toml:"workers"`               // default 1; 0 = one per CPU (GOMAXPROCS)
 	BatchSize          int      `toml:"batch_size"`            // packets per vector; default 128
 
 	Path                  string           `toml:"-"` // absolute path of the file loaded
@@ -150,6 +150,11 @@ func LoadServer(path string) (*Server, error) {
 		s.EBPF = "off"
 	} else if s.EBPF != "auto" && s.EBPF != "on" && s.EBPF != "off" {
 		l.failf("ebpf", "%q is not one of \"auto\", \"on\", \"off\"", s.EBPF)
+	}
+	if !l.defined("workers") {
+		// One worker measured faster than one per CPU with a single client on a 2-core machine shared with
+		// that client (BENCHMARKS.md); gateways with many clients on their own cores set 0 or N.
+		s.Workers = 1
 	}
 	if s.Workers < 0 || s.Workers > MaxWorkers {
 		l.failf("workers", "%d is outside 0..%d (0 means one per CPU)", s.Workers, MaxWorkers)

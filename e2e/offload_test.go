@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -36,4 +37,34 @@ func TestSmallBatch(t *testing.T) {
 	w.connect(c, "alice", c.gwV4+":51820", "batch_size = 16")
 	transfer(t, c.ns, w.host, netip.MustParseAddr(hostV4), 32<<20)
 	transfer(t, w.gw, c.ns, c.tunnelAddr4(t), 32<<20)
+}
+
+// TestTwoWorkers: a gateway with two workers (two SO_REUSEPORT sockets per listen address, a two-queue
+// TUN) serves two clients transferring at the same time, both directions, with checksums.
+func TestTwoWorkers(t *testing.T) {
+	w := newWorld(t)
+	w.startServer("workers = 2")
+	a, b := w.addClient(), w.addClient()
+	w.connect(a, "alice", a.gwV4+":51820", "")
+	w.connect(b, "bob", b.gwV4+":51820", "")
+	if out, err := w.gw.Run("ip", "-d", "link", "show", serverTun); err != nil || !strings.Contains(out, "multi_queue") {
+		t.Fatalf("gateway TUN is not multi-queue: %v %s", err, out)
+	}
+	done := make(chan struct{}, 4)
+	for _, c := range []*client{a, b} {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			transfer(t, c.ns, w.host, netip.MustParseAddr(hostV4), 32<<20)
+		}()
+		go func() {
+			defer func() { done <- struct{}{} }()
+			transfer(t, w.gw, c.ns, c.tunnelAddr4(t), 32<<20)
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	if st := w.serverStatus(); len(st.Sessions) != 2 {
+		t.Fatalf("%d sessions", len(st.Sessions))
+	}
 }
