@@ -40,6 +40,10 @@ type Options struct {
 	ReusePort bool
 	// DisableGSO turns UDP generic segmentation offload off even where the kernel supports it.
 	DisableGSO bool
+	// IncomingCPU, when SetIncomingCPU is true, sets SO_INCOMING_CPU: in a reuseport group the kernel then
+	// prefers this socket for packets it processes on that CPU, keeping a worker's packets on its core.
+	SetIncomingCPU bool
+	IncomingCPU    int
 	// EnableGRO asks the kernel to coalesce consecutive datagrams of one flow into one receive (UDP_GRO);
 	// ReadBatch splits them again. It then needs at least udpMaxSegments buffers per call. Used only on
 	// kernels >= 5.12 (earlier ones had UDP GRO bugs with forwarded traffic).
@@ -160,6 +164,11 @@ func setSockopts(fd int, opt *Options) error {
 	if opt.ReusePort {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
 			return os.NewSyscallError("setsockopt SO_REUSEPORT", err)
+		}
+	}
+	if opt.SetIncomingCPU {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_INCOMING_CPU, opt.IncomingCPU); err != nil {
+			return os.NewSyscallError("setsockopt SO_INCOMING_CPU", err)
 		}
 	}
 	if opt.Mark != 0 {

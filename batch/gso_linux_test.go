@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net/netip"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestGSORuns sends runs that GSO must split correctly: same-size runs longer than the segment limit, a
@@ -130,5 +132,19 @@ func TestGRORoundTrip(t *testing.T) {
 	// would take 75 calls.
 	if calls > 3 {
 		t.Fatalf("%d ReadBatch calls for 150 datagrams: the kernel did not coalesce", calls)
+	}
+}
+
+func TestIncomingCPUOption(t *testing.T) {
+	c := listen(t, "udp4", "127.0.0.1:0", Options{ReusePort: true, SetIncomingCPU: true, IncomingCPU: 0})
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	var gerr error
+	_ = rc.Control(func(fd uintptr) { got, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_INCOMING_CPU) })
+	if gerr != nil || got != 0 {
+		t.Fatalf("SO_INCOMING_CPU = %d, %v", got, gerr)
 	}
 }

@@ -151,8 +151,8 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	// One socket per worker and listen address; the workers of one address form a SO_REUSEPORT group.
 	var conns []PacketConn
 	for _, addr := range cfg.ListenAddrs {
-		for range sc.Workers {
-			c, err := listenUDP(addr.String(), 0, cfg.BatchSize, sc.Workers > 1)
+		for w := range sc.Workers {
+			c, err := listenUDP(addr.String(), 0, cfg.BatchSize, sc.Workers > 1, w)
 			if err != nil {
 				for _, c := range conns {
 					c.Close()
@@ -211,7 +211,8 @@ func reloadUsersOnHUP(ctx context.Context, store *users.Store, path string, log 
 
 // listenUDP opens a batched socket; an IPv6 address gets an IPv6-only socket so a separate IPv4 listener
 // on the same port does not collide with it.
-func listenUDP(addr string, mark uint32, batchSize int, reusePort bool) (*batch.Conn, error) {
+// worker is the socket's worker in a reuseport group (its SO_INCOMING_CPU), or -1.
+func listenUDP(addr string, mark uint32, batchSize int, reusePort bool, worker int) (*batch.Conn, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	network := "udp4"
 	if err == nil && ap.Addr().Is6() {
@@ -219,6 +220,7 @@ func listenUDP(addr string, mark uint32, batchSize int, reusePort bool) (*batch.
 	}
 	// A GRO receive may carry 64 datagrams, which a smaller vector cannot take apart.
 	c, err := batch.Listen(network, addr, batch.Options{Mark: mark, BatchSize: batchSize, ReusePort: reusePort,
+		SetIncomingCPU: reusePort && worker >= 0 && worker < runtime.NumCPU(), IncomingCPU: worker,
 		DisableGSO: os.Getenv(EnvNoUDPGSO) != "", EnableGRO: os.Getenv(EnvNoUDPGRO) == "" && batchSize >= 64})
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
@@ -262,7 +264,7 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 	if addr.Addr().Is6() {
 		local = "[::]:0"
 	}
-	conn, err := listenUDP(local, cfg.FwMark, cfg.BatchSize, false)
+	conn, err := listenUDP(local, cfg.FwMark, cfg.BatchSize, false, -1)
 	if err != nil {
 		return err
 	}

@@ -53,7 +53,12 @@ type Server struct {
 	log     *slog.Logger
 	drops   dropLogger
 	global  Counters
-	started time.Time
+	// crossWorker counts data packets processed by a worker that does not own their session (the
+	// kernel's reuseport hash put them on another socket). They are processed where they land: replay
+	// windows and counters are safe under concurrency, and handing them over costs more than it saves on
+	// this kind of machine. Steering (offload/classifier) drives this to zero.
+	crossWorker atomic.Uint64
+	started     time.Time
 
 	rt atomic.Pointer[routes] // published lookup state: read lock-free by the data path
 
@@ -174,18 +179,25 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// newIndex picks a random unused receiver index. Called with s.mu held.
-func (s *Server) newIndex() uint32 {
+// newIndex picks a random unused receiver index owned by worker: index % workers == worker. The index is
+// all a data packet carries, so encoding the owner in it lets the kernel-side classifier steer a session's
+// packets to its worker's socket without any lookup. Called with s.mu held.
+func (s *Server) newIndex(worker int) uint32 {
 	rt := s.rt.Load()
 	var b [4]byte
 	for {
 		_, _ = rand.Read(b[:])
 		idx := binary.LittleEndian.Uint32(b[:])
+		idx -= idx % uint32(s.workers)
+		idx += uint32(worker)
 		if _, used := rt.byIndex[idx]; idx != 0 && !used {
 			return idx
 		}
 	}
 }
+
+// ownerOf is the worker that owns a receiver index.
+func (s *Server) ownerOf(idx uint32) int { return int(idx % uint32(s.workers)) }
 
 func (s *Server) handshakeWorker(ctx context.Context) {
 	for {
@@ -305,7 +317,10 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 			return r, nil, nil, nil, false
 		}
 	}
-	idx := s.newIndex()
+	// A new session belongs to the worker whose socket received its login (the kernel's reuseport hash put
+	// its 4-tuple there, so without a classifier its data arrives there too).
+	sess.worker = job.conn % s.workers
+	idx := s.newIndex(sess.worker)
 	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), now)
 	if err != nil {
 		if old == nil {
@@ -353,7 +368,7 @@ func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time)
 		return handshake.ResultUnknownSession, nil, nil, nil, false
 	}
 	sess := e.sess
-	idx := s.newIndex()
+	idx := s.newIndex(sess.worker) // a rekey keeps the session on its worker
 	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), now)
 	if err != nil {
 		return handshake.ResultServerError, nil, nil, nil, false
@@ -519,7 +534,8 @@ func (s *Server) removeSession(sess *serverSession) {
 // Status reports every session for the control socket.
 func (s *Server) Status() Status {
 	now := time.Now()
-	st := Status{Role: "server", Global: s.global.Snapshot(), Sessions: []SessionStatus{}, Runtime: readRuntimeStats()}
+	st := Status{Role: "server", Global: s.global.Snapshot(), Sessions: []SessionStatus{}, Runtime: readRuntimeStats(),
+		Workers: s.workers, CrossWorkerPackets: s.crossWorker.Load()}
 	if name, err := s.queues[0].Name(); err == nil {
 		st.Device = name
 	}

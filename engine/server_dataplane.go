@@ -24,7 +24,9 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 	c := s.conns[conn].conn
 	// This socket's worker writes to its own TUN queue, so the kernel learns to send the replies of these
 	// flows back to the same worker.
-	dev := s.queues[(conn%s.workers)%len(s.queues)]
+	worker := conn % s.workers
+	dev := s.queues[worker%len(s.queues)]
+	var cross uint64
 	v := newVector(s.cfg.BatchSize, bufSize)
 	var pending []confirmation
 	for {
@@ -69,6 +71,9 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 				continue
 			}
 			sess := e.sess
+			if s.workers > 1 && s.ownerOf(hdr.Receiver) != worker {
+				cross++
+			}
 			gotCode, plen, verdict := e.kp.Open(b, now)
 			if verdict != transport.OK {
 				r := verdictDrop(verdict)
@@ -119,6 +124,10 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 				s.global.drop(DropSend)
 				s.drops.logf(DropSend, "err", err)
 			}
+		}
+		if cross > 0 {
+			s.crossWorker.Add(cross) // once per vector, not per packet: the counter is shared by all workers
+			cross = 0
 		}
 		for _, p := range pending {
 			s.confirm(p.sess, p.kp)

@@ -21,6 +21,7 @@ type endpoint struct {
 type serverSession struct {
 	user     string
 	instance uint64
+	worker   int // owner: every receiver index of the session is worker mod the worker count
 	addr4    netip.Addr
 	addr6    netip.Addr
 

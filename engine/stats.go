@@ -84,6 +84,9 @@ type Status struct {
 	Sessions []SessionStatus  `json:"sessions"`
 	Global   CountersSnapshot `json:"global"` // drops that belong to no session (unknown index, junk)
 	Runtime  RuntimeStats     `json:"runtime"`
+	// Gateway only: worker count and data packets that arrived at a worker not owning their session.
+	Workers            int    `json:"workers,omitempty"`
+	CrossWorkerPackets uint64 `json:"cross_worker_packets"`
 }
 
 // dropLogger logs drops at most once per interval so a flood of junk cannot flood the log.
