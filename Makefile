@@ -4,7 +4,7 @@ PKGS    := ./...
 BIN     := bin/salvo
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-short demo bench bench-short bench-micro fuzz lint clean
+.PHONY: all build test test-short demo bench bench-short bench-sessions bench-micro fuzz lint clean
 
 all: build
 
@@ -33,6 +33,10 @@ bench:
 
 bench-short:
 	$(GO) run ./bench/cmd/salvobench --short
+
+# Many sessions (64 real logins) against one gateway: packets/s and cross-worker packets/s, eBPF on and off.
+bench-sessions:
+	$(GO) run ./bench/cmd/salvosessions $(SESSIONFLAGS)
 
 # Micro-benchmarks of the hot functions; compare runs with benchstat.
 bench-micro:

@@ -1,0 +1,318 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/salvovpn/salvo/batch"
+	"github.com/salvovpn/salvo/engine"
+	"github.com/salvovpn/salvo/engine/control"
+	"github.com/salvovpn/salvo/protocol"
+	"github.com/salvovpn/salvo/protocol/handshake"
+	"github.com/salvovpn/salvo/protocol/transport"
+)
+
+// SessionsConfig selects what the many-session benchmark measures.
+type SessionsConfig struct {
+	Sessions int           // concurrent sessions (>= 1)
+	Workers  int           // gateway workers
+	Duration time.Duration // traffic time per measurement
+	EBPF     []string      // gateway ebpf settings to compare ("off", "on")
+	Modes    []string      // "one-tuple" (every session behind one address:port) and/or "per-session"
+	RepoDir  string
+	Progress io.Writer
+}
+
+// SessionsResult is one measurement.
+type SessionsResult struct {
+	EBPF              string  `json:"ebpf"`
+	Mode              string  `json:"mode"`
+	Sessions          int     `json:"sessions"`
+	Workers           int     `json:"workers"`
+	PacketsPerSec     float64 `json:"gateway_packets_per_sec"`
+	CrossWorkerPerSec float64 `json:"cross_worker_packets_per_sec"`
+	CrossWorkerShare  float64 `json:"cross_worker_share"`
+	SentPerSec        float64 `json:"sent_packets_per_sec"`
+}
+
+const sessionsBlackhole = "10.250.0.1" // routed to a blackhole on the gateway: written to the TUN, then dropped
+
+// RunSessions measures each (ebpf, mode) combination on a fresh topology and returns the results. It fails
+// loudly when the gateway does not come up or a login fails.
+func RunSessions(ctx context.Context, cfg SessionsConfig) ([]SessionsResult, error) {
+	if cfg.Sessions < 1 || cfg.Workers < 1 || cfg.Duration <= 0 {
+		return nil, errors.New("sessions: need sessions >= 1, workers >= 1 and a duration")
+	}
+	work, err := os.MkdirTemp("", "salvo-sessions-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	bin := filepath.Join(work, "salvo")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/salvo")
+	cmd.Dir = cfg.RepoDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("sessions: build salvo: %v\n%s", err, out)
+	}
+	var results []SessionsResult
+	for _, eb := range cfg.EBPF {
+		for _, mode := range cfg.Modes {
+			fmt.Fprintf(cfg.Progress, "salvosessions: ebpf=%s mode=%s: %d sessions, %d workers\n", eb, mode, cfg.Sessions, cfg.Workers)
+			r, err := runSessionsOnce(ctx, cfg, bin, filepath.Join(work, eb+"-"+mode), eb, mode)
+			if err != nil {
+				return results, fmt.Errorf("ebpf=%s mode=%s: %w", eb, mode, err)
+			}
+			fmt.Fprintf(cfg.Progress, "salvosessions:   %.0f pkt/s at the gateway, %.0f cross-worker pkt/s (%.1f%%)\n",
+				r.PacketsPerSec, r.CrossWorkerPerSec, 100*r.CrossWorkerShare)
+			results = append(results, r)
+		}
+	}
+	return results, nil
+}
+
+func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir, ebpf, mode string) (SessionsResult, error) {
+	res := SessionsResult{EBPF: ebpf, Mode: mode, Sessions: cfg.Sessions, Workers: cfg.Workers}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return res, err
+	}
+	topo, err := NewTopology()
+	if err != nil {
+		return res, err
+	}
+	defer topo.Close()
+	if _, err := topo.B.Run("ip", "route", "add", "blackhole", sessionsBlackhole+"/32"); err != nil {
+		return res, err
+	}
+	keyFile := filepath.Join(dir, "server.key")
+	out, err := exec.CommandContext(ctx, bin, "keygen", "--out", keyFile).Output()
+	if err != nil {
+		return res, fmt.Errorf("keygen: %w", err)
+	}
+	pub, err := handshake.ParseKey(strings.TrimSpace(string(out)))
+	if err != nil {
+		return res, err
+	}
+	var rnd [16]byte
+	_, _ = rand.Read(rnd[:])
+	password := hex.EncodeToString(rnd[:])
+	users := filepath.Join(dir, "users")
+	add := exec.CommandContext(ctx, bin, "user", "add", "--file", users, "--password-stdin", "load")
+	add.Stdin = strings.NewReader(password + "\n")
+	if out, err := add.CombinedOutput(); err != nil {
+		return res, fmt.Errorf("user add: %v: %s", err, out)
+	}
+	sock := filepath.Join(dir, "server.sock")
+	conf := fmt.Sprintf("listen = [\"%s:51820\"]\nprivate_key_file = %q\nusers_file = %q\ntun_name = \"salvo0\"\n"+
+		"ipv4_pool = \"10.77.0.0/16\"\nmax_sessions_per_user = 1024\nworkers = %d\nebpf = %q\ncontrol_socket = %q\n",
+		addrB4, keyFile, users, cfg.Workers, ebpf, sock)
+	confPath := filepath.Join(dir, "server.toml")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		return res, err
+	}
+	gw, err := startDaemon(ctx, topo.B, filepath.Join(dir, "server.log"), nil, bin, "server", "--config", confPath)
+	if err != nil {
+		return res, err
+	}
+	defer gw.stop(5 * time.Second)
+	if err := waitFor(ctx, 10*time.Second, "gateway control socket", []*daemon{gw}, func() (bool, error) {
+		var st engine.Status
+		return control.Query(sock, &st) == nil, nil
+	}); err != nil {
+		return res, err
+	}
+
+	server := netip.MustParseAddrPort(addrB4 + ":51820")
+	nconns := 1
+	if mode == "per-session" {
+		nconns = cfg.Sessions
+	}
+	conns := make([]*batch.Conn, nconns)
+	if err := topo.A.Do(func() error {
+		for i := range conns {
+			c, err := batch.Listen("udp4", addrA4+":0", batch.Options{})
+			if err != nil {
+				return err
+			}
+			conns[i] = c
+		}
+		return nil
+	}); err != nil {
+		return res, err
+	}
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	type session struct {
+		kp   *transport.Keypair
+		conn *batch.Conn
+		pkt  []byte // the inner IPv4/UDP packet this session sends
+	}
+	sessions := make([]session, cfg.Sessions)
+	for i := range sessions {
+		c := conns[i%nconns]
+		kp, addr, err := loginOne(c, server, pub, password, uint64(i+1))
+		if err != nil {
+			return res, fmt.Errorf("login %d: %w", i, err)
+		}
+		sessions[i] = session{kp: kp, conn: c, pkt: innerUDP(addr, netip.MustParseAddr(sessionsBlackhole), 64)}
+	}
+	st0, err := queryStatus(sock)
+	if err != nil {
+		return res, err
+	}
+	sent := sendLoad(sessions, server, cfg.Duration, func(s session) (*transport.Keypair, *batch.Conn, []byte) {
+		return s.kp, s.conn, s.pkt
+	})
+	st1, err := queryStatus(sock)
+	if err != nil {
+		return res, err
+	}
+	if err := gw.exited(); err != nil {
+		return res, err
+	}
+	rx := sumRx(st1) - sumRx(st0)
+	if rx == 0 {
+		return res, errors.New("the gateway received no data packets")
+	}
+	secs := cfg.Duration.Seconds()
+	res.PacketsPerSec = float64(rx) / secs
+	res.CrossWorkerPerSec = float64(st1.CrossWorkerPackets-st0.CrossWorkerPackets) / secs
+	res.CrossWorkerShare = float64(st1.CrossWorkerPackets-st0.CrossWorkerPackets) / float64(rx)
+	res.SentPerSec = float64(sent) / secs
+	return res, nil
+}
+
+func queryStatus(sock string) (engine.Status, error) {
+	var st engine.Status
+	err := control.Query(sock, &st)
+	return st, err
+}
+
+func sumRx(st engine.Status) uint64 {
+	var n uint64
+	for _, s := range st.Sessions {
+		n += s.Counters.RxPackets
+	}
+	return n
+}
+
+// loginOne runs one real login (Noise NK + argon2id on the gateway) over c and returns the session's keys
+// and tunnel address.
+func loginOne(c *batch.Conn, server netip.AddrPort, pub handshake.Key, password string, instance uint64) (*transport.Keypair, netip.Addr, error) {
+	hc := handshake.ClientConfig{ServerPublic: pub, Login: "load", Password: password, InstanceID: instance}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	idx := binary.LittleEndian.Uint32(b[:]) | 1
+	h, msg, err := handshake.NewLogin(&hc, idx, time.Now(), nil)
+	if err != nil {
+		return nil, netip.Addr{}, err
+	}
+	if _, err := c.WriteBatch([][]byte{msg}, []netip.AddrPort{server}); err != nil {
+		return nil, netip.Addr{}, err
+	}
+	bufs := [][]byte{make([]byte, batch.BufSize)}
+	sizes, addrs := make([]int, 1), make([]netip.AddrPort, 1)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		n, err := c.ReadBatch(bufs, sizes, addrs)
+		if err != nil {
+			return nil, netip.Addr{}, err
+		}
+		if n == 0 || sizes[0] == 0 || protocol.Code(bufs[0][0]) != protocol.CodeServerAuthResponse {
+			continue
+		}
+		result, keys, st, err := h.ConsumeResponse(bufs[0][:sizes[0]])
+		if err != nil {
+			continue // a response to another session's handshake on a shared socket
+		}
+		if result != handshake.ResultOK {
+			return nil, netip.Addr{}, fmt.Errorf("gateway answered %v", result)
+		}
+		kp, err := transport.NewKeypair(keys.Suite, keys.Send, keys.Recv, keys.LocalIndex, keys.RemoteIndex, true, time.Now())
+		return kp, st.IPv4.Addr(), err
+	}
+	return nil, netip.Addr{}, errors.New("no answer within 10s")
+}
+
+// innerUDP builds an IPv4/UDP packet with a payload of size bytes.
+func innerUDP(src, dst netip.Addr, size int) []byte {
+	p := make([]byte, 28+size)
+	p[0], p[8], p[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	s4, d4 := src.As4(), dst.As4()
+	copy(p[12:16], s4[:])
+	copy(p[16:20], d4[:])
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(p[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(p[10:], ^uint16(sum))
+	binary.BigEndian.PutUint16(p[20:], 40000)
+	binary.BigEndian.PutUint16(p[22:], 9)
+	binary.BigEndian.PutUint16(p[24:], uint16(8+size))
+	return p
+}
+
+// sendLoad sends sealed packets for d and returns how many were sent, a vector of 64 per sendmmsg: when
+// sessions share one socket a vector takes one packet from each session in turn; with a socket per session
+// it takes 64 packets of one session, then moves to the next.
+func sendLoad[S any](sessions []S, server netip.AddrPort, d time.Duration, get func(S) (*transport.Keypair, *batch.Conn, []byte)) uint64 {
+	const vec = 64
+	bufs := make([][]byte, vec)
+	out := make([][]byte, vec)
+	addrs := make([]netip.AddrPort, vec)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+		addrs[i] = server
+	}
+	_, c0, _ := get(sessions[0])
+	_, cLast, _ := get(sessions[len(sessions)-1])
+	shared := c0 == cLast
+	var sent uint64
+	next := 0
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		_, conn, _ := get(sessions[next])
+		n := 0
+		for n < vec {
+			kp, _, pkt := get(sessions[next])
+			copy(bufs[n][protocol.Headroom:], pkt)
+			m, err := kp.Seal(protocol.CodeData, bufs[n], len(pkt), time.Now())
+			if err != nil {
+				break
+			}
+			out[n] = bufs[n][:m]
+			n++
+			if shared {
+				next = (next + 1) % len(sessions)
+			}
+		}
+		if !shared {
+			next = (next + 1) % len(sessions)
+		}
+		if n == 0 {
+			continue
+		}
+		k, _ := conn.WriteBatch(out[:n], addrs[:n])
+		sent += uint64(k)
+	}
+	return sent
+}
