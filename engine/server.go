@@ -33,6 +33,8 @@ type ServerConfig struct {
 	// Workers is the number of per-core workers: each has one socket per listen address and, with a
 	// multi-queue TUN, its own queue. 0 means 1.
 	Workers int
+	// Watcher, if set, is told every receiver index that becomes live or is retired.
+	Watcher IndexWatcher
 	// BatchSize is the number of packets per vector (memory bound: one vector per socket and one for the
 	// TUN device, each BatchSize x bufSize bytes). 0 means 128.
 	BatchSize int
@@ -196,6 +198,33 @@ func (s *Server) newIndex(worker int) uint32 {
 	}
 }
 
+// IndexWatcher learns which receiver indexes are live, e.g. to let a kernel-side filter drop data for
+// unknown sessions before it reaches user space. Calls happen with the server's lock held; they must be
+// quick and must not call back into the server.
+type IndexWatcher interface {
+	AddSession(index uint32) error
+	RemoveSession(index uint32) error
+}
+
+// addIndex and delIndex change the (unpublished) lookup table rt and tell the watcher. Called with s.mu held.
+func (s *Server) addIndex(rt *routes, idx uint32, e keyEntry) {
+	rt.byIndex[idx] = e
+	if s.cfg.Watcher != nil {
+		if err := s.cfg.Watcher.AddSession(idx); err != nil {
+			s.log.Warn("session classifier: cannot add session", "index", idx, "err", err)
+		}
+	}
+}
+
+func (s *Server) delIndex(rt *routes, idx uint32) {
+	delete(rt.byIndex, idx)
+	if s.cfg.Watcher != nil {
+		if err := s.cfg.Watcher.RemoveSession(idx); err != nil {
+			s.log.Warn("session classifier: cannot remove session", "index", idx, "err", err)
+		}
+	}
+}
+
 // ownerOf is the worker that owns a receiver index.
 func (s *Server) ownerOf(idx uint32) int { return int(idx % uint32(s.workers)) }
 
@@ -350,7 +379,7 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 	s.byInstance[key] = sess
 	s.perUser[user.Login] = append(s.perUser[user.Login], sess)
 	rt := s.rt.Load().clone()
-	rt.byIndex[idx] = keyEntry{kp: kp, sess: sess}
+	s.addIndex(rt, idx, keyEntry{kp: kp, sess: sess})
 	for _, a := range sess.addrs() {
 		rt.byAddr[a] = sess
 	}
@@ -380,9 +409,9 @@ func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time)
 	rt := s.rt.Load().clone()
 	// Only one pending key: a newer resume replaces an unconfirmed one.
 	if old := sess.next.Swap(kp); old != nil {
-		delete(rt.byIndex, old.LocalIndex())
+		s.delIndex(rt, old.LocalIndex())
 	}
-	rt.byIndex[idx] = keyEntry{kp: kp, sess: sess}
+	s.addIndex(rt, idx, keyEntry{kp: kp, sess: sess})
 	s.rt.Store(rt)
 	sess.resumeKey = keys.ResumeKey
 	sess.endpoint.Store(&endpoint{addr: job.src, conn: job.conn})
@@ -399,7 +428,7 @@ func (s *Server) confirm(sess *serverSession, kp *transport.Keypair) {
 	}
 	rt := s.rt.Load().clone()
 	if prev := sess.previous.Load(); prev != nil {
-		delete(rt.byIndex, prev.LocalIndex())
+		s.delIndex(rt, prev.LocalIndex())
 	}
 	sess.previous.Store(sess.current.Load())
 	sess.current.Store(kp)
@@ -454,7 +483,7 @@ func (s *Server) removeLocked(sess *serverSession, keepAddrs bool) {
 	rt := s.rt.Load().clone()
 	for _, slot := range []*transport.Keypair{sess.current.Load(), sess.previous.Load(), sess.next.Load()} {
 		if slot != nil {
-			delete(rt.byIndex, slot.LocalIndex())
+			s.delIndex(rt, slot.LocalIndex())
 		}
 	}
 	for _, a := range sess.addrs() {
@@ -511,7 +540,7 @@ func (s *Server) janitor(ctx context.Context) {
 				}
 				if prev := sess.previous.Load(); prev != nil && prev.Expired(now) {
 					rt := s.rt.Load().clone()
-					delete(rt.byIndex, prev.LocalIndex())
+					s.delIndex(rt, prev.LocalIndex())
 					sess.previous.Store(nil)
 					s.rt.Store(rt)
 				}
