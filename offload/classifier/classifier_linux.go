@@ -1,0 +1,405 @@
+package classifier
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
+)
+
+// Classifier owns the loaded programs and maps and remembers every socket and TUN device it attached to,
+// so Close can undo all of it. Methods are safe for concurrent use.
+type Classifier struct {
+	cfg Config
+
+	// mu guards closed and the attachment lists; the read side also keeps map and program fds alive
+	// across the map syscalls of AddSession & co. (closing an fd under a concurrent syscall could hit a
+	// reused descriptor).
+	mu     sync.RWMutex
+	closed bool
+
+	sessions  *ebpf.Map // HASH: 4 wire bytes of a receiver index -> 1 (presence only)
+	counters  *ebpf.Map // PERCPU_ARRAY: drop reason -> u64
+	routes    *ebpf.Map // LPM_TRIE: routeKeyLen key -> u32 queue; nil without TUNSteering
+	reuseport *ebpf.Program
+	earlyDrop *ebpf.Program
+	steering  *ebpf.Program // nil without TUNSteering
+
+	groups [][]syscall.RawConn // attached reuseport groups (selector + early drop)
+	tuns   []syscall.RawConn   // TUN fds with the steering program
+}
+
+// Load creates the maps and loads the programs. Errors wrap ErrPermission (EPERM/EACCES from the kernel)
+// or ErrUnsupported (anything else the kernel refuses: missing program/map type, helper, or a verifier
+// rejection on an old kernel), always together with the kernel's own error.
+func Load(cfg Config) (*Classifier, error) {
+	if cfg.Sockets < 1 || cfg.Sockets > 1<<16 {
+		return nil, fmt.Errorf("classifier: Sockets = %d, want 1..65536", cfg.Sockets)
+	}
+	if cfg.MaxSessions == 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.MaxSessions < 1 || cfg.MaxSessions > 1<<24 {
+		return nil, fmt.Errorf("classifier: MaxSessions = %d, want 1..%d", cfg.MaxSessions, 1<<24)
+	}
+	c := &Classifier{cfg: cfg}
+	if err := c.load(); err != nil {
+		c.closeObjects()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Classifier) load() error {
+	var err error
+	// Preallocated (the default for HASH): no allocation in AddSession's kernel path can fail later at
+	// packet time, and lookups are the fastest kind.
+	c.sessions, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "salvo_sessions", Type: ebpf.Hash,
+		KeySize: 4, ValueSize: 1, MaxEntries: uint32(c.cfg.MaxSessions),
+	})
+	if err != nil {
+		return kernelErr("create session map", err)
+	}
+	c.counters, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "salvo_drops", Type: ebpf.PerCPUArray,
+		KeySize: 4, ValueSize: 8, MaxEntries: numReasons,
+	})
+	if err != nil {
+		return kernelErr("create drop counter map", err)
+	}
+	if c.reuseport, err = loadProg("salvo_reuseport", reuseportInsns(c.cfg.Sockets)); err != nil {
+		return err
+	}
+	if c.earlyDrop, err = loadProg("salvo_earlydrop", earlyDropInsns(c.sessions, c.counters)); err != nil {
+		return err
+	}
+	if !c.cfg.TUNSteering {
+		return nil
+	}
+	c.routes, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "salvo_routes", Type: ebpf.LPMTrie,
+		KeySize: routeKeyLen, ValueSize: 4, MaxEntries: uint32(c.cfg.MaxSessions),
+		Flags: unix.BPF_F_NO_PREALLOC, // required for LPM tries
+	})
+	if err != nil {
+		return kernelErr("create route map", err)
+	}
+	c.steering, err = loadProg("salvo_tunsteer", tunSteeringInsns(c.routes))
+	return err
+}
+
+func loadProg(name string, insns asm.Instructions) (*ebpf.Program, error) {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: name, Type: ebpf.SocketFilter, License: progLicense, Instructions: insns,
+	})
+	if err != nil {
+		return nil, kernelErr("load "+name, err)
+	}
+	return p, nil
+}
+
+// kernelErr classifies a kernel refusal for the "auto"/"on" decision. A verifier rejection counts as
+// unsupported (an older kernel that lacks something the programs use) even when its errno is EACCES.
+func kernelErr(what string, err error) error {
+	var verr *ebpf.VerifierError
+	if !errors.As(err, &verr) && errors.Is(err, os.ErrPermission) { // EPERM, EACCES
+		return fmt.Errorf("%w: %s: %w", ErrPermission, what, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrUnsupported, what, err)
+}
+
+// Supported reports whether this kernel and these privileges can load the classifier: nil, or an error
+// that wraps ErrUnsupported or ErrPermission. It loads and discards a minimal classifier.
+func Supported() error {
+	c, err := Load(Config{Sockets: 1, MaxSessions: 1, TUNSteering: true})
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// AttachGroup attaches the selector to one reuseport group and the early-drop filter to each of its
+// sockets. conns are the group's sockets in bind order (conns[i] is worker i's socket) and there must be
+// exactly Config.Sockets of them, all already bound. SO_ATTACH_BPF replaces any filter a socket had.
+// On error nothing of this call stays attached.
+func (c *Classifier) AttachGroup(conns []syscall.RawConn) error {
+	if len(conns) != c.cfg.Sockets {
+		return fmt.Errorf("classifier: AttachGroup with %d sockets, Config.Sockets is %d", len(conns), c.cfg.Sockets)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	// Filters first: once the selector steers packets, every socket already filters them.
+	for i, rc := range conns {
+		if err := setsockopt(rc, unix.SO_ATTACH_BPF, c.earlyDrop.FD()); err != nil {
+			detachGroup(conns[:i], false)
+			return attachErr(fmt.Sprintf("SO_ATTACH_BPF on socket %d", i), err)
+		}
+	}
+	// The selector belongs to the group, not to a socket: setting it on any member sets it for all.
+	if err := setsockopt(conns[0], unix.SO_ATTACH_REUSEPORT_EBPF, c.reuseport.FD()); err != nil {
+		detachGroup(conns, false)
+		return attachErr("SO_ATTACH_REUSEPORT_EBPF", err)
+	}
+	c.groups = append(c.groups, append([]syscall.RawConn(nil), conns...))
+	return nil
+}
+
+// AttachTUN attaches the steering program to the multi-queue TUN device behind tunFd (any one of its
+// queue fds). Needs Config.TUNSteering.
+func (c *Classifier) AttachTUN(tunFd syscall.RawConn) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if c.steering == nil {
+		return errors.New("classifier: AttachTUN needs Config.TUNSteering")
+	}
+	if err := setSteering(tunFd, c.steering.FD()); err != nil {
+		return attachErr("TUNSETSTEERINGEBPF", err)
+	}
+	c.tuns = append(c.tuns, tunFd)
+	return nil
+}
+
+// AddSession marks a receiver index live. Call it before the serverAuthResponse that announces the index
+// is sent, or the client's first data packets can be dropped.
+func (c *Classifier) AddSession(index uint32) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if err := c.sessions.Put(sessionKey(index), uint8(1)); err != nil {
+		return fmt.Errorf("classifier: add session %d: %w", index, err)
+	}
+	return nil
+}
+
+// RemoveSession forgets a receiver index; removing an index that is not there is not an error.
+func (c *Classifier) RemoveSession(index uint32) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if err := c.sessions.Delete(sessionKey(index)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("classifier: remove session %d: %w", index, err)
+	}
+	return nil
+}
+
+// sessionKey is the index as its 4 wire bytes (little endian), which is what the filter looks up.
+func sessionKey(index uint32) [4]byte {
+	var k [4]byte
+	binary.LittleEndian.PutUint32(k[:], index)
+	return k
+}
+
+// SetRoute steers packets whose destination falls in prefix to TUN queue queue (longest prefix wins).
+func (c *Classifier) SetRoute(prefix netip.Prefix, queue uint32) error {
+	key, err := routeKey(prefix)
+	if err != nil {
+		return err
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if c.routes == nil {
+		return errors.New("classifier: SetRoute needs Config.TUNSteering")
+	}
+	if err := c.routes.Put(key, queue); err != nil {
+		return fmt.Errorf("classifier: set route %s: %w", prefix, err)
+	}
+	return nil
+}
+
+// DeleteRoute removes a route set with SetRoute; a missing route is not an error.
+func (c *Classifier) DeleteRoute(prefix netip.Prefix) error {
+	key, err := routeKey(prefix)
+	if err != nil {
+		return err
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if c.routes == nil {
+		return errors.New("classifier: DeleteRoute needs Config.TUNSteering")
+	}
+	if err := c.routes.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("classifier: delete route %s: %w", prefix, err)
+	}
+	return nil
+}
+
+// routeKey encodes prefix as the trie key: host-order prefix length (8 family bits + prefix bits), family
+// byte, address bytes. Host bits are masked off so that equal prefixes are equal keys.
+func routeKey(prefix netip.Prefix) ([routeKeyLen]byte, error) {
+	var k [routeKeyLen]byte
+	if !prefix.IsValid() {
+		return k, fmt.Errorf("classifier: invalid prefix %v", prefix)
+	}
+	prefix = prefix.Masked()
+	addr := prefix.Addr()
+	if addr.Is4In6() {
+		return k, fmt.Errorf("classifier: route %s: use the plain IPv4 form", prefix)
+	}
+	binary.NativeEndian.PutUint32(k[:4], uint32(8+prefix.Bits()))
+	if addr.Is4() {
+		k[4] = familyV4
+		a := addr.As4()
+		copy(k[5:], a[:])
+	} else {
+		k[4] = familyV6
+		a := addr.As16()
+		copy(k[5:], a[:])
+	}
+	return k, nil
+}
+
+// Stats sums the drop counters over all CPUs.
+func (c *Classifier) Stats() (Stats, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return Stats{}, ErrClosed
+	}
+	var sums [numReasons]uint64
+	for r := range sums {
+		var perCPU []uint64
+		if err := c.counters.Lookup(uint32(r), &perCPU); err != nil {
+			return Stats{}, fmt.Errorf("classifier: read drop counter %d: %w", r, err)
+		}
+		for _, v := range perCPU {
+			sums[r] += v
+		}
+	}
+	return Stats{
+		DroppedBadCode:        sums[reasonBadCode],
+		DroppedShort:          sums[reasonShort],
+		DroppedUnknownSession: sums[reasonUnknownSession],
+	}, nil
+}
+
+// Close detaches everything it attached and releases the programs and maps. Sockets or TUN fds that were
+// closed in the meantime are skipped (the kernel dropped their attachments with them). Calling Close
+// again returns nil.
+func (c *Classifier) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	var errs []error
+	for _, g := range c.groups {
+		errs = append(errs, detachGroup(g, true))
+	}
+	for _, t := range c.tuns {
+		if err := setSteering(t, -1); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("classifier: detach TUN steering: %w", err))
+		}
+	}
+	c.groups, c.tuns = nil, nil
+	errs = append(errs, c.closeObjects())
+	return errors.Join(errs...)
+}
+
+// detachGroup removes the early-drop filter from every socket and, with selector, the group's selector.
+func detachGroup(conns []syscall.RawConn, selector bool) error {
+	var errs []error
+	if selector {
+		// Any live member can detach the group's program; conns[0] may have been closed already. When
+		// every member is closed, the group and its program went away with them.
+		for _, rc := range conns {
+			err := setsockopt(rc, unix.SO_DETACH_REUSEPORT_BPF, 0)
+			if err == nil || errors.Is(err, unix.ENOENT) {
+				break
+			}
+			if !gone(err) {
+				errs = append(errs, fmt.Errorf("classifier: SO_DETACH_REUSEPORT_BPF: %w", err))
+				break
+			}
+		}
+	}
+	for i, rc := range conns {
+		if err := setsockopt(rc, unix.SO_DETACH_BPF, 0); err != nil && !gone(err) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("classifier: SO_DETACH_BPF on socket %d: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Classifier) closeObjects() error {
+	var errs []error
+	for _, p := range []*ebpf.Program{c.reuseport, c.earlyDrop, c.steering} {
+		if p != nil {
+			errs = append(errs, p.Close())
+		}
+	}
+	for _, m := range []*ebpf.Map{c.sessions, c.counters, c.routes} {
+		if m != nil {
+			errs = append(errs, m.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// errControl marks an error from RawConn.Control itself: the fd is closed, so there is nothing to detach.
+type errControl struct{ err error }
+
+func (e errControl) Error() string { return "fd unusable: " + e.err.Error() }
+func (e errControl) Unwrap() error { return e.err }
+
+func gone(err error) bool {
+	var ec errControl
+	return errors.As(err, &ec) || errors.Is(err, unix.EBADF)
+}
+
+func setsockopt(rc syscall.RawConn, opt, value int) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, value)
+	}); err != nil {
+		return errControl{err}
+	}
+	return serr
+}
+
+func setSteering(rc syscall.RawConn, progFD int) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.IoctlSetPointerInt(int(fd), unix.TUNSETSTEERINGEBPF, progFD)
+	}); err != nil {
+		return errControl{err}
+	}
+	return serr
+}
+
+// attachErr classifies setsockopt/ioctl failures like kernelErr: an unknown option or ioctl means an old
+// kernel, EPERM means missing CAP_NET_ADMIN.
+func attachErr(what string, err error) error {
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%w: %s: %w", ErrPermission, what, err)
+	case errors.Is(err, unix.ENOPROTOOPT), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOTTY),
+		errors.Is(err, unix.EOPNOTSUPP):
+		return fmt.Errorf("%w: %s: %w", ErrUnsupported, what, err)
+	}
+	return fmt.Errorf("classifier: %s: %w", what, err)
+}

@@ -1,0 +1,242 @@
+package classifier
+
+import (
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/salvovpn/salvo/protocol"
+)
+
+// The programs are socket-filter type (BPF_PROG_TYPE_SOCKET_FILTER): that type has no direct packet
+// access, so bytes are copied to the stack with bpf_skb_load_bytes, which fails cleanly (instead of ending
+// the program like LD_ABS does) when the packet is shorter than asked for.
+
+// offLen is the offset of __sk_buff.len, the only context field the programs read.
+const offLen = 0
+
+// License of the programs as the kernel sees it; none of the helpers used is GPL-only.
+const progLicense = "Dual MIT/GPL"
+
+// passAll is the socket-filter verdict "keep the whole datagram": sk_filter_trim_cap trims to the return
+// value, and anything >= the datagram length keeps it untouched. It is also the reuseport selector's
+// "no choice" value (see reuseportInsns).
+const passAll = -1 // as a 32-bit move: 0xffffffff
+
+// reuseportInsns returns the reuseport selector. It is a socket-filter program attached with
+// SO_ATTACH_REUSEPORT_EBPF rather than an SK_REUSEPORT program with a REUSEPORT_SOCKARRAY, because:
+//   - its return value can only ever select a socket: the kernel (net/core/sock_reuseport.c run_bpf_filter)
+//     treats an index >= the group's socket count as "no choice" and falls back to the 4-tuple hash, so
+//     this program cannot cause a drop (an SK_REUSEPORT program returning SK_DROP makes UDP answer ICMP
+//     port unreachable);
+//   - one program serves every reuseport group (IPv4 and IPv6 listen addresses) with no socket-fd map to
+//     keep in sync with the workers' sockets.
+//
+// The price is that indexes are positions in bind order; closing one socket of a group reorders the rest,
+// which only matters if the gateway closes sockets one by one while running (it does not).
+//
+// The hook pulls the UDP header before running the program, so the payload starts at offset 0 and
+// __sk_buff.len is the payload length.
+func reuseportInsns(sockets int) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R2, asm.R6, offLen, asm.Word),
+		// data/disconnect need 8 bytes (code, reserved, receiver index); shorter is for the kernel's hash.
+		asm.JLT.Imm(asm.R2, 8, "hash"),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -8),
+		asm.Mov.Imm(asm.R4, 8),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "hash"),
+		asm.LoadMem(asm.R1, asm.RFP, -8, asm.Byte),
+		asm.JEq.Imm(asm.R1, int32(protocol.CodeData), "select"),
+		asm.JEq.Imm(asm.R1, int32(protocol.CodeDisconnect), "select"),
+		// Handshakes and junk: an out-of-range index means "use the hash". Handshakes must still reach a
+		// worker, and junk is the early-drop filter's business, not a reason to drop here.
+		asm.Mov.Imm32(asm.R0, passAll).WithSymbol("hash"),
+		asm.Return(),
+		// The receiver index is little endian on the wire; HostTo(LE) makes it a host integer on either
+		// byte order (a no-op on little-endian machines).
+		asm.LoadMem(asm.R0, asm.RFP, -4, asm.Word).WithSymbol("select"),
+		asm.HostTo(asm.LE, asm.R0, asm.Word),
+		asm.Mod.Imm32(asm.R0, int32(sockets)),
+		asm.Return(),
+	}
+}
+
+// earlyDropInsns returns the early-drop socket filter (SO_ATTACH_BPF on every socket of a group). The
+// kernel runs it on the chosen socket with skb->data at the UDP header, so the payload starts at
+// udpHeaderLen and __sk_buff.len includes the 8 header bytes. It returns 0 (drop, counted by the kernel in
+// Udp InErrors and the socket's drop counter, no ICMP) or passAll.
+//
+// Check order follows PROTOCOL.md and protocol.ParseCode: empty, code, minimum length, then for
+// data/disconnect the reserved bytes and the live-session map.
+func earlyDropInsns(sessions, counters *ebpf.Map) asm.Instructions {
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R7, asm.R6, offLen, asm.Word),
+		asm.JLE.Imm(asm.R7, udpHeaderLen, "short"), // empty datagram
+		asm.Sub.Imm(asm.R7, udpHeaderLen),          // r7 = payload length, >= 1
+		// Copy min(payload, 8) bytes to fp-8 so that short packets can still be classified by code;
+		// zero the slot first so bytes beyond a short payload read as 0.
+		asm.Mov.Imm(asm.R4, 0),
+		asm.StoreMem(asm.RFP, -8, asm.R4, asm.DWord),
+		asm.Mov.Reg(asm.R4, asm.R7),
+		asm.JLE.Imm(asm.R4, 8, "load"),
+		asm.Mov.Imm(asm.R4, 8),
+		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("load"),
+		asm.Mov.Imm(asm.R2, udpHeaderLen),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -8),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "short"),
+		asm.LoadMem(asm.R1, asm.RFP, -8, asm.Byte),
+		asm.JEq.Imm(asm.R1, int32(protocol.CodeData), "data"),
+		asm.JEq.Imm(asm.R1, int32(protocol.CodeDisconnect), "data"),
+	}
+	// The other valid codes only have a minimum length; a code matching none of them is bad.
+	codes := []protocol.Code{
+		protocol.CodeClientAuthRequest, protocol.CodeServerAuthResponse,
+		protocol.CodeCookieReply, protocol.CodeNotice,
+	}
+	for i, c := range codes {
+		next := "badcode"
+		if i+1 < len(codes) {
+			next = "code-" + codes[i+1].String()
+		}
+		insns = append(insns,
+			asm.JNE.Imm(asm.R1, int32(c), next).WithSymbol("code-"+c.String()),
+			asm.JLT.Imm(asm.R7, int32(minLen[c]), "short"),
+			asm.Ja.Label("pass"),
+		)
+	}
+	insns = append(insns,
+		// data/disconnect: length, reserved bytes 1..3 (read byte by byte: endian-neutral), session.
+		asm.JLT.Imm(asm.R7, int32(protocol.MinDataLen), "short").WithSymbol("data"),
+		asm.LoadMem(asm.R1, asm.RFP, -7, asm.Byte),
+		asm.LoadMem(asm.R2, asm.RFP, -6, asm.Byte),
+		asm.Or.Reg(asm.R1, asm.R2),
+		asm.LoadMem(asm.R2, asm.RFP, -5, asm.Byte),
+		asm.Or.Reg(asm.R1, asm.R2),
+		asm.JNE.Imm(asm.R1, 0, "badcode"),
+		// The map key is the 4 index bytes exactly as on the wire (AddSession stores them little endian).
+		asm.LoadMapPtr(asm.R1, 0).WithReference("sessions"),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "unknown"),
+
+		asm.Mov.Imm32(asm.R0, passAll).WithSymbol("pass"),
+		asm.Return(),
+
+		asm.Mov.Imm(asm.R8, reasonBadCode).WithSymbol("badcode"),
+		asm.Ja.Label("count"),
+		asm.Mov.Imm(asm.R8, reasonShort).WithSymbol("short"),
+		asm.Ja.Label("count"),
+		asm.Mov.Imm(asm.R8, reasonUnknownSession).WithSymbol("unknown"),
+
+		// counters[r8]++ in this CPU's slot. The filter runs with bottom halves disabled and does not
+		// nest on one CPU, so a plain read-modify-write of a per-CPU value needs no atomic.
+		asm.StoreMem(asm.RFP, -12, asm.R8, asm.Word).WithSymbol("count"),
+		asm.LoadMapPtr(asm.R1, 0).WithReference("counters"),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -12),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "drop"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("drop"),
+		asm.Return(),
+	)
+	mustAssociate(insns, "sessions", sessions)
+	mustAssociate(insns, "counters", counters)
+	return insns
+}
+
+// Route map key: {u32 prefix length; u8 family; u8 address[16]}. The family byte keeps IPv4 and IPv6
+// routes apart in one trie (an IPv6 ::/0 must not match IPv4 packets); the prefix length counts it, so a
+// route of b bits is stored with 8+b.
+const (
+	routeKeyLen = 4 + 1 + 16
+	familyV4    = 4
+	familyV6    = 6
+)
+
+// tunSteeringInsns returns the TUN steering program (ioctl TUNSETSTEERINGEBPF). The kernel runs it in
+// ndo_select_queue on the packet being sent out of the TUN device, with skb->data at the IP header (a TUN
+// device has no link-layer header, and the virtio-net header of IFF_VNET_HDR is only prepended when user
+// space reads, so it is never in front here). It returns the queue for the destination address from the
+// route trie, 0 when nothing matches; the kernel takes the value % the number of queues.
+func tunSteeringInsns(routes *ebpf.Map) asm.Instructions {
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		// Key at fp-24: prefix length (fp-24), family (fp-20), address (fp-19..fp-4). Zero it whole:
+		// the verifier wants every key byte initialised, and IPv4 leaves 12 address bytes unused.
+		// (asm has no 64-bit store-immediate, hence the zero register.)
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.RFP, -24, asm.R1, asm.DWord),
+		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
+		asm.StoreMem(asm.RFP, -8, asm.R1, asm.DWord),
+		// IP version nibble.
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -32),
+		asm.Mov.Imm(asm.R4, 1),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "miss"),
+		asm.LoadMem(asm.R1, asm.RFP, -32, asm.Byte),
+		asm.RSh.Imm(asm.R1, 4),
+		asm.JEq.Imm(asm.R1, 4, "v4"),
+		asm.JEq.Imm(asm.R1, 6, "v6"),
+		asm.Ja.Label("miss"),
+
+		// IPv4 destination: bytes 16..19.
+		asm.StoreImm(asm.RFP, -24, 8+32, asm.Word).WithSymbol("v4"),
+		asm.StoreImm(asm.RFP, -20, familyV4, asm.Byte),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 16),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -19),
+		asm.Mov.Imm(asm.R4, 4),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "miss"),
+		asm.Ja.Label("lookup"),
+
+		// IPv6 destination: bytes 24..39.
+		asm.StoreImm(asm.RFP, -24, 8+128, asm.Word).WithSymbol("v6"),
+		asm.StoreImm(asm.RFP, -20, familyV6, asm.Byte),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 24),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -19),
+		asm.Mov.Imm(asm.R4, 16),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "miss"),
+
+		asm.LoadMapPtr(asm.R1, 0).WithReference("routes").WithSymbol("lookup"),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -24),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "miss"),
+		asm.LoadMem(asm.R0, asm.R0, 0, asm.Word),
+		asm.Return(),
+
+		// Unrouted traffic (no session owns the address, or not IP at all) goes to queue 0; the worker
+		// drops what it cannot deliver.
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("miss"),
+		asm.Return(),
+	}
+	mustAssociate(insns, "routes", routes)
+	return insns
+}
+
+// mustAssociate binds the map loads named ref to m. It only fails for a reference the program does not
+// contain, which is a programming error in this file.
+func mustAssociate(insns asm.Instructions, ref string, m *ebpf.Map) {
+	if err := insns.AssociateMap(ref, m); err != nil {
+		panic("classifier: " + err.Error())
+	}
+}
