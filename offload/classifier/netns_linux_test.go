@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/salvovpn/salvo/internal/netns"
@@ -387,9 +388,11 @@ func testReuseportGroup(t *testing.T, network, addr string) {
 		delta("Icmp.OutDestUnreachs", "Icmp6OutDestUnreachs"), st)
 
 	// Close detaches both programs: junk is delivered again and one source lands on one socket.
+	ids := progIDs(t, c)
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
+	waitProgsGone(t, ids)
 	send(t, src, conns[0], dataPackets(0, nIdx)...)
 	send(t, src, conns[0], junk[reasonBadCode]...)
 	want2 := nIdx + len(junk[reasonBadCode])
@@ -435,4 +438,46 @@ func TestAttachGroupErrors(t *testing.T) {
 
 func netipAddrPort(addr string, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr(addr), port)
+}
+
+// progIDs returns the kernel IDs of c's programs.
+func progIDs(t *testing.T, c *Classifier) []ebpf.ProgramID {
+	t.Helper()
+	var ids []ebpf.ProgramID
+	for _, p := range []*ebpf.Program{c.reuseport, c.earlyDrop, c.steering} {
+		if p == nil {
+			continue
+		}
+		info, err := p.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, ok := info.ID()
+		if !ok {
+			t.Fatal("program ID not available")
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// waitProgsGone proves that nothing holds the programs any more after Close: a program still attached to
+// a socket, a reuseport group or a TUN device would keep existing (and stay reachable by ID). Programs
+// are freed after an RCU grace period, hence the polling.
+func waitProgsGone(t *testing.T, ids []ebpf.ProgramID) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for _, id := range ids {
+		for {
+			p, err := ebpf.NewProgramFromID(id)
+			if err != nil {
+				break
+			}
+			p.Close()
+			if time.Now().After(deadline) {
+				t.Fatalf("program %d still exists after Close: something is still attached", id)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }

@@ -72,6 +72,10 @@ func reuseportInsns(sockets int) asm.Instructions {
 //
 // Check order follows PROTOCOL.md and protocol.ParseCode: empty, code, minimum length, then for
 // data/disconnect the reserved bytes and the live-session map.
+//
+// Two kernel side effects worth knowing: with any filter attached, UDP completes a checksum that the NIC
+// did not verify before running it (udp_lib_checksum_complete), and with UDP_GRO a coalesced train is
+// judged, and dropped or kept, as a whole by its first datagram's header.
 func earlyDropInsns(sessions, counters *ebpf.Map) asm.Instructions {
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),

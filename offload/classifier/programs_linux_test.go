@@ -393,6 +393,15 @@ func BenchmarkEarlyDrop(b *testing.B) {
 			b.ReportMetric(float64(per.Nanoseconds()), "kernel-ns/op")
 		})
 	}
+	// One BPF_PROG_TEST_RUN syscall per packet, as TestEarlyDropProgram does: mostly syscall cost.
+	b.Run("earlydrop/prog.Run-per-call", func(b *testing.B) {
+		in := frame(etherExperimental, udpHeader, packet(protocol.CodeData, 500, 1420))
+		for b.Loop() {
+			if _, err := c.earlyDrop.Run(&ebpf.RunOptions{Data: in}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 var (
