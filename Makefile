@@ -12,10 +12,13 @@ build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/salvo
 
 # The whole suite: vet, unit and end-to-end tests (network namespaces, needs root) with the race detector,
-# and the seed corpora of every fuzz target (go test runs them as ordinary tests).
+# the seed corpora of every fuzz target (go test runs them as ordinary tests), and the end-to-end suite a
+# second time with ebpf = on.
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	# The end-to-end suite again with the eBPF classifier attached to every gateway.
+	SALVO_E2E_EBPF=on $(GO) test -race -count=1 -timeout 20m ./e2e/
 
 # Unit tests only, no namespaces.
 test-short:

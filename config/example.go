@@ -42,7 +42,10 @@ max_sessions_per_user = 4
 control_socket = "/run/salvo/server.sock"
 log_format = "text"          # "text" or "json"
 log_level = "info"           # "debug", "info", "warn" or "error"
-ebpf = "off"                 # "auto", "on" or "off" (not implemented yet)
+ebpf = "off"                 # eBPF classifier: steer data to the worker owning its session, drop junk in
+                             # the kernel. "auto": use it when the kernel and privileges allow; "on": fail
+                             # if it cannot load; "off": never load it
+ebpf_tun_steering = false    # also steer TUN packets to the owning worker's queue (needs ebpf)
 workers = 1                  # per-core workers (a socket and a TUN queue each); 0: one per CPU
 batch_size = 128             # packets per read/write call; memory is about batch_size x 72 KiB
                              # per socket plus one more for the TUN device (9 MiB each at 128)

@@ -28,9 +28,10 @@ type Server struct {
 	ControlSocket      string   `toml:"control_socket"`        // default "/run/salvo/server.sock"
 	LogFormat          string   `toml:"log_format"`            // "text" (default) | "json"
 	LogLevel           string   `toml:"log_level"`             // debug | info (default) | warn | error
-	EBPF               string   `toml:"ebpf"`                  // "auto" | "on" | "off" (default)
-	Workers            int      `toml:"workers"`               // default 1; 0 = one per CPU (GOMAXPROCS)
-	BatchSize          int      `toml:"batch_size"`            // packets per vector; default 128
+	EBPF               string   `toml:"ebpf"`
+	EBPFTunSteering    bool     `toml:"ebpf_tun_steering"` // steer TUN packets to the owner's queue                  // "auto" | "on" | "off" (default)
+	Workers            int      `toml:"workers"`           // default 1; 0 = one per CPU (GOMAXPROCS)
+	BatchSize          int      `toml:"batch_size"`        // packets per vector; default 128
 
 	Path                  string           `toml:"-"` // absolute path of the file loaded
 	ListenAddrs           []netip.AddrPort `toml:"-"`
@@ -155,6 +156,9 @@ func LoadServer(path string) (*Server, error) {
 		// One worker measured faster than one per CPU with a single client on a 2-core machine shared with
 		// that client (BENCHMARKS.md); gateways with many clients on their own cores set 0 or N.
 		s.Workers = 1
+	}
+	if s.EBPFTunSteering && s.EBPF == "off" {
+		l.failf("ebpf_tun_steering", "needs ebpf = \"auto\" or \"on\"")
 	}
 	if s.Workers < 0 || s.Workers > MaxWorkers {
 		l.failf("workers", "%d is outside 0..%d (0 means one per CPU)", s.Workers, MaxWorkers)

@@ -151,6 +151,10 @@ func (w *world) serverConfig(extra string) string {
 		"control_socket":   `"` + filepath.Join(w.dir, "server.sock") + `"`,
 		"log_level":        `"debug"`,
 	}
+	// SALVO_E2E_EBPF=on|auto runs the whole suite with the eBPF classifier attached (make test does both).
+	if v := os.Getenv("SALVO_E2E_EBPF"); v != "" {
+		base["ebpf"] = `"` + v + `"`
+	}
 	for _, line := range strings.Split(extra, "\n") {
 		if k, v, ok := strings.Cut(line, "="); ok {
 			base[strings.TrimSpace(k)] = strings.TrimSpace(v)

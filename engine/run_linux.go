@@ -162,6 +162,27 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 			conns = append(conns, c)
 		}
 	}
+	cls, err := attachClassifier(cfg, sc.Workers, conns, queues, log)
+	if err != nil {
+		for _, c := range conns {
+			c.Close()
+		}
+		return err
+	}
+	if cls != nil {
+		undos = append(undos, cls.Close)
+		sc.Watcher = cls
+		if cfg.EBPFTunSteering && len(queues) > 1 {
+			sc.Routes = cls
+		}
+		sc.KernelStatus = func() any {
+			st, err := cls.Stats()
+			if err != nil {
+				return map[string]string{"error": err.Error()}
+			}
+			return st
+		}
+	}
 	srv, err := NewServer(sc, queues, conns)
 	if err != nil {
 		return err

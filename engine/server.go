@@ -35,6 +35,10 @@ type ServerConfig struct {
 	Workers int
 	// Watcher, if set, is told every receiver index that becomes live or is retired.
 	Watcher IndexWatcher
+	// Routes, if set, is told which worker owns each tunnel address.
+	Routes RouteWatcher
+	// KernelStatus, if set, adds the kernel-side classifier's view to the status (e.g. its drop counters).
+	KernelStatus func() any
 	// BatchSize is the number of packets per vector (memory bound: one vector per socket and one for the
 	// TUN device, each BatchSize x bufSize bytes). 0 means 128.
 	BatchSize int
@@ -225,6 +229,29 @@ func (s *Server) delIndex(rt *routes, idx uint32) {
 	}
 }
 
+// RouteWatcher learns which worker owns each tunnel address, e.g. to steer the TUN device's packets for
+// that address to the owner's queue. Same calling rules as IndexWatcher.
+type RouteWatcher interface {
+	SetRoute(prefix netip.Prefix, queue uint32) error
+	DeleteRoute(prefix netip.Prefix) error
+}
+
+func (s *Server) routeAdded(a netip.Addr, worker int) {
+	if s.cfg.Routes != nil {
+		if err := s.cfg.Routes.SetRoute(netip.PrefixFrom(a, a.BitLen()), uint32(worker)); err != nil {
+			s.log.Warn("TUN steering: cannot add route", "addr", a, "err", err)
+		}
+	}
+}
+
+func (s *Server) routeRemoved(a netip.Addr) {
+	if s.cfg.Routes != nil {
+		if err := s.cfg.Routes.DeleteRoute(netip.PrefixFrom(a, a.BitLen())); err != nil {
+			s.log.Warn("TUN steering: cannot remove route", "addr", a, "err", err)
+		}
+	}
+}
+
 // ownerOf is the worker that owns a receiver index.
 func (s *Server) ownerOf(idx uint32) int { return int(idx % uint32(s.workers)) }
 
@@ -382,6 +409,7 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 	s.addIndex(rt, idx, keyEntry{kp: kp, sess: sess})
 	for _, a := range sess.addrs() {
 		rt.byAddr[a] = sess
+		s.routeAdded(a, sess.worker)
 	}
 	s.rt.Store(rt)
 	return handshake.ResultOK, sess, out, kp, true
@@ -489,6 +517,7 @@ func (s *Server) removeLocked(sess *serverSession, keepAddrs bool) {
 	for _, a := range sess.addrs() {
 		if rt.byAddr[a] == sess {
 			delete(rt.byAddr, a)
+			s.routeRemoved(a)
 		}
 	}
 	s.rt.Store(rt)
@@ -565,6 +594,9 @@ func (s *Server) Status() Status {
 	now := time.Now()
 	st := Status{Role: "server", Global: s.global.Snapshot(), Sessions: []SessionStatus{}, Runtime: readRuntimeStats(),
 		Workers: s.workers, CrossWorkerPackets: s.crossWorker.Load()}
+	if s.cfg.KernelStatus != nil {
+		st.Classifier = s.cfg.KernelStatus()
+	}
 	if name, err := s.queues[0].Name(); err == nil {
 		st.Device = name
 	}

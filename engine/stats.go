@@ -87,6 +87,8 @@ type Status struct {
 	// Gateway only: worker count and data packets that arrived at a worker not owning their session.
 	Workers            int    `json:"workers,omitempty"`
 	CrossWorkerPackets uint64 `json:"cross_worker_packets"`
+	// Classifier is the eBPF classifier's state when one is attached (drops it made in the kernel).
+	Classifier any `json:"classifier,omitempty"`
 }
 
 // dropLogger logs drops at most once per interval so a flood of junk cannot flood the log.

@@ -19,6 +19,7 @@ package classifier
 
 import (
 	"errors"
+	"time"
 
 	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/handshake"
@@ -49,6 +50,11 @@ type Config struct {
 	MaxSessions int
 	// TUNSteering also builds the TUN steering program and its route map (AttachTUN, SetRoute).
 	TUNSteering bool
+	// UnknownSample, when non-zero, lets one data packet for an unknown session through per interval and
+	// CPU instead of dropping it. A gateway that restarted has an empty session map; the sample reaches
+	// user space, which answers with a rate-limited unknownSession notice, so its clients log in again at
+	// once instead of after their dead-peer timeout. 0 drops them all. At most 4.29 s.
+	UnknownSample time.Duration
 }
 
 // Stats counts datagrams dropped by the early-drop filter, summed over all CPUs and all sockets.
@@ -68,6 +74,9 @@ const (
 	reasonShort
 	reasonUnknownSession
 	numReasons
+	// gateSlot is the per-CPU slot of the counter array that holds the time (bpf_ktime_get_ns) the last
+	// unknown-session sample was let through.
+	gateSlot = numReasons
 )
 
 // udpHeaderLen is where the Salvo payload starts for a socket filter on a UDP socket: the kernel runs

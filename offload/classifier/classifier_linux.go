@@ -4,10 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -46,6 +48,9 @@ func Load(cfg Config) (*Classifier, error) {
 	if cfg.MaxSessions == 0 {
 		cfg.MaxSessions = DefaultMaxSessions
 	}
+	if cfg.UnknownSample < 0 || cfg.UnknownSample > time.Duration(math.MaxInt32) {
+		return nil, fmt.Errorf("classifier: UnknownSample = %s, want 0..%s", cfg.UnknownSample, time.Duration(math.MaxInt32))
+	}
 	if cfg.MaxSessions < 1 || cfg.MaxSessions > 1<<24 {
 		return nil, fmt.Errorf("classifier: MaxSessions = %d, want 1..%d", cfg.MaxSessions, 1<<24)
 	}
@@ -70,7 +75,7 @@ func (c *Classifier) load() error {
 	}
 	c.counters, err = ebpf.NewMap(&ebpf.MapSpec{
 		Name: "salvo_drops", Type: ebpf.PerCPUArray,
-		KeySize: 4, ValueSize: 8, MaxEntries: numReasons,
+		KeySize: 4, ValueSize: 8, MaxEntries: numReasons + 1, // + the sampling gate's timestamp
 	})
 	if err != nil {
 		return kernelErr("create drop counter map", err)
@@ -78,7 +83,7 @@ func (c *Classifier) load() error {
 	if c.reuseport, err = loadProg("salvo_reuseport", reuseportInsns(c.cfg.Sockets)); err != nil {
 		return err
 	}
-	if c.earlyDrop, err = loadProg("salvo_earlydrop", earlyDropInsns(c.sessions, c.counters)); err != nil {
+	if c.earlyDrop, err = loadProg("salvo_earlydrop", earlyDropInsns(c.sessions, c.counters, c.cfg.UnknownSample)); err != nil {
 		return err
 	}
 	if !c.cfg.TUNSteering {
@@ -146,7 +151,13 @@ func (c *Classifier) AttachGroup(conns []syscall.RawConn) error {
 			return attachErr(fmt.Sprintf("SO_ATTACH_BPF on socket %d", i), err)
 		}
 	}
-	// The selector belongs to the group, not to a socket: setting it on any member sets it for all.
+	// The selector belongs to the group, not to a socket: setting it on any member sets it for all. A
+	// single socket is no reuseport group (it may not even have SO_REUSEPORT: the kernel refuses the
+	// program with EINVAL then) and has nothing to select between: it only gets the filter.
+	if c.cfg.Sockets == 1 {
+		c.groups = append(c.groups, append([]syscall.RawConn(nil), conns...))
+		return nil
+	}
 	if err := setsockopt(conns[0], unix.SO_ATTACH_REUSEPORT_EBPF, c.reuseport.FD()); err != nil {
 		detachGroup(conns, false)
 		return attachErr("SO_ATTACH_REUSEPORT_EBPF", err)
@@ -308,7 +319,7 @@ func (c *Classifier) Close() error {
 	c.closed = true
 	var errs []error
 	for _, g := range c.groups {
-		errs = append(errs, detachGroup(g, true))
+		errs = append(errs, detachGroup(g, c.cfg.Sockets > 1))
 	}
 	for _, t := range c.tuns {
 		if err := setSteering(t, -1); err != nil && !gone(err) {

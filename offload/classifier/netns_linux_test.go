@@ -481,3 +481,28 @@ func waitProgsGone(t *testing.T, ids []ebpf.ProgramID) {
 		}
 	}
 }
+
+// TestSingleSocketGroup: a gateway with one worker has a plain socket (no SO_REUSEPORT); attaching gives it
+// the early-drop filter only, and Close detaches cleanly.
+func TestSingleSocketGroup(t *testing.T) {
+	c := loadForTest(t, Config{Sockets: 1, MaxSessions: 16})
+	ns := netns.ForTest(t, "salvo-bpf-")
+	var conn *net.UDPConn
+	if err := ns.Do(func() (err error) {
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AttachGroup([]syscall.RawConn{rc}); err != nil {
+		t.Fatalf("AttachGroup on a single plain socket: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}

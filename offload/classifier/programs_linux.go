@@ -1,6 +1,8 @@
 package classifier
 
 import (
+	"time"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
@@ -76,7 +78,7 @@ func reuseportInsns(sockets int) asm.Instructions {
 // Two kernel side effects worth knowing: with any filter attached, UDP completes a checksum that the NIC
 // did not verify before running it (udp_lib_checksum_complete), and with UDP_GRO a coalesced train is
 // judged, and dropped or kept, as a whole by its first datagram's header.
-func earlyDropInsns(sessions, counters *ebpf.Map) asm.Instructions {
+func earlyDropInsns(sessions, counters *ebpf.Map, sample time.Duration) asm.Instructions {
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R7, asm.R6, offLen, asm.Word),
@@ -138,7 +140,33 @@ func earlyDropInsns(sessions, counters *ebpf.Map) asm.Instructions {
 		asm.Ja.Label("count"),
 		asm.Mov.Imm(asm.R8, reasonShort).WithSymbol("short"),
 		asm.Ja.Label("count"),
-		asm.Mov.Imm(asm.R8, reasonUnknownSession).WithSymbol("unknown"),
+	)
+	if sample > 0 {
+		// Sampling gate for unknown sessions (see Config.UnknownSample): if this CPU let none through in
+		// the last interval, record now and pass this one.
+		insns = append(insns,
+			asm.Mov.Imm(asm.R1, gateSlot).WithSymbol("unknown"),
+			asm.StoreMem(asm.RFP, -12, asm.R1, asm.Word),
+			asm.LoadMapPtr(asm.R1, 0).WithReference("counters"),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -12),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "unknown-drop"),
+			asm.Mov.Reg(asm.R9, asm.R0), // helpers clobber r0..r5; r9 survives
+			asm.FnKtimeGetNs.Call(),
+			asm.LoadMem(asm.R1, asm.R9, 0, asm.DWord),
+			asm.Mov.Reg(asm.R2, asm.R0),
+			asm.Sub.Reg(asm.R2, asm.R1),
+			asm.JLT.Imm(asm.R2, int32(sample.Nanoseconds()), "unknown-drop"),
+			asm.StoreMem(asm.R9, 0, asm.R0, asm.DWord),
+			asm.Mov.Imm32(asm.R0, passAll),
+			asm.Return(),
+			asm.Mov.Imm(asm.R8, reasonUnknownSession).WithSymbol("unknown-drop"),
+		)
+	} else {
+		insns = append(insns, asm.Mov.Imm(asm.R8, reasonUnknownSession).WithSymbol("unknown"))
+	}
+	insns = append(insns,
 
 		// counters[r8]++ in this CPU's slot. The filter runs with bottom halves disabled and does not
 		// nest on one CPU, so a plain read-modify-write of a per-CPU value needs no atomic.

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -408,3 +410,46 @@ var (
 	errEPERM  error = unix.EPERM
 	errEINVAL error = unix.EINVAL
 )
+
+// TestEarlyDropUnknownSample: with UnknownSample set, the first unknown-session packet on a CPU passes (so
+// the gateway can answer a client it forgot), the following ones within the interval are dropped and
+// counted, and after the interval one passes again. Known sessions and junk are unaffected.
+func TestEarlyDropUnknownSample(t *testing.T) {
+	const interval = 200 * time.Millisecond
+	c := loadForTest(t, Config{Sockets: 2, MaxSessions: 16, UnknownSample: interval})
+	unknown := frame(etherExperimental, udpHeader, packet(protocol.CodeData, 0x0a0b0c0d, 100))
+	junk := frame(etherExperimental, udpHeader, packet(7, 1, 64))
+	// prog.Run may move between CPUs; pin to one so the per-CPU gate is the same slot throughout.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var set unix.CPUSet
+	set.Set(0)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if got := run(t, c.earlyDrop, unknown); got != passed {
+		t.Fatalf("first unknown-session packet: %#x, want pass", got)
+	}
+	for range 5 {
+		if got := run(t, c.earlyDrop, unknown); got != 0 {
+			if time.Since(start) < interval {
+				t.Fatalf("unknown-session packet within the interval passed")
+			}
+		}
+	}
+	if got := run(t, c.earlyDrop, junk); got != 0 {
+		t.Fatalf("junk passed")
+	}
+	st, err := c.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DroppedUnknownSession < 1 || st.DroppedBadCode != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	time.Sleep(interval) // the gate is time-based; waiting out the interval is the behaviour under test
+	if got := run(t, c.earlyDrop, unknown); got != passed {
+		t.Fatalf("unknown-session packet after the interval: %#x, want pass", got)
+	}
+}

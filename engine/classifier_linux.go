@@ -1,0 +1,75 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"syscall"
+	"time"
+
+	"github.com/salvovpn/salvo/batch"
+	"github.com/salvovpn/salvo/config"
+	"github.com/salvovpn/salvo/offload/classifier"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// unknownSessionSample is how often per CPU the kernel filter lets a packet for an unknown session through,
+// so a restarted gateway can tell its old clients (notice unknownSession) to log in again.
+const unknownSessionSample = 100 * time.Millisecond
+
+// attachClassifier loads and attaches the eBPF classifier as the config asks: "off" never loads it, "on"
+// fails loudly when it cannot, "auto" falls back (and logs why) when the kernel or privileges refuse.
+// conns are the gateway's sockets, listen-address-major with `workers` sockets per address in bind order.
+func attachClassifier(cfg *config.Server, workers int, conns []PacketConn, queues []tun.Device, log *slog.Logger) (*classifier.Classifier, error) {
+	if cfg.EBPF == "off" {
+		return nil, nil
+	}
+	steer := cfg.EBPFTunSteering && len(queues) > 1
+	cls, err := classifier.Load(classifier.Config{Sockets: workers, TUNSteering: steer, UnknownSample: unknownSessionSample})
+	if err == nil {
+		err = attachAll(cls, workers, conns, queues, steer)
+		if err != nil {
+			cls.Close()
+		}
+	}
+	if err != nil {
+		if cfg.EBPF == "auto" && (errors.Is(err, classifier.ErrUnsupported) || errors.Is(err, classifier.ErrPermission)) {
+			log.Info("eBPF classifier not used (ebpf = \"auto\")", "reason", err)
+			return nil, nil
+		}
+		return nil, fmt.Errorf("ebpf = %q: %w", cfg.EBPF, err)
+	}
+	log.Info("eBPF classifier attached", "reuseport_groups", len(conns)/workers, "sockets_per_group", workers,
+		"early_drop", true, "tun_steering", steer)
+	return cls, nil
+}
+
+func attachAll(cls *classifier.Classifier, workers int, conns []PacketConn, queues []tun.Device, steer bool) error {
+	for g := 0; g < len(conns); g += workers {
+		raws := make([]syscall.RawConn, 0, workers)
+		for _, c := range conns[g : g+workers] {
+			bc, ok := c.(*batch.Conn)
+			if !ok {
+				return fmt.Errorf("%w: socket is not a batch.Conn", classifier.ErrUnsupported)
+			}
+			rc, err := bc.SyscallConn()
+			if err != nil {
+				return err
+			}
+			raws = append(raws, rc)
+		}
+		if err := cls.AttachGroup(raws); err != nil {
+			return err
+		}
+	}
+	if steer {
+		rc, err := queues[0].File().SyscallConn()
+		if err != nil {
+			return err
+		}
+		if err := cls.AttachTUN(rc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
