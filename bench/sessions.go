@@ -140,7 +140,11 @@ func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir, ebpf, mo
 	conns := make([]*batch.Conn, nconns)
 	if err := topo.A.Do(func() error {
 		for i := range conns {
-			c, err := batch.Listen("udp4", addrA4+":0", batch.Options{})
+			// One socket for many sessions stands for many clients behind one NAT address:port. Their
+			// datagrams must leave as separate datagrams: GSO would coalesce different sessions into one
+			// super-datagram, which the kernel steers and filters as a unit by its first header, something
+			// no NAT in front of real clients produces (GSO happens in each client's own socket).
+			c, err := batch.Listen("udp4", addrA4+":0", batch.Options{DisableGSO: mode == "one-tuple"})
 			if err != nil {
 				return err
 			}

@@ -68,3 +68,29 @@ func TestTwoWorkers(t *testing.T) {
 		t.Fatalf("%d sessions", len(st.Sessions))
 	}
 }
+
+// TestTunSteering: two workers with the eBPF classifier and TUN steering: the gateway's TUN queue for each
+// client address is its owner's, traffic flows both ways for two clients, and the status shows the
+// classifier attached.
+func TestTunSteering(t *testing.T) {
+	w := newWorld(t)
+	w.startServer("workers = 2\nebpf = \"on\"\nebpf_tun_steering = true")
+	a, b := w.addClient(), w.addClient()
+	w.connect(a, "alice", a.gwV4+":51820", "")
+	w.connect(b, "bob", b.gwV4+":51820", "")
+	for _, c := range []*client{a, b} {
+		transfer(t, c.ns, w.host, netip.MustParseAddr(hostV4), 16<<20)
+		transfer(t, w.gw, c.ns, c.tunnelAddr4(t), 16<<20)
+		must(t, c.ns.Ping(netip.MustParseAddr(hostV6), 5*time.Second))
+	}
+	st := w.serverStatus()
+	if st.Classifier == nil {
+		t.Fatal("status shows no classifier although ebpf = on")
+	}
+	if st.CrossWorkerPackets != 0 {
+		t.Fatalf("%d packets reached a worker that does not own their session despite steering", st.CrossWorkerPackets)
+	}
+	if !strings.Contains(w.server.output(), "tun_steering=true") {
+		t.Fatalf("gateway did not log TUN steering:\n%s", w.server.output())
+	}
+}
