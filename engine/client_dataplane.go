@@ -60,7 +60,9 @@ func (c *Client) receiveLoop(ctx context.Context) error {
 			gotCode, plen, verdict := kp.Open(b, now)
 			if verdict != transport.OK {
 				c.counters.drop(verdictDrop(verdict))
-				c.drops.logf(verdictDrop(verdict))
+				if c.drops.due() {
+					c.drops.logf(verdictDrop(verdict))
+				}
 				continue
 			}
 			c.lastRecv.Store(now.UnixNano())
@@ -83,7 +85,9 @@ func (c *Client) receiveLoop(ctx context.Context) error {
 					return nil
 				}
 				c.global.drop(DropSend)
-				c.drops.logf(DropSend, "err", err)
+				if c.drops.due() {
+					c.drops.logf(DropSend, "err", err)
+				}
 			}
 		}
 	}
@@ -123,7 +127,9 @@ func (c *Client) tunLoop(ctx context.Context) error {
 		sent, err := c.conn.write(out, v.addrs[:n])
 		if err != nil {
 			c.global.Drops[DropSend].Add(uint64(n - sent))
-			c.drops.logf(DropSend, "err", err)
+			if c.drops.due() {
+				c.drops.logf(DropSend, "err", err)
+			}
 		}
 		c.counters.TxPackets.Add(uint64(sent))
 		c.counters.TxBytes.Add(bytes)

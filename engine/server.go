@@ -274,7 +274,9 @@ func (s *Server) enqueueHandshake(b []byte, src netip.AddrPort, conn int) {
 	case s.hsQueue <- job:
 	default:
 		s.global.drop(DropHandshakeQueue)
-		s.drops.logf(DropHandshakeQueue, "from", src)
+		if s.drops.due() {
+			s.drops.logf(DropHandshakeQueue, "from", src)
+		}
 	}
 }
 

@@ -42,7 +42,9 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 			code, err := protocol.ParseCode(b)
 			if err != nil {
 				s.global.drop(DropMalformed)
-				s.drops.logf(DropMalformed, "from", v.addrs[i])
+				if s.drops.due() {
+					s.drops.logf(DropMalformed, "from", v.addrs[i])
+				}
 				continue
 			}
 			switch code {
@@ -62,7 +64,9 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 			e, ok := rt.byIndex[hdr.Receiver]
 			if !ok {
 				s.global.drop(DropUnknownSession)
-				s.drops.logf(DropUnknownSession, "from", v.addrs[i])
+				if s.drops.due() {
+					s.drops.logf(DropUnknownSession, "from", v.addrs[i])
+				}
 				// Tell a client whose session we lost (gateway restart) to log in again, rate-limited so
 				// this cannot be used to amplify or flood.
 				if s.notices.Allow(v.addrs[i].Addr(), now) {
@@ -78,7 +82,9 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 			if verdict != transport.OK {
 				r := verdictDrop(verdict)
 				sess.counters.drop(r)
-				s.drops.logf(r, "user", sess.user, "from", v.addrs[i])
+				if s.drops.due() {
+					s.drops.logf(r, "user", sess.user, "from", v.addrs[i])
+				}
 				continue
 			}
 			sess.lastRecv.Store(now.UnixNano())
@@ -104,7 +110,9 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 			}
 			if !sess.owns(src) {
 				sess.counters.drop(DropSpoofed)
-				s.drops.logf(DropSpoofed, "user", sess.user, "src", src)
+				if s.drops.due() {
+					s.drops.logf(DropSpoofed, "user", sess.user, "src", src)
+				}
 				continue
 			}
 			if !s.cfg.ClientToClient && s.isClientAddr(dst) {
@@ -122,7 +130,9 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 					return nil
 				}
 				s.global.drop(DropSend)
-				s.drops.logf(DropSend, "err", err)
+				if s.drops.due() {
+					s.drops.logf(DropSend, "err", err)
+				}
 			}
 		}
 		if cross > 0 {
@@ -224,7 +234,9 @@ func (s *Server) tunLoop(ctx context.Context, q int) error {
 			}
 			if sent, err := s.conns[c].write(outBufs[c], outAddrs[c]); err != nil {
 				s.global.Drops[DropSend].Add(uint64(len(outBufs[c]) - sent))
-				s.drops.logf(DropSend, "err", err)
+				if s.drops.due() {
+					s.drops.logf(DropSend, "err", err)
+				}
 			}
 			outBufs[c] = outBufs[c][:0]
 			outAddrs[c] = outAddrs[c][:0]
