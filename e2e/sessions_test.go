@@ -3,6 +3,7 @@ package e2e
 import (
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -85,4 +86,25 @@ func TestGatewayRestart(t *testing.T) {
 	if !strings.Contains(c.proc.output(), "logging in again") && !strings.Contains(c.proc.output(), "reconnecting") {
 		t.Fatalf("client log does not show the reconnect:\n%s", c.proc.output())
 	}
+}
+
+// TestUsersReload: a user added while the gateway runs can log in after SIGHUP, and gets the fixed address
+// the users file gives them.
+func TestUsersReload(t *testing.T) {
+	w := newWorld(t)
+	srv := w.startServer("")
+	w.addUser("carol", "--ipv4 10.77.0.50")
+	must(t, srv.cmd.Process.Signal(syscall.SIGHUP))
+	waitFor(t, 5*time.Second, "users file reloaded", func() error {
+		if !strings.Contains(srv.output(), "users file reloaded") {
+			return errorf("not yet")
+		}
+		return nil
+	})
+	c := w.addClient()
+	w.connect(c, "carol", c.gwV4+":51820", "")
+	if v4 := c.tunnelAddr4(t); v4 != netip.MustParseAddr("10.77.0.50") {
+		t.Fatalf("carol got %v, want her fixed 10.77.0.50", v4)
+	}
+	must(t, c.ns.Ping(netip.MustParseAddr(hostV4), 5*time.Second))
 }

@@ -82,15 +82,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 		MaxSessionsPerUser: cfg.MaxSessionsPerUser, BatchSize: cfg.BatchSize, Log: log}
 	var tunAddrs []netip.Prefix
 	// Users' fixed addresses are never handed out to anybody else.
-	var fixed4, fixed6 []netip.Addr
-	for _, u := range store.Users() {
-		if u.FixedIPv4.IsValid() {
-			fixed4 = append(fixed4, u.FixedIPv4)
-		}
-		if u.FixedIPv6.IsValid() {
-			fixed6 = append(fixed6, u.FixedIPv6)
-		}
-	}
+	fixed4, fixed6 := fixedAddrs(store)
 	if cfg.Pool4.IsValid() {
 		if sc.Pool4, err = ippool.New(cfg.Pool4, fixed4...); err != nil {
 			return fmt.Errorf("ipv4_pool: %w", err)
@@ -191,7 +183,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	defer cancel()
 	ctlErr := make(chan error, 1)
 	go func() { ctlErr <- control.Serve(ctx, cfg.ControlSocket, func() any { return srv.Status() }) }()
-	go reloadUsersOnHUP(ctx, store, cfg.UsersFile, log)
+	go reloadUsersOnHUP(ctx, store, cfg.UsersFile, sc.Pool4, sc.Pool6, log)
 	var listen []string
 	for i, c := range conns {
 		if i%sc.Workers == 0 {
@@ -212,7 +204,22 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	return err
 }
 
-func reloadUsersOnHUP(ctx context.Context, store *users.Store, path string, log *slog.Logger) {
+// fixedAddrs lists the users' fixed tunnel addresses by family.
+func fixedAddrs(store *users.Store) (v4, v6 []netip.Addr) {
+	for _, u := range store.Users() {
+		if u.FixedIPv4.IsValid() {
+			v4 = append(v4, u.FixedIPv4)
+		}
+		if u.FixedIPv6.IsValid() {
+			v6 = append(v6, u.FixedIPv6)
+		}
+	}
+	return v4, v6
+}
+
+// reloadUsersOnHUP rereads the users file on SIGHUP and keeps the pools' reserved addresses in step with
+// the users' fixed addresses.
+func reloadUsersOnHUP(ctx context.Context, store *users.Store, path string, pool4, pool6 *ippool.Pool, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -223,9 +230,20 @@ func reloadUsersOnHUP(ctx context.Context, store *users.Store, path string, log 
 		case <-hup:
 			if err := store.Reload(path); err != nil {
 				log.Error("reloading users file failed; keeping the old one", "file", path, "err", err)
-			} else {
-				log.Info("users file reloaded", "file", path)
+				continue
 			}
+			v4, v6 := fixedAddrs(store)
+			for _, p := range []struct {
+				pool  *ippool.Pool
+				addrs []netip.Addr
+			}{{pool4, v4}, {pool6, v6}} {
+				if p.pool != nil {
+					if err := p.pool.SetReserved(p.addrs...); err != nil {
+						log.Error("users file: fixed address outside the pool", "file", path, "err", err)
+					}
+				}
+			}
+			log.Info("users file reloaded", "file", path)
 		}
 	}
 }
