@@ -422,11 +422,16 @@ func TestEarlyDropUnknownSample(t *testing.T) {
 	// prog.Run may move between CPUs; pin to one so the per-CPU gate is the same slot throughout.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	var set unix.CPUSet
+	var orig, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &orig); err != nil {
+		t.Fatal(err)
+	}
 	set.Set(0)
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
 		t.Fatal(err)
 	}
+	// The thread goes back to the runtime's pool afterwards: give it back all its CPUs.
+	defer func() { _ = unix.SchedSetaffinity(0, &orig) }()
 	start := time.Now()
 	if got := run(t, c.earlyDrop, unknown); got != passed {
 		t.Fatalf("first unknown-session packet: %#x, want pass", got)
