@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"github.com/salvovpn/salvo/engine"
+	"github.com/salvovpn/salvo/engine/control"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -92,5 +96,41 @@ func TestTunSteering(t *testing.T) {
 	}
 	if !strings.Contains(w.server.output(), "tun_steering=true") {
 		t.Fatalf("gateway did not log TUN steering:\n%s", w.server.output())
+	}
+}
+
+// TestEBPFWithoutPrivilege runs the gateway without CAP_BPF and CAP_SYS_ADMIN (dropped from its bounding
+// set, so loading BPF programs fails with EPERM as on a host that does not allow it): ebpf = "auto" falls
+// back, says why and serves clients; ebpf = "on" refuses to start and says why.
+func TestEBPFWithoutPrivilege(t *testing.T) {
+	drop := []string{"setpriv", "--bounding-set", "-bpf,-sys_admin,-perfmon"}
+	w := newWorld(t)
+	path := filepath.Join(w.dir, "server.toml")
+	must(t, os.WriteFile(path, []byte(w.serverConfig(`ebpf = "auto"`)), 0o600))
+	srv := startEnv(t, w.gw, w.env, "gateway", append(drop, salvoBin, "server", "--config", path)...)
+	w.server = srv
+	waitFor(t, 10*time.Second, "gateway without BPF privileges", func() error {
+		if srv.exited() {
+			return errStop(errorf("gateway exited: %s", srv.output()))
+		}
+		var st engine.Status
+		return control.Query(filepath.Join(w.dir, "server.sock"), &st)
+	})
+	if !strings.Contains(srv.output(), "eBPF classifier not used") {
+		t.Fatalf("ebpf = auto did not say why it fell back:\n%s", srv.output())
+	}
+	c := w.addClient()
+	w.connect(c, "alice", c.gwV4+":51820", "")
+	must(t, c.ns.Ping(netip.MustParseAddr(hostV4), 5*time.Second))
+	if w.serverStatus().Classifier != nil {
+		t.Fatal("status reports a classifier that did not load")
+	}
+	srv.kill()
+
+	must(t, os.WriteFile(path, []byte(w.serverConfig(`ebpf = "on"`)), 0o600))
+	cmd := w.gw.Exec(t.Context(), drop[0], append(drop[1:], salvoBin, "server", "--config", path)...)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `ebpf = "on"`) {
+		t.Fatalf("ebpf = on without privileges: want a loud failure, got %v:\n%s", err, out)
 	}
 }

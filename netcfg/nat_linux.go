@@ -43,7 +43,7 @@ func EnableNAT(n NAT) (undo func() error, err error) {
 		return nil, err
 	}
 	name := natTableName(n.TunDev)
-	c, err := nftables.New(nftables.WithNetNSFd(int(ref.ns)))
+	c, err := ref.nftables()
 	if err != nil {
 		ref.close()
 		return nil, fmt.Errorf("netcfg: nftables connection for table %s: %w", name, err)
@@ -122,7 +122,7 @@ func ifname(s string) []byte {
 
 // deleteNATTable removes table inet name; a missing table counts as done.
 func deleteNATTable(ref *nsRef, name string) error {
-	c, err := nftables.New(nftables.WithNetNSFd(int(ref.ns)))
+	c, err := ref.nftables()
 	if err != nil {
 		return fmt.Errorf("netcfg: nftables connection to delete table %s: %w", name, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -33,13 +34,43 @@ func (r *nsRef) close() {
 	}
 }
 
+// inCurrent reports whether the calling thread is in the pinned namespace. Sockets can then be opened
+// directly: entering a namespace (setns), even the one a thread is already in, needs CAP_SYS_ADMIN, which
+// the gateway and client otherwise do not need (CAP_NET_ADMIN does everything else). Undo functions that
+// run later from another thread of another namespace still take the setns path.
+func (r *nsRef) inCurrent() bool {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cur, err := netns.Get()
+	if err != nil {
+		return false
+	}
+	defer cur.Close()
+	return cur.Equal(r.ns)
+}
+
 // netlink opens a netlink handle whose sockets live in the pinned namespace.
 func (r *nsRef) netlink() (*netlink.Handle, error) {
+	if r.inCurrent() {
+		h, err := netlink.NewHandle(netlinkRoute)
+		if err != nil {
+			return nil, fmt.Errorf("netcfg: netlink socket: %w", err)
+		}
+		return h, nil
+	}
 	h, err := netlink.NewHandleAt(r.ns, netlinkRoute)
 	if err != nil {
 		return nil, fmt.Errorf("netcfg: netlink socket in namespace: %w", err)
 	}
 	return h, nil
+}
+
+// nftables opens an nftables connection in the pinned namespace (see inCurrent).
+func (r *nsRef) nftables() (*nftables.Conn, error) {
+	if r.inCurrent() {
+		return nftables.New()
+	}
+	return nftables.New(nftables.WithNetNSFd(int(r.ns)))
 }
 
 // do runs fn on a thread that is in the pinned namespace. Needed for things
