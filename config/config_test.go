@@ -135,7 +135,7 @@ func checkErr(t *testing.T, err error, path string, line int, key, problem strin
 	if err == nil {
 		t.Fatalf("no error; want %s at line %d: %s", key, line, problem)
 	}
-	prefix := path + ":"
+	var prefix string
 	if line > 0 {
 		prefix = fmt.Sprintf("%s:%d: %s: ", path, line, key)
 	} else {

@@ -308,11 +308,6 @@ func (p *proc) kill() {
 	<-p.done
 }
 
-func start(t *testing.T, ns *netns.NS, name string, args ...string) *proc {
-	t.Helper()
-	return startEnv(t, ns, nil, name, args...)
-}
-
 // startEnv starts a process with extra environment variables.
 func startEnv(t *testing.T, ns *netns.NS, env []string, name string, args ...string) *proc {
 	t.Helper()

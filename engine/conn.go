@@ -42,14 +42,13 @@ type vector struct {
 	bufs  [][]byte
 	sizes []int
 	addrs []netip.AddrPort
-	// out* collect the packets that survive processing for the next write call.
-	outBufs  [][]byte
-	outAddrs []netip.AddrPort
+	// outBufs collects the packets that survive processing for the next write call.
+	outBufs [][]byte
 }
 
 func newVector(n, bufSize int) *vector {
 	v := &vector{bufs: make([][]byte, n), sizes: make([]int, n), addrs: make([]netip.AddrPort, n),
-		outBufs: make([][]byte, 0, n), outAddrs: make([]netip.AddrPort, 0, n)}
+		outBufs: make([][]byte, 0, n)}
 	for i := range v.bufs {
 		v.bufs[i] = make([]byte, bufSize)
 	}

@@ -64,7 +64,6 @@ type Server struct {
 	// windows and counters are safe under concurrency, and handing them over costs more than it saves on
 	// this kind of machine. Steering (offload/classifier) drives this to zero.
 	crossWorker atomic.Uint64
-	started     time.Time
 
 	rt atomic.Pointer[routes] // published lookup state: read lock-free by the data path
 
@@ -113,7 +112,7 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = defaultVectorLen
 	}
-	s := &Server{cfg: cfg, queues: queues, workers: cfg.Workers, log: cfg.Log, started: time.Now(),
+	s := &Server{cfg: cfg, queues: queues, workers: cfg.Workers, log: cfg.Log,
 		hs:         handshake.NewServer(cfg.Static, cfg.Suites, rand.Reader),
 		byInstance: map[instanceKey]*serverSession{},
 		perUser:    map[string][]*serverSession{},

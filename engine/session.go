@@ -2,7 +2,6 @@ package engine
 
 import (
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,8 +30,7 @@ type serverSession struct {
 	lastHandshake           atomic.Int64
 	counters                Counters
 
-	mu        sync.Mutex // guards resumeKey and lastTimestamp
-	resumeKey [32]byte
+	resumeKey [32]byte // guarded by Server.mu
 }
 
 func (s *serverSession) owns(a netip.Addr) bool {

@@ -61,12 +61,6 @@ func Checksum(b []byte, initial uint16) uint16 {
 	return ^Sum(b, initial)
 }
 
-// add16 is a ones' complement 16-bit add.
-func add16(a, b uint16) uint16 {
-	s := uint32(a) + uint32(b)
-	return uint16(s + s>>16)
-}
-
 // PseudoSum4 returns the (non-inverted) sum of the IPv4 pseudo-header: src, dst, protocol and L4 length.
 // src and dst must be 4 bytes each.
 func PseudoSum4(proto uint8, src, dst []byte, l4Len int) uint16 {
@@ -97,14 +91,4 @@ func PseudoSum6(proto uint8, src, dst []byte, l4Len int) uint16 {
 	s = (s >> 16) + (s & 0xffff)
 	s = (s >> 16) + (s & 0xffff)
 	return bits.ReverseBytes16(uint16(s))
-}
-
-// ipv4HeaderChecksum computes the header checksum of an IPv4 header h (IHL*4 bytes) with its checksum
-// field treated as zero.
-func ipv4HeaderChecksum(h []byte) uint16 {
-	old := binary.BigEndian.Uint16(h[10:])
-	binary.BigEndian.PutUint16(h[10:], 0)
-	c := Checksum(h, 0)
-	binary.BigEndian.PutUint16(h[10:], old)
-	return c
 }
