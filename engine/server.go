@@ -422,7 +422,7 @@ func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.rt.Load().byIndex[req.SessionIndex]
-	if !ok || e.sess.user != req.Login || !req.VerifyResume(e.sess.resumeKey) {
+	if !ok || e.sess.user != req.Login || e.sess.instance != req.InstanceID || !req.VerifyResume(e.sess.resumeKey) {
 		return handshake.ResultUnknownSession, nil, nil, nil, false
 	}
 	sess := e.sess

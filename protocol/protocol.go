@@ -6,6 +6,7 @@ package protocol
 import (
 	"encoding/binary"
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -152,5 +153,44 @@ const (
 	HandshakeTimeout = 10 * time.Second
 )
 
-// Version is the protocol version carried in handshake messages.
-const Version = 1
+// Version is the protocol version carried in handshake messages. Version 2 derives the resume key from the
+// handshake's secret output (version 1 derived it from the public handshake hash) and binds resumes to the
+// client instance; see PROTOCOL.md. Nothing else speaks version 1, so there is no negotiation.
+const Version = 2
+
+// DisconnectReason is the one plaintext byte of an authenticated disconnect: why the sender ended the
+// session, and so what the receiver should do next.
+type DisconnectReason uint8
+
+const (
+	// DisconnectShutdown: the sender is stopping (client exit, gateway shutdown). A client that receives it
+	// reconnects with backoff.
+	DisconnectShutdown DisconnectReason = 0
+	// DisconnectRevoked: the user was removed or disabled, or their password changed. The client stops.
+	DisconnectRevoked DisconnectReason = 1
+	// DisconnectReplaced: a newer login of the same user took this session's place (max_sessions_per_user).
+	// The client stops, so two devices can never evict each other in turn.
+	DisconnectReplaced DisconnectReason = 2
+	// DisconnectKicked: an administrator ended the session (salvo kick). The client stops.
+	DisconnectKicked DisconnectReason = 3
+)
+
+func (r DisconnectReason) String() string {
+	switch r {
+	case DisconnectShutdown:
+		return "shutting down"
+	case DisconnectRevoked:
+		return "revoked"
+	case DisconnectReplaced:
+		return "replaced"
+	case DisconnectKicked:
+		return "kicked"
+	}
+	return "reason(" + strconv.Itoa(int(r)) + ")"
+}
+
+// Final reports whether a client that receives r must stop rather than reconnect. Unknown reasons are
+// treated as a shutdown: reconnecting is the safe default for a reason this version does not know.
+func (r DisconnectReason) Final() bool {
+	return r == DisconnectRevoked || r == DisconnectReplaced || r == DisconnectKicked
+}

@@ -18,7 +18,8 @@ import (
 
 var (
 	cipherSuite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashBLAKE2s)
-	prologue    = []byte("salvo v1")
+	// prologue binds every handshake to the protocol version: a request of another version fails Noise.
+	prologue = []byte("salvo v" + strconv.Itoa(protocol.Version))
 )
 
 // SessionKeys is what a completed handshake yields to the data plane.
@@ -136,7 +137,7 @@ func newRequest(cfg *ClientConfig, kind Kind, localIndex, sessionIndex uint32, r
 		rb.password = pw
 	} else {
 		rb.sessionIndex = sessionIndex
-		rb.proof = resumeProof(*resumeKey, ePub, rb.ts[:])
+		rb.proof = resumeProof(*resumeKey, ePub, rb.ts[:], cfg.InstanceID, sessionIndex, cfg.Login)
 	}
 	var bodyBuf [maxReqBody]byte
 	body, err := appendRequestBody(bodyBuf[:0], &rb)
@@ -198,7 +199,7 @@ func (h *ClientHandshake) ConsumeResponse(datagram []byte) (Result, SessionKeys,
 		return 0, SessionKeys{}, Settings{}, ErrDecrypt
 	}
 	// Authentic from here on: whatever the body says, this handshake is over.
-	rk := deriveResumeKey(h.hs.ChannelBinding())
+	rk := deriveResumeKey(cs1.UnsafeKey(), cs2.UnsafeKey())
 	h.hs = nil
 	if len(body) < 1 || !Result(body[0]).Valid() {
 		return 0, SessionKeys{}, Settings{}, ErrMalformedBody

@@ -2,7 +2,7 @@
 // serverAuthResponse 0x02, cookieReply 0x04 and notice 0x06) as pure state machines: no sockets, no clocks
 // (the caller passes now), randomness from an io.Reader. It never logs, and its errors never carry secrets.
 //
-// The handshake is Noise_NK_25519_ChaChaPoly_BLAKE2s with prologue "salvo v1" (github.com/flynn/noise). The
+// The handshake is Noise_NK_25519_ChaChaPoly_BLAKE2s with prologue "salvo v2" (github.com/flynn/noise). The
 // client pins the gateway's static key and has none of its own; it proves who it is with a login and
 // password (kind 1) or, to rekey a live session, with a proof under that session's resume key (kind 2),
 // both inside the encrypted first message.
@@ -31,8 +31,10 @@
 //   - Cheap rejection: mac1 (keyed by the gateway public key) drops junk and wrong-key clients with one
 //     BLAKE2s; under load, mac2 with a cookie bound to the source address forces a round trip before any
 //     Curve25519 work, so spoofed sources cannot make the gateway do DH.
-//   - Resume: the resume key is derived from the handshake hash of the session being resumed; the proof
-//     covers this handshake's ephemeral key and timestamp, so it cannot be moved to another handshake.
+//   - Resume: the resume key is HMAC-BLAKE2s of the previous handshake's two Split keys, which only the two
+//     ends know (never from the handshake hash, which anyone on the path can recompute); the proof covers
+//     this handshake's ephemeral key and timestamp, the client instance, the session index and the login, so
+//     it cannot be moved to another handshake, session or client instance.
 //
 // # What it does not protect
 //

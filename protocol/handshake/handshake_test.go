@@ -407,9 +407,39 @@ func TestCookie(t *testing.T) {
 	if _, _, err := srv.ConsumeRequest(withCookie, other, now, true); !errors.Is(err, ErrCookieRequired) {
 		t.Fatalf("cookie from another port: %v", err)
 	}
-	// Not under load, mac2 is not looked at.
-	if _, _, err := srv.ConsumeRequest(withCookie, srcB, now, false); err != nil {
-		t.Fatalf("not under load: %v", err)
+	// Not under load, a wrong mac2 is not required, but it is checked and reported: only the right source
+	// counts as proven.
+	if req, _, err := srv.ConsumeRequest(withCookie, srcB, now, false); err != nil || req.SourceProven {
+		t.Fatalf("not under load, other source: %v (proven %v)", err, req != nil && req.SourceProven)
+	}
+	if req, _, err := srv.ConsumeRequest(withCookie, srcA, now, false); err != nil || !req.SourceProven {
+		t.Fatalf("not under load, right source: %v (proven %v)", err, req != nil && req.SourceProven)
+	}
+	if req, _, err := srv.ConsumeRequest(msg, srcA, now, false); err != nil || req.SourceProven {
+		t.Fatalf("no mac2 counted as proven: %v", err)
+	}
+
+	// A cookie demanded after decryption (CookieReply) works like one demanded under load.
+	now = now.Add(time.Second)
+	h4, m4, _ := NewLogin(cfg, 82, now, nil)
+	req4, _, err := srv.ConsumeRequest(m4, srcB, now, false)
+	if err != nil || req4.SourceProven {
+		t.Fatal(err)
+	}
+	cr, err := srv.CookieReply(req4, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := srv.Accept(req4, 1, fullSettings(), now); !errors.Is(err, ErrHandshakeDone) {
+		t.Fatalf("a request answered with a cookie can still be accepted: %v", err)
+	}
+	ck4, err := h4.ConsumeCookieReply(cr, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, m5, _ := NewLogin(cfg, 83, now.Add(time.Millisecond), ck4)
+	if req, _, err := srv.ConsumeRequest(m5, srcB, now.Add(time.Millisecond), false); err != nil || !req.SourceProven {
+		t.Fatalf("retry with the demanded cookie: %v", err)
 	}
 
 	// Rotation: after one rotation the previous secret still verifies; after two it does not. The request

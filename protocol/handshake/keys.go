@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	crand "crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"hash"
 	"io"
 	"strings"
@@ -138,16 +139,33 @@ func hmacBlake2s(key []byte, parts ...[]byte) [32]byte {
 	return out
 }
 
-const resumeLabel = "salvo resume v1"
+// Labels of the keys and proofs derived here. They carry the protocol version so that a key of one version
+// can never verify as a key of another.
+const (
+	resumeKeyLabel   = "salvo v2 resume key"
+	resumeProofLabel = "salvo v2 resume proof"
+)
 
-// deriveResumeKey is HMAC-BLAKE2s(ChannelBinding, "salvo resume v1"): both sides hold the same handshake hash
-// after message 2, and nobody else does.
-func deriveResumeKey(channelBinding []byte) [32]byte {
-	return hmacBlake2s(channelBinding, []byte(resumeLabel))
+// deriveResumeKey is HMAC-BLAKE2s(key = k1 || k2, "salvo v2 resume key"), k1 and k2 being the two cipher keys
+// that Noise's Split() returned for this handshake. They come from the chaining key after the ee DH, so only
+// the two ends of the handshake know them. Version 1 keyed this HMAC with the handshake hash, which is built
+// from public values only (PROTOCOL.md, "What an observer can compute"): anyone who saw the handshake could
+// compute it. HMAC is a PRF, so the resume key reveals nothing about the traffic keys it came from.
+func deriveResumeKey(k1, k2 [32]byte) [32]byte {
+	var key [64]byte
+	copy(key[:32], k1[:])
+	copy(key[32:], k2[:])
+	defer clear(key[:])
+	return hmacBlake2s(key[:], []byte(resumeKeyLabel))
 }
 
-// resumeProof is HMAC-BLAKE2s(resume key, e || timestamp): it ties the proof to this handshake's ephemeral
-// key, so it cannot be lifted into another handshake, and to the timestamp that replay protection checks.
-func resumeProof(resumeKey [32]byte, e []byte, ts []byte) [32]byte {
-	return hmacBlake2s(resumeKey[:], e, ts)
+// resumeProof is HMAC-BLAKE2s(resume key, label || e || timestamp || instance || session index || login).
+// The ephemeral key ties the proof to this handshake, so it cannot be lifted into another one; the timestamp
+// is what replay protection checks; instance, session index and login bind it to the one session and client
+// instance it may resume, so a proof can only ever rekey the session whose key it was made with.
+func resumeProof(resumeKey [32]byte, e, ts []byte, instance uint64, sessionIndex uint32, login string) [32]byte {
+	var ids [12]byte
+	binary.LittleEndian.PutUint64(ids[0:8], instance)
+	binary.LittleEndian.PutUint32(ids[8:12], sessionIndex)
+	return hmacBlake2s(resumeKey[:], []byte(resumeProofLabel), e, ts, ids[:], []byte(login))
 }

@@ -97,11 +97,17 @@ type Request struct {
 	Suites       []protocol.Suite // the client's preference order, unknown values included
 	SenderIndex  uint32
 	SessionIndex uint32 // KindResume: the gateway index of the session to resume
+	// SourceProven is set when the request carried a valid mac2: a cookie the gateway sent to this source
+	// address and port within the last 2 to 4 minutes. Only a sender that receives packets at that address
+	// can have it, so a spoofed source never has it.
+	SourceProven bool
 
 	hs       *noise.HandshakeState // nil once answered
 	ts       [tai64nLen]byte
 	e        [keyLen]byte
 	proof    [proofLen]byte
+	mac1     [macLen]byte
+	src      netip.AddrPort
 	verified bool
 }
 
@@ -127,20 +133,23 @@ func (req *Request) Wipe() {
 }
 
 // VerifyResume checks the resume proof of a KindResume request against the session's resume key (constant
-// time). The engine must also check that Login and InstanceID match the session it resumes.
+// time). The proof covers Login, InstanceID and SessionIndex, so a proof made for one session and client
+// instance never verifies for another; the engine still compares them with the session it resumes, so that
+// a mismatch is refused before the MAC is even computed.
 func (req *Request) VerifyResume(resumeKey [32]byte) bool {
 	if req == nil || req.Kind != KindResume {
 		return false
 	}
-	want := resumeProof(resumeKey, req.e[:], req.ts[:])
+	want := resumeProof(resumeKey, req.e[:], req.ts[:], req.InstanceID, req.SessionIndex, req.Login)
 	ok := subtle.ConstantTimeCompare(want[:], req.proof[:]) == 1
 	req.verified = ok
 	return ok
 }
 
 // ConsumeRequest runs every cheap check of PROTOCOL.md, in order: length/code/version, mac1 (failure ->
-// ErrMac1 plus a keyMismatch notice the caller may send, rate-limited), when underLoad mac2 against the
-// cookie for src (missing/invalid -> a cookieReply datagram and ErrCookieRequired), Noise decryption, body
+// ErrMac1 plus a keyMismatch notice the caller may send, rate-limited), mac2 against the cookie for src when
+// present (and, when underLoad, required: missing/invalid -> a cookieReply datagram and ErrCookieRequired;
+// otherwise its validity is reported in Request.SourceProven), Noise decryption, body
 // parse, timestamp within ±TimestampWindow (ErrTimestampExpired) and strictly newer than the last accepted
 // one for (login, instance) (ErrReplay). No password hashing happens here.
 func (s *Server) ConsumeRequest(datagram []byte, src netip.AddrPort, now time.Time, underLoad bool) (req *Request, reply []byte, err error) {
@@ -154,13 +163,19 @@ func (s *Server) ConsumeRequest(datagram []byte, src netip.AddrPort, now time.Ti
 	if subtle.ConstantTimeCompare(m1[:], d[n:n+macLen]) != 1 {
 		return nil, NewNotice(NoticeKeyMismatch, sender), ErrMac1
 	}
-	if underLoad {
+	// mac2 is checked whenever the client sent one (two BLAKE2s, cheap): a request that proves its source
+	// address can then pass checks that the engine applies later, per login (see SourceProven).
+	var mac1 [macLen]byte
+	copy(mac1[:], d[n:n+macLen])
+	proven := false
+	if underLoad || !allZero(d[n+macLen:]) {
 		cur, prev, hasPrev, err := s.cookies.secrets(now, s.rand)
 		if err != nil {
 			return nil, nil, err
 		}
-		if !checkMac2(d, src, cur, prev, hasPrev) {
-			reply, err := makeCookieReply(s.cookieAEAD, s.rand, sender, cookieFor(cur, src), d[n:n+macLen])
+		proven = checkMac2(d, src, cur, prev, hasPrev)
+		if underLoad && !proven {
+			reply, err := makeCookieReply(s.cookieAEAD, s.rand, sender, cookieFor(cur, src), mac1[:])
 			if err != nil {
 				return nil, nil, err
 			}
@@ -210,15 +225,42 @@ func (s *Server) ConsumeRequest(datagram []byte, src netip.AddrPort, now time.Ti
 		Suites:       rb.suites,
 		SenderIndex:  sender,
 		SessionIndex: rb.sessionIndex,
+		SourceProven: proven,
 		hs:           hs,
 		ts:           rb.ts,
 		proof:        rb.proof,
+		mac1:         mac1,
+		src:          src,
 	}
 	if rb.kind == KindLogin {
 		req.Password = rb.password
 	}
 	copy(req.e[:], d[headerLen:headerLen+keyLen])
 	return req, nil, nil
+}
+
+// CookieReply answers req with a cookieReply instead of a response, for a caller that decided, after
+// decryption, that this request must prove its source address first (for example because its login is under
+// attack from many sources). The request is finished: the client retries with mac2 and a new timestamp.
+func (s *Server) CookieReply(req *Request, now time.Time) ([]byte, error) {
+	if req == nil || req.hs == nil {
+		return nil, ErrHandshakeDone
+	}
+	req.Wipe()
+	req.hs = nil
+	cur, _, _, err := s.cookies.secrets(now, s.rand)
+	if err != nil {
+		return nil, err
+	}
+	return makeCookieReply(s.cookieAEAD, s.rand, req.SenderIndex, cookieFor(cur, req.src), req.mac1[:])
+}
+
+func allZero(b []byte) bool {
+	var acc byte
+	for _, x := range b {
+		acc |= x
+	}
+	return acc == 0
 }
 
 // fresh reports whether ts is strictly newer than everything accepted for k (read only).
@@ -317,7 +359,7 @@ func (s *Server) Accept(req *Request, localIndex uint32, settings Settings, now 
 		Recv:        cs1.UnsafeKey(),
 		LocalIndex:  localIndex,
 		RemoteIndex: req.SenderIndex,
-		ResumeKey:   deriveResumeKey(req.hs.ChannelBinding()),
+		ResumeKey:   deriveResumeKey(cs1.UnsafeKey(), cs2.UnsafeKey()),
 	}
 	req.hs = nil
 	return reply, keys, nil

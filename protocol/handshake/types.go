@@ -17,6 +17,7 @@ const (
 	ResultVersionMismatch Result = 4
 	ResultServerError     Result = 5
 	ResultUnknownSession  Result = 6 // resume refused: the client must log in again
+	ResultBusy            Result = 7 // the gateway's password-hashing budget is spent: retry with backoff
 )
 
 func (r Result) String() string {
@@ -35,12 +36,14 @@ func (r Result) String() string {
 		return "server error"
 	case ResultUnknownSession:
 		return "unknown session"
+	case ResultBusy:
+		return "busy"
 	}
 	return "result(" + strconv.Itoa(int(r)) + ")"
 }
 
-// Valid reports whether r is a result code of protocol version 1.
-func (r Result) Valid() bool { return r <= ResultUnknownSession }
+// Valid reports whether r is a result code of this protocol version.
+func (r Result) Valid() bool { return r <= ResultBusy }
 
 // NoticeReason is byte 1 of a notice datagram.
 type NoticeReason uint8
@@ -65,7 +68,7 @@ type Kind uint8
 
 const (
 	KindLogin  Kind = 1 // login and password
-	KindResume Kind = 2 // rekey of a live session, proven with its resume key
+	KindResume Kind = 2 // password-less rekey of a live session, proven with its resume key
 )
 
 func (k Kind) String() string {
