@@ -1,9 +1,13 @@
-// Package ratelimit is a small keyed token-bucket limiter with bounded memory.
+// Package ratelimit is a small keyed token-bucket limiter with bounded
+// memory (Limiter), a single bucket for work of varying cost (Budget), and
+// SourcePrefix, which maps a source address to the prefix one sender
+// controls.
 //
-// The gateway uses it to throttle failed logins per source address and per
-// login, and to throttle the unauthenticated notices it sends. Time is passed
-// in by the caller so that tests (and callers holding a coarse clock) need no
-// real sleeps.
+// The gateway uses Limiter to throttle failed logins per source and per
+// login, and the unauthenticated notices it sends; it uses Budget to bound
+// the password-hashing work it does per second. Time is passed in by the
+// caller so that tests (and callers holding a coarse clock) need no real
+// sleeps.
 //
 // Each bucket is stored as a single "theoretical arrival time" (the generic
 // cell rate algorithm): the instant at which the bucket would be full again.
