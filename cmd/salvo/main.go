@@ -26,7 +26,7 @@ const usage = `salvo: a batched userspace VPN gateway and client
 Usage:
   salvo keygen [--out FILE]              make a gateway key pair (private key to FILE, public key printed)
   salvo pubkey < private.key              print the public key of a private key
-  salvo user add|del|passwd|list ...      manage the gateway's users file (argon2id hashes)
+  salvo user SUBCOMMAND ...               manage the gateway's users file: add, del, passwd, disable, enable, list
   salvo server --config server.toml       run the gateway
   salvo client --config client.toml       run the client
   salvo status [--socket PATH] [--json]   show a running gateway's or client's sessions and counters

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/salvovpn/salvo/engine/users"
 )
 
 func runCLI(t *testing.T, stdin string, args ...string) (int, string, string) {
@@ -90,5 +93,97 @@ func TestUserCommands(t *testing.T) {
 	}
 	if code, out, _ := runCLI(t, "", "user", "list", "--file", file); code != exitOK || out != "" {
 		t.Fatalf("after del: %q", out)
+	}
+}
+
+func TestUserHelp(t *testing.T) {
+	for _, arg := range []string{"--help", "-h", "help"} {
+		code, out, errOut := runCLI(t, "", "user", arg)
+		if code != exitOK || !strings.Contains(out, "salvo user disable") || errOut != "" {
+			t.Errorf("user %s: exit %d, stdout %q, stderr %q", arg, code, out, errOut)
+		}
+	}
+	code, out, errOut := runCLI(t, "", "user")
+	if code != exitUsage || out != "" || !strings.Contains(errOut, "salvo user add") || !strings.Contains(errOut, "missing subcommand") {
+		t.Errorf("user: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code, _, errOut := runCLI(t, "", "user", "add", "--help"); code != exitOK || !strings.Contains(errOut, "salvo user add") {
+		t.Errorf("user add --help: exit %d, stderr %q", code, errOut)
+	}
+	if code, out, _ := runCLI(t, "", "--help"); !strings.Contains(out, "disable, enable") {
+		t.Errorf("salvo --help does not mention user disable/enable: %d %q", code, out)
+	}
+}
+
+func TestUserUsageErrors(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "users")
+	for _, args := range [][]string{
+		{"add", "--file", file, "--password-stdin", "bad/login"},
+		{"add", "--file", file, "--password-stdin", strings.Repeat("a", 65)},
+		{"disable", "--file", file, "bad login"},
+		{"del", "--file", file},
+		{"enable", "--file", file, "a", "b"},
+		{"passwd", "--file", file, "--ipv4", "10.0.0.1", "--password-stdin", "alice"},
+		{"disable", "--file", file, "--password-stdin", "alice"},
+		{"list", "--file", file, "alice"},
+	} {
+		code, _, errOut := runCLI(t, "pw\n", append([]string{"user"}, args...)...)
+		if code != exitUsage {
+			t.Errorf("user %q: exit %d, want %d (%s)", args, code, exitUsage, errOut)
+		}
+	}
+	if _, err := os.Stat(file); err == nil {
+		t.Fatal("a usage error created the users file")
+	}
+	if code, _, errOut := runCLI(t, "pw\n", "user", "add", "--file", file, "--password-stdin", "bad/login"); !strings.Contains(errOut, `contains "/"`) {
+		t.Errorf("bad login message: %d %q", code, errOut)
+	}
+}
+
+func TestUserDisableEnable(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "users")
+	for _, login := range []string{"alice", "bob"} {
+		if code, _, e := runCLI(t, "pw-"+login+"\n", "user", "add", "--file", file, "--password-stdin", login); code != exitOK {
+			t.Fatalf("add %s: %d %s", login, code, e)
+		}
+	}
+	if code, _, e := runCLI(t, "", "user", "disable", "--file", file, "bob"); code != exitOK {
+		t.Fatalf("disable: %d %s", code, e)
+	}
+	code, out, _ := runCLI(t, "", "user", "list", "--file", file)
+	if code != exitOK || out != "alice\nbob disabled\n" {
+		t.Fatalf("list after disable: %d %q", code, out)
+	}
+	data, _ := os.ReadFile(file)
+	if !strings.Contains(string(data), " disabled\n") {
+		t.Fatalf("users file does not mark bob disabled:\n%s", data)
+	}
+	store, err := users.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Authenticate("bob", []byte("pw-bob")); !errors.Is(err, users.ErrDisabled) {
+		t.Fatalf("disabled bob authenticated: %v", err)
+	}
+	// Disabling twice changes nothing and succeeds.
+	if code, _, e := runCLI(t, "", "user", "disable", "--file", file, "bob"); code != exitOK || !strings.Contains(e, "already disabled") {
+		t.Fatalf("second disable: %d %q", code, e)
+	}
+	// A disabled user can still be given a new password.
+	if code, _, e := runCLI(t, "pw2\n", "user", "passwd", "--file", file, "--password-stdin", "bob"); code != exitOK {
+		t.Fatalf("passwd of a disabled user: %d %s", code, e)
+	}
+	if code, _, e := runCLI(t, "", "user", "enable", "--file", file, "bob"); code != exitOK {
+		t.Fatalf("enable: %d %s", code, e)
+	}
+	if code, out, _ := runCLI(t, "", "user", "list", "--file", file); code != exitOK || out != "alice\nbob\n" {
+		t.Fatalf("list after enable: %d %q", code, out)
+	}
+	store, _ = users.Load(file)
+	if u, err := store.Authenticate("bob", []byte("pw2")); err != nil || u.Login != "bob" {
+		t.Fatalf("bob after enable: %v", err)
+	}
+	if code, _, _ := runCLI(t, "", "user", "disable", "--file", file, "carol"); code != exitFailure {
+		t.Fatalf("disable of an unknown user: exit %d, want %d", code, exitFailure)
 	}
 }

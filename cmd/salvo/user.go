@@ -10,39 +10,60 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/salvovpn/salvo/engine/users"
 	"golang.org/x/term"
 )
 
 const userUsage = `Usage:
-  salvo user add    [--file USERS] [--ipv4 ADDR] [--ipv6 ADDR] [--password-stdin] LOGIN
-  salvo user passwd [--file USERS] [--password-stdin] LOGIN
-  salvo user del    [--file USERS] LOGIN
-  salvo user list   [--file USERS]
+  salvo user add     [--file USERS] [--ipv4 ADDR] [--ipv6 ADDR] [--password-stdin] LOGIN
+  salvo user passwd  [--file USERS] [--password-stdin] LOGIN
+  salvo user del     [--file USERS] LOGIN
+  salvo user disable [--file USERS] LOGIN
+  salvo user enable  [--file USERS] LOGIN
+  salvo user list    [--file USERS]
 
 Manages the gateway's users file. Passwords are read from a prompt (twice) or, with
 --password-stdin, from the first line of standard input; never from the command line.
-They are stored as argon2id hashes with a per-user salt. Send the gateway SIGHUP to reload.
+They are stored as argon2id hashes with a per-user salt. A disabled user keeps their
+hash and fixed addresses but cannot log in; list marks them "disabled".
+Send the gateway SIGHUP to reload the file.
 
 `
+
+const userSubcommands = "add, passwd, del, disable, enable, list"
+
+// userFlags says which flags each subcommand takes; --file is common to all.
+var userFlags = map[string][]string{
+	"add":     {"file", "ipv4", "ipv6", "password-stdin"},
+	"passwd":  {"file", "password-stdin"},
+	"del":     {"file"},
+	"disable": {"file"},
+	"enable":  {"file"},
+	"list":    {"file"},
+}
 
 func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, userUsage)
-		return usageError{errors.New("user: missing subcommand (add, passwd, del, list)")}
+		return usageError{errors.New("user: missing subcommand (" + userSubcommands + ")")}
 	}
 	sub := args[0]
 	switch sub {
-	case "add", "passwd", "del", "list":
-	default:
-		return usageError{fmt.Errorf("user: unknown subcommand %q (add, passwd, del, list)", sub)}
+	case "-h", "--help", "-help", "help":
+		fmt.Fprint(stdout, userUsage)
+		return nil
+	}
+	allowed, ok := userFlags[sub]
+	if !ok {
+		return usageError{fmt.Errorf("user: unknown subcommand %q (%s)", sub, userSubcommands)}
 	}
 	fs := newFlags("user "+sub, userUsage, stderr)
 	file := fs.String("file", "/etc/salvo/users", "users file")
 	ipv4 := fs.String("ipv4", "", "fixed IPv4 tunnel address for this user (add)")
 	ipv6 := fs.String("ipv6", "", "fixed IPv6 tunnel address for this user (add)")
-	fromStdin := fs.Bool("password-stdin", false, "read the password from standard input")
+	fromStdin := fs.Bool("password-stdin", false, "read the password from standard input (add, passwd)")
 	// Flags may come before or after the login.
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -55,14 +76,36 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(rest) > 0 {
 		login = rest[0]
 		if err := fs.Parse(rest[1:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
 			return usageError{err}
 		}
 		if fs.NArg() > 0 {
 			return usageError{fmt.Errorf("user %s: unexpected argument %q", sub, fs.Arg(0))}
 		}
 	}
-	if sub != "list" && login == "" {
-		return usageError{fmt.Errorf("user %s: missing LOGIN", sub)}
+	var stray error
+	fs.Visit(func(f *flag.Flag) {
+		if stray == nil && !slices.Contains(allowed, f.Name) {
+			stray = usageError{fmt.Errorf("user %s: --%s does not apply to %s", sub, f.Name, sub)}
+		}
+	})
+	if stray != nil {
+		return stray
+	}
+	if sub == "list" {
+		if login != "" {
+			return usageError{fmt.Errorf("user list: unexpected argument %q", login)}
+		}
+	} else {
+		if login == "" {
+			return usageError{fmt.Errorf("user %s: missing LOGIN", sub)}
+		}
+		// Before any prompt: no point typing a password for a login the file cannot hold.
+		if err := users.CheckLogin(login); err != nil {
+			return usageError{fmt.Errorf("user %s: %w", sub, err)}
+		}
 	}
 
 	store, err := users.Load(*file)
@@ -82,6 +125,9 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			if u.FixedIPv6.IsValid() {
 				line += " ipv6=" + u.FixedIPv6.String()
 			}
+			if u.Disabled {
+				line += " disabled"
+			}
 			fmt.Fprintln(stdout, line)
 		}
 		return nil
@@ -89,7 +135,31 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if err := store.Delete(login); err != nil {
 			return err
 		}
+	case "disable", "enable":
+		disable := sub == "disable"
+		if u, ok := store.Lookup(login); ok && u.Disabled == disable {
+			fmt.Fprintf(stderr, "user %q is already %sd; users file %s unchanged\n", login, sub, *file)
+			return nil
+		}
+		if err := store.SetDisabled(login, disable); err != nil {
+			return err
+		}
 	case "add", "passwd":
+		var u users.User
+		if sub == "add" {
+			// Check the addresses before prompting for a password.
+			u = users.User{Login: login}
+			if *ipv4 != "" {
+				if u.FixedIPv4, err = netip.ParseAddr(*ipv4); err != nil || !u.FixedIPv4.Is4() {
+					return usageError{fmt.Errorf("user add: --ipv4 %q is not an IPv4 address", *ipv4)}
+				}
+			}
+			if *ipv6 != "" {
+				if u.FixedIPv6, err = netip.ParseAddr(*ipv6); err != nil || !u.FixedIPv6.Is6() {
+					return usageError{fmt.Errorf("user add: --ipv6 %q is not an IPv6 address", *ipv6)}
+				}
+			}
+		}
 		pw, err := readPassword(stdin, stderr, *fromStdin)
 		if err != nil {
 			return err
@@ -105,22 +175,10 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			}
 			break
 		}
-		u := users.User{Login: login, Hash: hash}
-		if *ipv4 != "" {
-			if u.FixedIPv4, err = netip.ParseAddr(*ipv4); err != nil || !u.FixedIPv4.Is4() {
-				return usageError{fmt.Errorf("user add: --ipv4 %q is not an IPv4 address", *ipv4)}
-			}
-		}
-		if *ipv6 != "" {
-			if u.FixedIPv6, err = netip.ParseAddr(*ipv6); err != nil || !u.FixedIPv6.Is6() {
-				return usageError{fmt.Errorf("user add: --ipv6 %q is not an IPv6 address", *ipv6)}
-			}
-		}
+		u.Hash = hash
 		if err := store.Add(u); err != nil {
 			return err
 		}
-	default:
-		return usageError{fmt.Errorf("user: unknown subcommand %q (add, passwd, del, list)", sub)}
 	}
 	if err := store.Save(*file); err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -41,6 +42,39 @@ const MaxPasswordLen = 128
 
 // ErrMalformedHash is wrapped by every error about a hash string.
 var ErrMalformedHash = errors.New("malformed argon2id hash")
+
+// Cost is the work of one hash with p in KiB-passes: Memory (KiB) times
+// Time (passes). Argon2 fills and revisits every KiB block once per pass, so
+// its CPU time is roughly proportional to Cost whatever the split; the
+// gateway's hashing budget is counted in this unit. Lanes (Threads) spread
+// the work over cores but do not reduce it, so they do not count.
+func (p Params) Cost() uint64 { return uint64(p.Memory) * uint64(p.Time) }
+
+// measurePassword and measureSalt are the fixed input MeasureCost hashes.
+var (
+	measurePassword = []byte("salvo MeasureCost")
+	measureSalt     = make([]byte, saltLen)
+)
+
+// MeasureCost runs one argon2id hash with p on a fixed input, as Authenticate
+// would, and returns how long it took. The gateway calls it for
+// Store.MaxParams() at load and on every reload, to learn how long to pad
+// failed logins (see the package documentation). One run is a sample, not a
+// bound: a loaded machine hashes slower, so callers should add a margin.
+// The first run also pays for touching fresh memory, which errs on the slow
+// (safe) side.
+//
+// p must be valid, as every Params from a Store is; MeasureCost panics on
+// parameters HashPassword would refuse.
+func MeasureCost(p Params) time.Duration {
+	if err := p.validate(); err != nil {
+		panic("users.MeasureCost: " + err.Error())
+	}
+	h := phc{params: p, salt: measureSalt, key: make([]byte, keyLen)}
+	start := time.Now()
+	h.verify(measurePassword)
+	return time.Since(start)
+}
 
 func (p Params) validate() error {
 	switch {
@@ -106,7 +140,7 @@ func parsePHC(s string) (phc, error) {
 	}
 	kv := strings.Split(f[3], ",")
 	if len(kv) != 3 {
-		return h, fmt.Errorf("%w: parameters must be m=..,t=..,p=..", ErrMalformedHash)
+		return h, fmt.Errorf("%w: parameters must be m=N,t=N,p=N", ErrMalformedHash)
 	}
 	var vals [3]uint64
 	for i, name := range []string{"m", "t", "p"} {

@@ -6,14 +6,36 @@
 //	# comment
 //	alice $argon2id$v=19$m=65536,t=2,p=1$<salt>$<hash>
 //	bob   $argon2id$v=19$m=65536,t=2,p=1$<salt>$<hash> ipv4=10.77.0.10 ipv6=fd77::10
+//	carol $argon2id$v=19$m=65536,t=2,p=1$<salt>$<hash> disabled
 //
-// Fields are separated by spaces or tabs. Logins are 1..64 characters of
-// [A-Za-z0-9._@-]. Hashes are PHC strings with unpadded standard base64.
-// The optional ipv4= and ipv6= give the user a fixed tunnel address; no two
-// users may share one. Blank lines and lines starting with # are kept when
-// the file is rewritten by Save.
+// Fields are separated by spaces or tabs: the login, the hash, then options
+// in any order. Logins are 1..64 characters of [A-Za-z0-9._@-]. Hashes are
+// PHC strings with unpadded standard base64. The optional ipv4= and ipv6=
+// give the user a fixed tunnel address; no two users may share one. The bare
+// word disabled keeps the user (and their fixed addresses) but refuses their
+// logins. Blank lines and lines starting with # are kept when the file is
+// rewritten by Save, which writes options as ipv4=, ipv6=, disabled.
 //
 // The file holds password hashes: keep it mode 0600 (Save writes it so).
+//
+// # Timing and cost of failed logins
+//
+// A failed login must not tell an observer whether the login exists, is
+// disabled, or merely had the wrong password. Authenticate always runs one
+// argon2id hash: with the user's own parameters for a known login (disabled
+// or not), and with a dummy hash for an unknown one. That alone is not
+// enough when users have different parameters, since an unknown login then
+// takes the dummy's time and a known one its own. So the caller pads every
+// failure: it measures the slowest parameter set in the file with
+// MeasureCost(store.MaxParams()) at load and reload, and delays each
+// failure reply until at least that long after the attempt began. The reply
+// time is then the same for unknown, disabled and wrong-password logins,
+// whatever their parameters. Successes are not padded: they reveal the login
+// exists to someone who already knows its password.
+//
+// The caller also bounds the total argon2 work with a budget in KiB-passes
+// (Params.Cost), charged before hashing with ParamsFor(login), so cheap test
+// hashes and 64 MiB hashes are each charged what they cost.
 package users
 
 import (
@@ -35,6 +57,9 @@ var (
 	ErrUnknownUser = errors.New("unknown user")
 	// ErrBadPassword: the password does not match.
 	ErrBadPassword = errors.New("wrong password")
+	// ErrDisabled: the password is right but the user is disabled. Never
+	// tell a client apart from ErrBadPassword either.
+	ErrDisabled = errors.New("user is disabled")
 	// ErrExists: Add was given a login that already exists.
 	ErrExists = errors.New("user already exists")
 )
@@ -45,8 +70,8 @@ const (
 	maxFileSize = 64 << 20 // refuse absurd files instead of reading them whole
 )
 
-const fileHeader = "# Salvo users file: login argon2id-hash [ipv4=addr] [ipv6=addr]\n" +
-	"# Managed with `salvo user add|del|passwd|list`. Keep it mode 0600.\n"
+const fileHeader = "# Salvo users file: login argon2id-hash [ipv4=addr] [ipv6=addr] [disabled]\n" +
+	"# Managed with `salvo user add|del|passwd|disable|enable|list`. Keep it mode 0600.\n"
 
 // User is one line of the users file.
 type User struct {
@@ -54,6 +79,9 @@ type User struct {
 	Hash      string     // PHC string
 	FixedIPv4 netip.Addr // zero if none
 	FixedIPv6 netip.Addr // zero if none
+	// Disabled users stay in the file, keeping their fixed addresses, but
+	// cannot log in: Authenticate returns ErrDisabled for the right password.
+	Disabled bool
 }
 
 type record struct {
@@ -190,7 +218,7 @@ func parse(r io.Reader, name string) (state, error) {
 	return st, nil
 }
 
-// parseUser parses `login hash [ipv4=a] [ipv6=a]`.
+// parseUser parses `login hash [ipv4=a] [ipv6=a] [disabled]`.
 func parseUser(text string) (User, phc, error) {
 	f := strings.Fields(text)
 	u := User{Login: f[0]}
@@ -206,6 +234,13 @@ func parseUser(text string) (User, phc, error) {
 		return u, phc{}, fmt.Errorf("user %q: %w", u.Login, err)
 	}
 	for _, opt := range f[2:] {
+		if opt == "disabled" {
+			if u.Disabled {
+				return u, phc{}, fmt.Errorf("user %q: disabled given twice", u.Login)
+			}
+			u.Disabled = true
+			continue
+		}
 		key, val, _ := strings.Cut(opt, "=")
 		var dst *netip.Addr
 		switch key {
@@ -214,7 +249,7 @@ func parseUser(text string) (User, phc, error) {
 		case "ipv6":
 			dst = &u.FixedIPv6
 		default:
-			return u, phc{}, fmt.Errorf("user %q: unknown option %q (want ipv4=<addr> or ipv6=<addr>)", u.Login, truncate(opt))
+			return u, phc{}, fmt.Errorf("user %q: unknown option %q (want ipv4=<addr>, ipv6=<addr> or disabled)", u.Login, truncate(opt))
 		}
 		if dst.IsValid() {
 			return u, phc{}, fmt.Errorf("user %q: %s= given twice", u.Login, key)
@@ -242,9 +277,10 @@ func checkFixed(u User) error {
 }
 
 // dummyFor returns a hash that matches no password, with the parameters most
-// users have, so that rejecting an unknown login costs the same argon2 time
-// as rejecting a wrong password and timing does not reveal which logins
-// exist.
+// users have, so that rejecting an unknown login costs the same argon2 work
+// as rejecting a typical user's wrong password. Users with other parameters
+// still take a different time; the caller's padding (see the package
+// documentation) hides that difference.
 func dummyFor(users map[string]*record) phc {
 	count := map[Params]int{}
 	best, bestN := DefaultParams, 0
@@ -281,8 +317,14 @@ func (s *Store) Lookup(login string) (User, bool) {
 	return r.User, true
 }
 
-// Authenticate checks login and password. It returns ErrUnknownUser or
-// ErrBadPassword on failure, after spending the same argon2 work either way.
+// Authenticate checks login and password. On failure it returns
+// ErrUnknownUser, ErrBadPassword or (for the right password of a disabled
+// user) ErrDisabled, always after one argon2id hash: with the user's
+// parameters for a known login, with ParamsFor(login) for an unknown one.
+// The returned User is zero on every error. Callers must report all three
+// failures alike ("bad credentials") and pad their reply time as the
+// package documentation describes, since parameters differ between users.
+//
 // Each call costs the hash's memory (64 MiB by default) for its duration:
 // callers must rate-limit and bound concurrent calls.
 func (s *Store) Authenticate(login string, password []byte) (User, error) {
@@ -294,10 +336,60 @@ func (s *Store) Authenticate(login string, password []byte) (User, error) {
 		dummy.verify(password)
 		return User{}, ErrUnknownUser
 	}
+	// The hash runs before the disabled check, so a disabled user costs the
+	// same work as an enabled one.
 	if !r.phc.verify(password) {
 		return User{}, ErrBadPassword
 	}
+	if r.Disabled {
+		return User{}, ErrDisabled
+	}
 	return r.User, nil
+}
+
+// ParamsFor returns the parameters Authenticate(login, ...) would hash with
+// right now: the user's, or the dummy hash's for an unknown login. The
+// gateway charges ParamsFor(login).Cost() to its hashing budget before
+// calling Authenticate. A concurrent edit or Reload may change the answer
+// between the two calls; the difference is one hash's worth of budget.
+func (s *Store) ParamsFor(login string) Params {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if r, ok := s.st.users[login]; ok {
+		return r.phc.params
+	}
+	return s.st.dummy.params
+}
+
+// MaxParams returns the most expensive parameter set present in the store,
+// among every user's (disabled ones too) and the dummy hash's: the one with
+// the largest Cost, ties broken towards more memory, more passes, then fewer
+// lanes (which run in parallel, so fewer take longer). It sizes the hashing
+// budget (whose burst must be at least MaxParams().Cost()) and is what
+// MeasureCost times to pad failed logins.
+func (s *Store) MaxParams() Params {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	best := s.st.dummy.params
+	for _, r := range s.st.users {
+		if moreExpensive(r.phc.params, best) {
+			best = r.phc.params
+		}
+	}
+	return best
+}
+
+func moreExpensive(a, b Params) bool {
+	if a.Cost() != b.Cost() {
+		return a.Cost() > b.Cost()
+	}
+	if a.Memory != b.Memory {
+		return a.Memory > b.Memory
+	}
+	if a.Time != b.Time {
+		return a.Time > b.Time
+	}
+	return a.Threads < b.Threads
 }
 
 // Users returns every user in file order.
@@ -382,9 +474,29 @@ func (s *Store) SetPassword(login string, hash string) error {
 	return nil
 }
 
+// SetDisabled disables or re-enables a user (in memory; call Save). A
+// disabled user keeps their hash and fixed addresses. Sessions that are
+// already up are the gateway's business: it must consult the store on rekey.
+func (s *Store) SetDisabled(login string, disabled bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.st.users[login]
+	if !ok {
+		return fmt.Errorf("user %q: %w", login, ErrUnknownUser)
+	}
+	// Replace rather than mutate the record: Authenticate may hold it.
+	nr := *r
+	nr.Disabled = disabled
+	s.st.users[login] = &nr
+	return nil
+}
+
 // Save writes the users file atomically: a temporary file in the same
 // directory, mode 0600, synced, then renamed over path, then the directory
 // synced, so a crash leaves either the old or the new file, never half.
+// If path exists, the new file keeps its owner and group (so `sudo salvo
+// user ...` does not take the file away from a gateway running as another
+// user); Save fails if it cannot.
 func (s *Store) Save(path string) error {
 	var buf bytes.Buffer
 	s.mu.RLock()
@@ -399,6 +511,9 @@ func (s *Store) Save(path string) error {
 			}
 			if u.FixedIPv6.IsValid() {
 				buf.WriteString(" ipv6=" + u.FixedIPv6.String())
+			}
+			if u.Disabled {
+				buf.WriteString(" disabled")
 			}
 		}
 		buf.WriteByte('\n')
@@ -422,6 +537,9 @@ func writeAtomic(path string, data []byte) (err error) {
 		}
 	}()
 	if err = f.Chmod(0o600); err != nil {
+		return err
+	}
+	if err = keepOwner(f, path); err != nil {
 		return err
 	}
 	if _, err = f.Write(data); err != nil {

@@ -73,7 +73,7 @@ func TestMalformedPHC(t *testing.T) {
 		{"plain", "want $argon2id"},
 		{"$argon2i$v=19$m=1024,t=1,p=1$" + salt + "$" + key, "algorithm"},
 		{"$argon2id$v=16$m=1024,t=1,p=1$" + salt + "$" + key, "version"},
-		{"$argon2id$v=19$m=1024,t=1$" + salt + "$" + key, "m=..,t=..,p=.."},
+		{"$argon2id$v=19$m=1024,t=1$" + salt + "$" + key, "m=N,t=N,p=N"},
 		{"$argon2id$v=19$t=1,m=1024,p=1$" + salt + "$" + key, "must be m="},
 		{"$argon2id$v=19$m=01024,t=1,p=1$" + salt + "$" + key, "not a decimal"},
 		{"$argon2id$v=19$m=-1,t=1,p=1$" + salt + "$" + key, "not a decimal"},
@@ -153,6 +153,9 @@ func TestLoadErrors(t *testing.T) {
 		{"alice " + h + " ipv6=fe80::1%eth0\n", "ipv6=fe80::1%eth0 is not a usable IPv6"},
 		{"alice " + h + " ipv4=10.0.0.1 ipv4=10.0.0.2\n", "ipv4= given twice"},
 		{"alice " + h + " mtu=1400\n", "unknown option \"mtu=1400\""},
+		{"alice " + h + " disabled ipv4=10.0.0.1 disabled\n", ":1: user \"alice\": disabled given twice"},
+		{"alice " + h + " disabled=yes\n", "unknown option \"disabled=yes\" (want ipv4=<addr>, ipv6=<addr> or disabled)"},
+		{"alice " + h + " Disabled\n", "unknown option \"Disabled\""},
 		{"alice " + h + " ipv4=10.0.0.5\nbob " + h2 + " ipv4=10.0.0.5\n", ":2: user \"bob\": fixed address 10.0.0.5 is already given to \"alice\" on line 1"},
 		{"alice " + h + " " + strings.Repeat("x", 5000) + "\n", ":1: line is longer than"},
 	} {
@@ -307,6 +310,9 @@ func TestConcurrentUse(t *testing.T) {
 	for range 50 {
 		s.Add(User{Login: "u1", Hash: h})
 		s.SetPassword("u1", h)
+		s.SetDisabled("u1", true)
+		s.ParamsFor("u1")
+		s.MaxParams()
 		s.Delete("u1")
 	}
 	<-done
@@ -339,6 +345,7 @@ func FuzzParseUsersFile(f *testing.F) {
 	f.Add([]byte("# c\n\nalice " + h + " ipv4=10.0.0.2 ipv6=fd00::2\n"))
 	f.Add([]byte("alice " + h + "\nalice " + h + "\n"))
 	f.Add([]byte("a b c d e\n"))
+	f.Add([]byte("bob " + h + " disabled ipv6=fd00::3\ncarol " + h + " disabled disabled\n"))
 	f.Add([]byte("\r\n\t#\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		st, err := parse(bytes.NewReader(data), "fuzz")
