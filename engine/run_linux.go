@@ -42,6 +42,11 @@ func tunOptions() offload.Options {
 	return offload.Options{VNetHdr: os.Getenv(EnvNoTunOffload) == "", Impl: os.Getenv(EnvTunImpl)}
 }
 
+// ClaimsDir holds the lock files by which Salvo processes share per-namespace state such as IP forwarding
+// (netcfg.EnableForwarding). It is one fixed place for every instance, whatever their configs, so that they
+// see each other; /run is cleared at boot, as the locks should be.
+const ClaimsDir = "/run/salvo/claims"
+
 // LoadStaticKey reads a base64 private key file written by `salvo keygen`.
 func LoadStaticKey(path string) (handshake.StaticKeypair, error) {
 	b, err := os.ReadFile(path)
@@ -121,7 +126,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	if err := netcfg.ConfigureLink(cfg.TunName, cfg.MTU, tunAddrs); err != nil {
 		return err
 	}
-	undo, err := netcfg.EnableForwarding(cfg.Pool4.IsValid(), cfg.Pool6.IsValid())
+	undo, err := netcfg.EnableForwarding(ClaimsDir, cfg.Pool4.IsValid(), cfg.Pool6.IsValid())
 	if err != nil {
 		return err
 	}

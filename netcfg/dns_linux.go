@@ -111,10 +111,17 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// runTool runs a resolver helper; the error carries its command line and
-// output because those tools explain failures only on stderr.
+// toolEnv is the whole environment of a resolver helper. The daemon's own
+// environment may hold secrets (keys, tokens) that a helper has no business
+// seeing, nor passing on to hooks it runs; LANG=C keeps its messages, which
+// end up in our errors, in English.
+var toolEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
+
+// runTool runs a resolver helper with toolEnv; the error carries its command
+// line and output because those tools explain failures only on stderr.
 func runTool(path string, stdin []byte, args ...string) error {
 	c := exec.Command(path, args...)
+	c.Env = toolEnv
 	if stdin != nil {
 		c.Stdin = bytes.NewReader(stdin)
 	}

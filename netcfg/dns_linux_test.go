@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -73,5 +74,38 @@ func TestApplyDNS(t *testing.T) {
 	}
 	if _, _, err := ApplyDNS("bad dev", servers, nil); err == nil {
 		t.Error(`device "bad dev" accepted`)
+	}
+}
+
+// TestResolverToolEnvironment proves the resolver helpers run with PATH and
+// LANG=C only, never the daemon's environment (a secret planted in it must
+// not reach them). The fake tool is a shell script, and the shell adds PWD
+// of its own accord, so PWD is tolerated.
+func TestResolverToolEnvironment(t *testing.T) {
+	bin, envLog := t.TempDir(), filepath.Join(t.TempDir(), "env")
+	t.Setenv("PATH", bin)
+	t.Setenv("SALVO_TEST_SECRET", "hunter2")
+	old := resolvedSocket
+	resolvedSocket = filepath.Join(t.TempDir(), "none")
+	t.Cleanup(func() { resolvedSocket = old })
+	script := "#!/bin/sh\n/usr/bin/env >> " + envLog + "\n/bin/cat > /dev/null\n"
+	must(t, os.WriteFile(filepath.Join(bin, "resolvconf"), []byte(script), 0o755))
+
+	undo, method, err := ApplyDNS("stun0", []netip.Addr{netip.MustParseAddr("10.8.0.1")}, nil)
+	if err != nil || method != DNSResolvconf {
+		t.Fatalf("ApplyDNS = %q, %v; want %q", method, err, DNSResolvconf)
+	}
+	must(t, undo())
+	b, err := os.ReadFile(envLog)
+	must(t, err)
+	var got []string
+	for _, v := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if !strings.HasPrefix(v, "PWD=") {
+			got = append(got, v)
+		}
+	}
+	want := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
+	if !slices.Equal(got, append(want, want...)) { // apply and undo
+		t.Errorf("tool environment:\n%s\nwant only %q (and PWD)", b, want)
 	}
 }

@@ -16,12 +16,15 @@ const netlinkRoute = unix.NETLINK_ROUTE
 // disables IPv6 on the link and adding an IPv6 address fails obscurely.
 const minIPv6MTU = 1280
 
-// ConfigureLink sets the MTU of name (if mtu > 0), adds addrs and sets the
-// link up. IPv6 addresses get IFA_F_NODAD so they are usable at once (DAD on
-// a point-to-point tunnel is pointless and would delay the first packets).
-// Addresses already present are accepted, so reconfiguring after a
-// reconnect is fine. ConfigureLink does not remove anything; deleting the
-// link (closing the TUN) is the undo.
+// ConfigureLink sets the MTU of name (if mtu > 0), sets its addresses to
+// exactly addrs and sets the link up. Addresses on the link that are not in
+// addrs are removed first (IPv6 link-local ones excepted), so that after a
+// reconnect with newly pushed addresses the old ones do not linger and keep
+// being chosen as source; then the missing ones are added. IPv6 addresses
+// get IFA_F_NODAD so they are usable at once (DAD on a point-to-point tunnel
+// is pointless and would delay the first packets). Reconfiguring with the
+// same addresses changes nothing. Deleting the link (closing the TUN) is the
+// undo.
 func ConfigureLink(name string, mtu int, addrs []netip.Prefix) error {
 	ref, err := currentNS()
 	if err != nil {
@@ -54,6 +57,12 @@ func ConfigureLink(name string, mtu int, addrs []netip.Prefix) error {
 			return fmt.Errorf("netcfg: set MTU %d on %s: %w", mtu, name, err)
 		}
 	}
+	if err := removeOtherAddrs(h, link, addrs); err != nil {
+		return err
+	}
+	// Every address is added, not just those found missing above: removing
+	// an IPv4 primary address also removes its secondaries, which may have
+	// been among the wanted ones.
 	for _, p := range addrs {
 		a := &netlink.Addr{IPNet: prefixToIPNet(p)}
 		if p.Addr().Is6() && !p.Addr().Is4In6() {
@@ -73,6 +82,39 @@ func ConfigureLink(name string, mtu int, addrs []netip.Prefix) error {
 		return fmt.Errorf("netcfg: set %s up: %w", name, err)
 	}
 	return nil
+}
+
+// removeOtherAddrs deletes the addresses of link that are not in keep,
+// except IPv6 link-local ones (the kernel's business, and harmless).
+func removeOtherAddrs(h *netlink.Handle, link netlink.Link, keep []netip.Prefix) error {
+	name := link.Attrs().Name
+	have, err := h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("netcfg: list addresses of %s: %w", name, err)
+	}
+	want := make(map[netip.Prefix]bool, len(keep))
+	for _, p := range keep {
+		want[linkAddr(p)] = true
+	}
+	for _, a := range have {
+		p, ok := ipNetToPrefix(a.IPNet)
+		if !ok || want[p] || (p.Addr().Is6() && p.Addr().IsLinkLocalUnicast()) {
+			continue
+		}
+		if err := h.AddrDel(link, &a); err != nil && !gone(err) && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("netcfg: remove old address %s from %s: %w", p, name, err)
+		}
+	}
+	return nil
+}
+
+// linkAddr is p as the kernel reports it back: an IPv4-mapped prefix
+// becomes plain IPv4, host bits stay.
+func linkAddr(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() {
+		return netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+	}
+	return p
 }
 
 // addrGenModeNone is IN6_ADDR_GEN_MODE_NONE from linux/if_link.h.

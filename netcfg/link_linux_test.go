@@ -53,3 +53,42 @@ func TestConfigureLink(t *testing.T) {
 		t.Errorf("missing link: err = %v, want an error naming nosuch0", err)
 	}
 }
+
+// TestConfigureLinkReplacesAddresses proves ConfigureLink leaves exactly the
+// given addresses: after a reconnect with new ones (here also the same
+// addresses with new prefix lengths) the old ones are gone, while an IPv6
+// link-local address stays.
+func TestConfigureLinkReplacesAddresses(t *testing.T) {
+	ns := netns.ForTest(t, nsPrefix)
+	openTun(t, ns, "stun2")
+	for _, set := range [][]string{
+		{"10.8.0.2/24", "fd08::2/64"},
+		{"10.9.0.2/24", "fd09::2/64"},
+		{"10.9.0.2/16", "fd09::2/48"},
+	} {
+		var want []netip.Prefix
+		for _, s := range set {
+			want = append(want, netip.MustParsePrefix(s))
+		}
+		var got Link
+		must(t, ns.Do(func() error {
+			if err := ConfigureLink("stun2", 1400, want); err != nil {
+				return err
+			}
+			var err error
+			got, err = LinkInfo("stun2")
+			return err
+		}))
+		slices.SortFunc(got.Addrs, netip.Prefix.Compare)
+		slices.SortFunc(want, netip.Prefix.Compare)
+		if !slices.Equal(got.Addrs, want) {
+			t.Errorf("after ConfigureLink(%v): addresses %v", set, got.Addrs)
+		}
+		if len(got.Addrs) == 2 && set[0] == "10.8.0.2/24" {
+			run(t, ns, "ip", "addr", "add", "fe80::1/64", "dev", "stun2", "nodad")
+		}
+	}
+	if out := run(t, ns, "ip", "-6", "addr", "show", "dev", "stun2"); !strings.Contains(out, "fe80::1/64") {
+		t.Errorf("link-local address removed:\n%s", out)
+	}
+}

@@ -1,6 +1,7 @@
 package netcfg
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -13,10 +14,18 @@ import (
 	"github.com/salvovpn/salvo/internal/netns"
 )
 
-// TestEnableNAT proves EnableNAT creates table inet salvo_<dev> with
-// masquerade rules for both families in the namespace only (not the host),
-// that re-applying replaces it, that undo removes it (twice is fine), and
-// that CleanupStale removes a leftover table.
+var stnat0Rules = []string{
+	`ip saddr 10.8.0.0/24 oifname != "stnat0" oifname "eth0"`,
+	`ip6 saddr fd08::/64 oifname != "stnat0" oifname "eth0"`,
+}
+
+// TestEnableNAT proves EnableNAT creates table inet salvo_<dev>, owned by
+// the process ("flags owner"), with masquerade rules for both families in
+// the namespace only (not the host); that while it is held a second
+// EnableNAT for the same device fails naming the table and the reason and
+// leaves the table intact, as does an attempt to delete it from outside or
+// CleanupStale; and that undo removes it (twice is fine), after which the
+// device can be used again.
 func TestEnableNAT(t *testing.T) {
 	ns := netns.ForTest(t, nsPrefix)
 	n := NAT{
@@ -24,44 +33,100 @@ func TestEnableNAT(t *testing.T) {
 		OutInterface: "eth0",
 		TunDev:       "stnat0",
 	}
-	var undo func() error
-	for range 2 {
-		must(t, ns.Do(func() error {
-			var err error
-			undo, err = EnableNAT(n)
-			return err
-		}))
-	}
-	out := run(t, ns, "nft", "list", "table", "inet", "salvo_stnat0")
-	for _, want := range []string{
-		"type nat hook postrouting priority srcnat",
-		`ip saddr 10.8.0.0/24 oifname != "stnat0" oifname "eth0"`,
-		`ip6 saddr fd08::/64 oifname != "stnat0" oifname "eth0"`,
-		"masquerade",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("nft table lacks %q:\n%s", want, out)
-		}
-	}
-	if strings.Count(out, "masquerade") != 2 {
-		t.Errorf("want exactly 2 masquerade rules after re-apply:\n%s", out)
-	}
+	undo := enableNATIn(t, ns, n)
+	t.Cleanup(func() { _ = undo() })
+	wantNATTable(t, ns, "salvo_stnat0", stnat0Rules...)
 	// Read-only look at the host: the table must not have leaked there.
 	if err := exec.Command("nft", "list", "table", "inet", "salvo_stnat0").Run(); err == nil {
 		t.Error("table inet salvo_stnat0 exists in the host namespace")
 	}
+
+	err := ns.Do(func() error { _, err := EnableNAT(n); return err })
+	var owned *TableOwnedError
+	if !errors.As(err, &owned) || !strings.Contains(err.Error(), "inet salvo_stnat0") ||
+		!strings.Contains(err.Error(), "another running Salvo gateway") {
+		t.Errorf("second EnableNAT: err = %v, want a *TableOwnedError naming inet salvo_stnat0 and its owner", err)
+	}
+	if out, err := ns.Run("nft", "delete", "table", "inet", "salvo_stnat0"); err == nil {
+		t.Errorf("nft could delete the owned table: %s", out)
+	}
+	must(t, ns.Do(func() error { return CleanupStale(RouteSetup{Dev: "stnat0"}) }))
+	wantNATTable(t, ns, "salvo_stnat0", stnat0Rules...)
+
 	must(t, undo())
 	must(t, undo())
 	if out, err := ns.Run("nft", "list", "table", "inet", "salvo_stnat0"); err == nil {
 		t.Errorf("table still present after undo:\n%s", out)
 	}
+	must(t, enableNATIn(t, ns, n)())
+}
 
-	// A crashed run's table is found by device name alone.
-	must(t, ns.Do(func() error { _, err := EnableNAT(n); return err }))
-	must(t, ns.Do(func() error { return CleanupStale(RouteSetup{Dev: "stnat0"}) }))
-	if out, err := ns.Run("nft", "list", "table", "inet", "salvo_stnat0"); err == nil {
-		t.Errorf("table still present after CleanupStale:\n%s", out)
+// TestEnableNATReplacesStaleTable proves that a table of the same name
+// without the owner flag (what an older Salvo that crashed leaves) is
+// replaced by an owned one with nothing of the old content left.
+func TestEnableNATReplacesStaleTable(t *testing.T) {
+	ns := netns.ForTest(t, nsPrefix)
+	run(t, ns, "nft", "add table inet salvo_stnat1; add chain inet salvo_stnat1 postrouting "+
+		"{ type nat hook postrouting priority srcnat; }; add rule inet salvo_stnat1 postrouting counter comment \"stale\"")
+	undo := enableNATIn(t, ns, NAT{Sources: []netip.Prefix{netip.MustParsePrefix("10.8.0.0/24")}, TunDev: "stnat1"})
+	t.Cleanup(func() { _ = undo() })
+	out := wantNATTable(t, ns, "salvo_stnat1", `ip saddr 10.8.0.0/24 oifname != "stnat1" counter packets 0 bytes 0 masquerade`)
+	if strings.Contains(out, "stale") {
+		t.Errorf("old table content survived:\n%s", out)
 	}
+	must(t, undo())
+	if out, err := ns.Run("nft", "list", "tables"); err != nil || strings.Contains(out, "salvo_stnat1") {
+		t.Errorf("after undo: nft list tables = %q, %v", out, err)
+	}
+}
+
+// TestEnableNATDiesWithProcess proves that the table of a gateway killed by
+// SIGKILL (a child process here) disappears by itself, and that the device
+// can then be used again; while the child lives, it cannot.
+func TestEnableNATDiesWithProcess(t *testing.T) {
+	ns := netns.ForTest(t, nsPrefix)
+	h := startHelper(t, ns, "nat", "stnat2")
+	wantNATTable(t, ns, "salvo_stnat2", `ip saddr 10.8.0.0/24 oifname != "stnat2"`)
+	n := NAT{Sources: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24")}, TunDev: "stnat2"}
+	if err := ns.Do(func() error { _, err := EnableNAT(n); return err }); err == nil {
+		t.Fatal("EnableNAT succeeded while the helper owns the table")
+	}
+	h.kill()
+	gone := eventually(func() bool {
+		out, err := ns.Run("nft", "list", "tables")
+		return err == nil && !strings.Contains(out, "salvo_stnat2")
+	})
+	if !gone {
+		t.Fatalf("table of the killed helper still there:\n%s", run(t, ns, "nft", "list", "ruleset"))
+	}
+	must(t, enableNATIn(t, ns, n)())
+}
+
+func enableNATIn(t *testing.T, ns *netns.NS, n NAT) (undo func() error) {
+	t.Helper()
+	must(t, ns.Do(func() error {
+		var err error
+		undo, err = EnableNAT(n)
+		return err
+	}))
+	return undo
+}
+
+// wantNATTable checks that table inet name exists in ns with the owner flag
+// and the postrouting NAT chain, holding exactly one masquerade rule per
+// entry of rules, each entry found in the listing; it returns the listing.
+func wantNATTable(t *testing.T, ns *netns.NS, name string, rules ...string) string {
+	t.Helper()
+	out := run(t, ns, "nft", "list", "table", "inet", name)
+	for _, want := range append([]string{"flags owner", "type nat hook postrouting priority srcnat"}, rules...) {
+		if !strings.Contains(out, want) {
+			t.Errorf("table inet %s lacks %q:\n%s", name, want, out)
+		}
+	}
+	if got := strings.Count(out, "masquerade"); got != len(rules) {
+		t.Errorf("table inet %s has %d masquerade rules, want %d:\n%s", name, got, len(rules), out)
+	}
+	return out
 }
 
 // TestGatewayForwardsAndMasquerades proves EnableForwarding + EnableNAT
@@ -91,7 +156,7 @@ func TestGatewayForwardsAndMasquerades(t *testing.T) {
 	// The server has no route back to 10.8.0.0/24: replies only work if
 	// the gateway rewrote the source.
 	must(t, gw.Do(func() error {
-		fwdUndo, err := EnableForwarding(true, true)
+		fwdUndo, err := EnableForwarding(t.TempDir(), true, true)
 		if err != nil {
 			return err
 		}
@@ -136,53 +201,6 @@ func TestGatewayForwardsAndMasquerades(t *testing.T) {
 		if got := from.(*net.UDPAddr).IP.String(); got != tc.wantSrc {
 			t.Errorf("server %s saw source %s, want masqueraded %s", tc.listen, got, tc.wantSrc)
 		}
-	}
-}
-
-// TestEnableForwarding proves forwarding is switched on inside the
-// namespace only, that undo (called from outside the namespace) restores the
-// previous values, and that a value that was already 1 stays 1.
-func TestEnableForwarding(t *testing.T) {
-	hostV4 := readTrim(t, sysctlIPv4Forward)
-	hostV6 := readTrim(t, sysctlIPv6Forward)
-	ns := netns.ForTest(t, nsPrefix)
-	read := func() (v4, v6 string) {
-		must(t, ns.Do(func() error {
-			v4, v6 = readTrim(t, sysctlIPv4Forward), readTrim(t, sysctlIPv6Forward)
-			return nil
-		}))
-		return
-	}
-	if v4, v6 := read(); v4 != "0" || v6 != "0" {
-		t.Fatalf("fresh namespace forwarding = %s/%s, want 0/0", v4, v6)
-	}
-	var undo func() error
-	must(t, ns.Do(func() error {
-		var err error
-		undo, err = EnableForwarding(true, true)
-		return err
-	}))
-	if v4, v6 := read(); v4 != "1" || v6 != "1" {
-		t.Errorf("after EnableForwarding = %s/%s, want 1/1", v4, v6)
-	}
-	if readTrim(t, sysctlIPv4Forward) != hostV4 || readTrim(t, sysctlIPv6Forward) != hostV6 {
-		t.Error("EnableForwarding changed the host namespace")
-	}
-	must(t, undo()) // from the test goroutine, outside the namespace
-	must(t, undo())
-	if v4, v6 := read(); v4 != "0" || v6 != "0" {
-		t.Errorf("after undo = %s/%s, want 0/0", v4, v6)
-	}
-
-	must(t, ns.SetSysctl("net.ipv4.ip_forward", "1"))
-	must(t, ns.Do(func() error {
-		var err error
-		undo, err = EnableForwarding(true, false)
-		return err
-	}))
-	must(t, undo())
-	if v4, _ := read(); v4 != "1" {
-		t.Errorf("pre-set ip_forward after undo = %s, want 1 (left as found)", v4)
 	}
 }
 

@@ -25,7 +25,7 @@ type Link struct {
 // The routes live in their own table. Two rules per address family that has
 // Routes select it:
 //
-//	prio RulePriority:   lookup main suppress_prefixlength L
+//	prio RulePriority:   not fwmark FwMark lookup main suppress_prefixlength L
 //	prio RulePriority+1: not fwmark FwMark lookup Table
 //
 // The first lets main win when it has a route more specific than the pushed
@@ -36,6 +36,13 @@ type Link struct {
 // rule sends everything else to Table unless it carries FwMark: the tunnel's
 // own UDP socket sets SO_MARK=FwMark (see SetMark) so its packets use main and
 // never loop into the tunnel.
+//
+// The "not fwmark FwMark" on the first rule changes nothing for routing:
+// marked packets skip both rules and reach main through the kernel's own
+// "lookup main" rule anyway, unsuppressed, which is what they need. It is
+// there so that every rule names its instance: several clients (each with
+// its own Dev, Table and FwMark) may share RulePriority, and CleanupStale
+// tells their rules apart by FwMark, never by priority.
 type RouteSetup struct {
 	Dev          string // tunnel device, must exist
 	Table        int    // routing table for Routes, e.g. 51820; not 0, 253, 254, 255

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"runtime"
 
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -63,14 +62,6 @@ func (r *nsRef) netlink() (*netlink.Handle, error) {
 		return nil, fmt.Errorf("netcfg: netlink socket in namespace: %w", err)
 	}
 	return h, nil
-}
-
-// nftables opens an nftables connection in the pinned namespace (see inCurrent).
-func (r *nsRef) nftables() (*nftables.Conn, error) {
-	if r.inCurrent() {
-		return nftables.New()
-	}
-	return nftables.New(nftables.WithNetNSFd(int(r.ns)))
 }
 
 // do runs fn on a thread that is in the pinned namespace. Needed for things

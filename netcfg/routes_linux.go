@@ -158,6 +158,8 @@ func salvoRules(rs RouteSetup, fam, suppress int) []*netlink.Rule {
 	main.Priority = rs.RulePriority
 	main.Table = unix.RT_TABLE_MAIN
 	main.SuppressPrefixlen = suppress
+	main.Mark = rs.FwMark // identifies the instance: see RouteSetup
+	main.Invert = true
 	main.Protocol = rtProtoSalvo
 
 	tun := netlink.NewRule()
@@ -171,10 +173,18 @@ func salvoRules(rs RouteSetup, fam, suppress int) []*netlink.Rule {
 }
 
 func describeRule(r *netlink.Rule) string {
+	s := fmt.Sprintf("prio %d: ", r.Priority)
 	if r.Invert {
-		return fmt.Sprintf("prio %d: not fwmark %#x lookup %d", r.Priority, r.Mark, r.Table)
+		s += "not "
 	}
-	return fmt.Sprintf("prio %d: lookup %d suppress_prefixlength %d", r.Priority, r.Table, r.SuppressPrefixlen)
+	if r.Mark != 0 {
+		s += fmt.Sprintf("fwmark %#x ", r.Mark)
+	}
+	s += fmt.Sprintf("lookup %d", r.Table)
+	if r.SuppressPrefixlen >= 0 {
+		s += fmt.Sprintf(" suppress_prefixlength %d", r.SuppressPrefixlen)
+	}
+	return s
 }
 
 func delRoute(h *netlink.Handle, r *netlink.Route, what string) error {
@@ -190,33 +200,35 @@ func gone(err error) bool {
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENODEV)
 }
 
-// CleanupStale removes what a previous, crashed run for the same setup left
-// behind: the nftables table "salvo_<Dev>" (see EnableNAT), Salvo-tagged
-// rules at RulePriority/RulePriority+1 or pointing at Table, and Salvo-tagged
-// routes in Table. Only entries carrying Salvo's protocol tag are touched, so
-// a misconfigured Table or priority cannot delete someone else's routing.
-// Fields left zero are skipped: a gateway that only uses NAT passes just Dev.
-// Call it at startup, before ApplyRoutes and EnableNAT.
+// CleanupStale removes what a previous, crashed run of the same client
+// instance left behind: its policy rules and the routes in its Table. An
+// instance is identified by its FwMark, not by priorities (several clients
+// may share a priority; see RouteSetup), so a rule is removed only if it
+// carries Salvo's protocol tag and "not fwmark FwMark" and is either the
+// suppress rule on main or points at Table; a route only if it carries
+// Salvo's tag and is in Table. The caller must make sure that FwMark and
+// Table are not used by another running instance (see Claim). Fields left
+// zero are skipped: with FwMark 0 no rule is touched, with Table 0 no route.
+//
+// NAT needs no cleanup: EnableNAT's table is owned by the gateway process and
+// disappears with it.
+//
+// Call it at startup, before ApplyRoutes.
 func CleanupStale(rs RouteSetup) error {
+	if rs.Table == 0 && rs.FwMark == 0 {
+		return nil
+	}
 	ref, err := currentNS()
 	if err != nil {
 		return err
 	}
 	defer ref.close()
-	var errs []error
-	if rs.Dev != "" {
-		if err := deleteNATTable(ref, natTableName(rs.Dev)); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if rs.Table == 0 && rs.RulePriority == 0 {
-		return errors.Join(errs...)
-	}
 	h, err := ref.netlink()
 	if err != nil {
-		return errors.Join(append(errs, err)...)
+		return err
 	}
 	defer h.Close()
+	var errs []error
 	for _, f := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rules, err := h.RuleList(f)
 		if err != nil {
@@ -224,17 +236,12 @@ func CleanupStale(rs RouteSetup) error {
 			continue
 		}
 		for _, r := range rules {
-			if r.Protocol != rtProtoSalvo {
-				continue
-			}
-			ours := (rs.Table != 0 && r.Table == rs.Table) ||
-				(rs.RulePriority != 0 && (r.Priority == rs.RulePriority || r.Priority == rs.RulePriority+1))
-			if !ours {
+			if !rs.ownsRule(r) {
 				continue
 			}
 			r.Family = f
 			if err := h.RuleDel(&r); err != nil && !gone(err) {
-				errs = append(errs, fmt.Errorf("netcfg: delete stale %s rule prio %d table %d: %w", famName(f), r.Priority, r.Table, err))
+				errs = append(errs, fmt.Errorf("netcfg: delete stale %s rule %s: %w", famName(f), describeRule(&r), err))
 			}
 		}
 		if rs.Table == 0 {
@@ -253,4 +260,14 @@ func CleanupStale(rs RouteSetup) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ownsRule reports whether r is one of the rules ApplyRoutes installs for
+// rs, by what identifies an instance (see CleanupStale).
+func (rs RouteSetup) ownsRule(r netlink.Rule) bool {
+	if r.Protocol != rtProtoSalvo || rs.FwMark == 0 || !r.Invert || r.Mark != rs.FwMark {
+		return false
+	}
+	suppress := r.Table == unix.RT_TABLE_MAIN && r.SuppressPrefixlen >= 0
+	return suppress || (rs.Table != 0 && r.Table == rs.Table)
 }

@@ -51,7 +51,7 @@ func TestApplyRoutesSplit(t *testing.T) {
 	routeGet(t, c, "via fd50::1 dev eth0", "2001:db8::1")
 	routeGet(t, c, "dev eth0", "fd50::9")
 	rules := run(t, c, "ip", "-4", "rule")
-	for _, want := range []string{"5000:\tfrom all lookup main suppress_prefixlength 16", "5001:\tnot from all fwmark 0x5a17 lookup 51820"} {
+	for _, want := range []string{"5000:\tnot from all fwmark 0x5a17 lookup main suppress_prefixlength 16", "5001:\tnot from all fwmark 0x5a17 lookup 51820"} {
 		if !strings.Contains(rules, want) {
 			t.Errorf("ip rule lacks %q:\n%s", want, rules)
 		}
@@ -144,6 +144,36 @@ func TestApplyRoutesConflictAndCleanupStale(t *testing.T) {
 	run(t, c, "ip", "rule", "del", "prio", "5000", "from", "10.50.0.0/24", "lookup", "main")
 	if after := routingState(t, c); after != before {
 		t.Errorf("CleanupStale left state behind.\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestCleanupStaleTwoInstances proves that two client instances in one
+// namespace (own device, table and fwmark, same rule priority) can both
+// apply their routes, and that CleanupStale for one, after it "crashed"
+// (applied, never undone), removes exactly its own rules and routes: the
+// other's stay as they were, and its undo then restores the original state.
+func TestCleanupStaleTwoInstances(t *testing.T) {
+	c, _ := lan(t)
+	openTun(t, c, "stun1")
+	must(t, c.Do(func() error { return ConfigureLink("stun1", 1400, nil) }))
+	before := routingState(t, c)
+	second := testSetup([]string{"0.0.0.0/0", "::/0"}, []string{"192.0.2.0/24"})
+	second.Dev, second.Table, second.FwMark = "stun1", 51821, 0x5a18
+	undoSecond := applyIn(t, c, second)
+	onlySecond := routingState(t, c)
+
+	crashed := testSetup([]string{"10.9.0.0/16", "fd09::/32"}, []string{"10.9.5.0/24"})
+	_ = applyIn(t, c, crashed) // never undone
+	if routingState(t, c) == onlySecond {
+		t.Fatal("second ApplyRoutes changed nothing")
+	}
+	must(t, c.Do(func() error { return CleanupStale(crashed) }))
+	if got := routingState(t, c); got != onlySecond {
+		t.Errorf("CleanupStale of one instance did not leave exactly the other's state.\nwant:\n%s\ngot:\n%s", onlySecond, got)
+	}
+	must(t, undoSecond())
+	if got := routingState(t, c); got != before {
+		t.Errorf("undo of the remaining instance did not restore routing.\nbefore:\n%s\nafter:\n%s", before, got)
 	}
 }
 
