@@ -6,31 +6,9 @@ import (
 
 	"github.com/flynn/noise"
 	"golang.org/x/crypto/blake2s"
-)
 
-// observerHash recomputes the Noise handshake hash h of a login from public values only: the protocol name,
-// the prologue, the gateway's static public key and the two messages as they crossed the wire. Anyone on
-// the path can do this; it is what version 1 keyed the resume key with.
-func observerHash(pub Key, msg1, msg2 []byte) [32]byte {
-	mix := func(h [32]byte, data []byte) [32]byte {
-		x, _ := blake2s.New256(nil)
-		x.Write(h[:])
-		x.Write(data)
-		var out [32]byte
-		x.Sum(out[:0])
-		return out
-	}
-	// The protocol name is longer than 32 bytes, so h starts as its hash.
-	h := blake2s.Sum256([]byte("Noise_NK_25519_ChaChaPoly_BLAKE2s"))
-	h = mix(h, prologue)
-	h = mix(h, pub[:]) // pre-message: <- s
-	n := len(msg1) - 2*macLen
-	h = mix(h, msg1[headerLen:headerLen+keyLen]) // -> e
-	h = mix(h, msg1[headerLen+keyLen:n])         // encrypted payload after es
-	h = mix(h, msg2[headerLen:headerLen+keyLen]) // <- e
-	h = mix(h, msg2[headerLen+keyLen:])          // encrypted payload after ee
-	return h
-}
+	"github.com/salvovpn/salvo/protocol/handshake/handshaketest"
+)
 
 // TestObserverCannotResume plays a passive observer that holds every byte of a login and of a resume, and
 // the gateway's public key. It recomputes the handshake hash (shown to equal the real one, so the observer
@@ -65,7 +43,7 @@ func TestObserverCannotResume(t *testing.T) {
 	if err != nil || res != ResultOK {
 		t.Fatal(res, err)
 	}
-	obs := observerHash(kp.Public, msg1, msg2)
+	obs := handshaketest.ObserverHash(kp.Public, msg1, msg2)
 	if string(obs[:]) != string(hs.ChannelBinding()) {
 		t.Fatal("the observer's handshake hash differs from the real one: the test does not model the observer")
 	}
