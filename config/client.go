@@ -23,6 +23,7 @@ type Client struct {
 	DNS                 bool     `toml:"dns"`            // apply pushed DNS; default true
 	FwMark              uint32   `toml:"fwmark"`         // default 0x5a17
 	RouteTable          int      `toml:"route_table"`    // default 51820
+	RulePriority        int      `toml:"rule_priority"`  // default 10000: the two policy rules take this and the next
 	ControlSocket       string   `toml:"control_socket"` // default "/run/salvo/client.sock"
 	LogFormat           string   `toml:"log_format"`     // "text" (default) | "json"
 	LogLevel            string   `toml:"log_level"`      // debug | info (default) | warn | error
@@ -36,8 +37,10 @@ type Client struct {
 }
 
 const (
-	DefaultFwMark     = 0x5a17
-	DefaultRouteTable = 51820
+	DefaultFwMark       = 0x5a17
+	DefaultRouteTable   = 51820
+	DefaultRulePriority = 10000
+	mainRulePriority    = 32766 // the kernel's "lookup main" rule, which the client's rules must precede
 )
 
 // passwordKeyProblem is the error for a literal password in a client file.
@@ -97,6 +100,12 @@ func LoadClient(path string) (*Client, error) {
 		c.RouteTable = DefaultRouteTable
 	} else if t := c.RouteTable; t < 1 || int64(t) > 0xFFFFFFFF || t == 253 || t == 254 || t == 255 {
 		l.failf("route_table", "%d is not usable: use 1..4294967295 except 253, 254, 255 (default, main and local tables)", t)
+	}
+
+	if !l.defined("rule_priority") {
+		c.RulePriority = DefaultRulePriority
+	} else if c.RulePriority < 1 || c.RulePriority+1 >= mainRulePriority {
+		l.failf("rule_priority", "%d is outside 1..%d (both rules must come before main's at %d)", c.RulePriority, mainRulePriority-2, mainRulePriority)
 	}
 
 	l.checkSocket("control_socket", &c.ControlSocket, "/run/salvo/client.sock")

@@ -22,7 +22,7 @@ func TestClientDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.TunName != "salvo1" || c.Routes != "pushed" || !c.DNS || c.FwMark != 0x5a17 || c.RouteTable != 51820 ||
+	if c.TunName != "salvo1" || c.Routes != "pushed" || !c.DNS || c.FwMark != 0x5a17 || c.RouteTable != 51820 || c.RulePriority != 10000 ||
 		c.ControlSocket != "/run/salvo/client.sock" || c.LogFormat != "text" || c.LogLevel != "info" ||
 		c.PasswordFile != "" || c.PasswordEnv != "" || len(c.ExtraExcludedPrefixes) != 0 {
 		t.Fatalf("defaults wrong: %+v", c)
@@ -77,6 +77,8 @@ func TestClientErrors(t *testing.T) {
 		{`route_table = 254`, 4, "route_table", "254 is not usable"},
 		{`route_table = 0`, 4, "route_table", "not usable"},
 		{`route_table = 4294967296`, 4, "route_table", "not usable"},
+		{`rule_priority = 32765`, 4, "rule_priority", "outside 1..32764"},
+		{`rule_priority = 0`, 4, "rule_priority", "outside"},
 		{`control_socket = "c.sock"`, 4, "control_socket", "absolute"},
 		{`log_level = "loud"`, 4, "log_level", "not one of"},
 		{`usr = "x"`, 4, "usr", "unknown key"},
@@ -179,9 +181,22 @@ func TestResolvePassword(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 
+	// A password file that others can read is refused, naming the file and its mode.
+	p := file("s3cret")
+	if err := os.Chmod(p, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ResolvePassword(&Client{PasswordFile: p}, noPrompt); err == nil || !strings.Contains(err.Error(), p+" is mode 0640") {
+		t.Errorf("group-readable password file: %v", err)
+	}
+
 	t.Setenv("SALVO_TEST_PW", "from-env")
 	if pw, err := ResolvePassword(&Client{PasswordEnv: "SALVO_TEST_PW"}, noPrompt); err != nil || string(pw) != "from-env" {
 		t.Errorf("env: %q, %v", pw, err)
+	}
+	// Read once, then gone from the environment (child processes and /proc/self/environ do not see it).
+	if v, ok := os.LookupEnv("SALVO_TEST_PW"); ok {
+		t.Errorf("password_env still in the environment: %q", v)
 	}
 	if _, err := ResolvePassword(&Client{PasswordEnv: "SALVO_TEST_UNSET_XYZ"}, noPrompt); err == nil ||
 		!strings.Contains(err.Error(), "SALVO_TEST_UNSET_XYZ is not set") {

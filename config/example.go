@@ -13,8 +13,9 @@ const exampleServer = `# Salvo gateway configuration (TOML). Unknown keys are er
 # UDP addresses to listen on (IP:port; IPv6 in brackets).
 listen = ["0.0.0.0:51820", "[::]:51820"]
 
-# Required: the gateway's static private key (created by "salvo genkey")
-# and the users file (managed by "salvo user add|del|passwd|list").
+# Required: the gateway's static private key (created by "salvo keygen")
+# and the users file (managed by "salvo user add|del|passwd|list"). Both
+# must be mode 0600 (or stricter) and owned by root or the gateway's user.
 private_key_file = "server.key"
 users_file = "users"
 
@@ -37,7 +38,13 @@ search_domains = ["corp.example"]
 nat = false                  # masquerade pool traffic leaving other interfaces
 # nat_interface = "eth0"     # optional: only masquerade out of this interface
 client_to_client = false     # let clients reach each other
-max_sessions_per_user = 4
+max_sessions_per_user = 4    # a login beyond it replaces the user's oldest session,
+                             # which is told so and does not reconnect
+max_session_age = "0s"       # "0s": no limit; else a session older than this must log
+                             # in with its password again at its next rekey (at least "10m")
+hash_budget = 1280           # password hashing allowed per second, in argon2id MiB x passes
+                             # (1280: ten logins/s at the default 64 MiB, t=2)
+state_dir = "/var/lib/salvo" # leases kept across restarts (the same client gets the same address)
 
 control_socket = "/run/salvo/server.sock"
 log_format = "text"          # "text" or "json"
@@ -71,6 +78,7 @@ extra_excluded_routes = []         # more prefixes to keep off the tunnel
 dns = true                         # apply the resolvers the gateway pushes
 fwmark = 0x5a17                    # marks tunnel packets for full-tunnel policy routing
 route_table = 51820                # routing table for full-tunnel routes
+rule_priority = 10000              # the two policy rules take this priority and the next
 
 control_socket = "/run/salvo/client.sock"
 log_format = "text"

@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"golang.org/x/term"
+
+	"github.com/salvovpn/salvo/internal/secretfile"
 )
 
 // MaxPasswordLen is the longest password the login message can carry
@@ -19,8 +21,9 @@ const MaxPasswordLen = 128
 // named by password_env, or prompt (if neither is set). The caller should
 // zero the returned slice when done with it.
 //
-// The password file's permissions are not checked; keep it mode 0600, owned
-// by the user running the client. Errors never contain the password.
+// A password file that group or others can read, or that another user owns,
+// is refused (secretfile). The variable named by password_env is removed from
+// the environment once read. Errors never contain the password.
 func ResolvePassword(c *Client, prompt func() ([]byte, error)) ([]byte, error) {
 	var (
 		pw     []byte
@@ -29,15 +32,10 @@ func ResolvePassword(c *Client, prompt func() ([]byte, error)) ([]byte, error) {
 	switch {
 	case c.PasswordFile != "":
 		source = "password_file " + c.PasswordFile
-		f, err := os.Open(c.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", source, err)
-		}
-		// Read at most one byte more than a password with CRLF can need.
-		pw, err = io.ReadAll(io.LimitReader(f, MaxPasswordLen+3))
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", source, err)
+		// At most one byte more than a password with CRLF can need; refused if others can read it.
+		var err error
+		if pw, err = secretfile.Read(c.PasswordFile, "password_file", MaxPasswordLen+2); err != nil {
+			return nil, err
 		}
 		if n := len(pw); n > 0 && pw[n-1] == '\n' {
 			pw = pw[:n-1]
@@ -52,6 +50,12 @@ func ResolvePassword(c *Client, prompt func() ([]byte, error)) ([]byte, error) {
 			return nil, fmt.Errorf("%s: environment variable %s is not set", source, c.PasswordEnv)
 		}
 		pw = []byte(v)
+		// Out of the environment at once: child processes (resolvectl, resolvconf) and /proc/PID/environ
+		// readers must not see it. (Go cannot wipe the string it copied; the process's own environ block
+		// is rewritten by Unsetenv.)
+		if err := os.Unsetenv(c.PasswordEnv); err != nil {
+			return nil, fmt.Errorf("%s: %w", source, err)
+		}
 	default:
 		source = "password prompt"
 		if prompt == nil {

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -24,14 +25,17 @@ type Server struct {
 	NAT                bool     `toml:"nat"`           // masquerade pool traffic leaving other interfaces
 	NATInterface       string   `toml:"nat_interface"` // optional; only used when nat = true
 	ClientToClient     bool     `toml:"client_to_client"`
-	MaxSessionsPerUser int      `toml:"max_sessions_per_user"` // default 4
+	MaxSessionsPerUser int      `toml:"max_sessions_per_user"` // default 4; a login beyond it replaces the user's oldest session
+	MaxSessionAge      Duration `toml:"max_session_age"`       // default 0 (no limit): after it, a rekey needs the password again
+	HashBudget         uint64   `toml:"hash_budget"`           // argon2 MiB x passes per second for all logins; default 1280
+	StateDir           string   `toml:"state_dir"`             // default "/var/lib/salvo": leases kept across restarts
 	ControlSocket      string   `toml:"control_socket"`        // default "/run/salvo/server.sock"
 	LogFormat          string   `toml:"log_format"`            // "text" (default) | "json"
 	LogLevel           string   `toml:"log_level"`             // debug | info (default) | warn | error
-	EBPF               string   `toml:"ebpf"`
-	EBPFTunSteering    bool     `toml:"ebpf_tun_steering"` // steer TUN packets to the owner's queue                  // "auto" | "on" | "off" (default)
-	Workers            int      `toml:"workers"`           // default 1; 0 = one per CPU (GOMAXPROCS)
-	BatchSize          int      `toml:"batch_size"`        // packets per vector; default 128
+	EBPF               string   `toml:"ebpf"`                  // "auto" | "on" | "off" (default)
+	EBPFTunSteering    bool     `toml:"ebpf_tun_steering"`     // steer TUN packets to the owner's queue
+	Workers            int      `toml:"workers"`               // default 1; 0 = one per CPU (GOMAXPROCS)
+	BatchSize          int      `toml:"batch_size"`            // packets per vector; default 128
 
 	Path                  string           `toml:"-"` // absolute path of the file loaded
 	ListenAddrs           []netip.AddrPort `toml:"-"`
@@ -50,6 +54,10 @@ const (
 	MaxKeepalive = time.Hour
 	MaxSessions  = 1024
 	MaxWorkers   = 1024
+	// DefaultHashBudget is ten logins a second at the default argon2id cost (64 MiB, 2 passes), in MiB x
+	// passes per second; users with cheaper parameters get proportionally more.
+	DefaultHashBudget = 10 * 64 * 2
+	MaxHashBudget     = 1 << 30
 	// DefaultBatchSize packets move per read/write call. Each packet buffer is 72 KiB (room for a 64 KiB
 	// offload super-packet), so one vector is batch_size x 72 KiB: 9 MiB at 128. The gateway holds one per
 	// socket plus one for the TUN device; a small router lowers it (below 64, UDP GRO is not used).
@@ -142,6 +150,22 @@ func LoadServer(path string) (*Server, error) {
 	}
 	if s.MaxSessionsPerUser < 1 || s.MaxSessionsPerUser > MaxSessions {
 		l.failf("max_sessions_per_user", "%d is outside 1..%d", s.MaxSessionsPerUser, MaxSessions)
+	}
+
+	if s.MaxSessionAge.Duration < 0 || (s.MaxSessionAge.Duration > 0 && s.MaxSessionAge.Duration < 10*time.Minute) {
+		l.failf("max_session_age", "%v must be 0 (no limit) or at least 10m (a rekey happens every 2 minutes)", s.MaxSessionAge.Duration)
+	}
+	if !l.defined("hash_budget") {
+		s.HashBudget = DefaultHashBudget
+	} else if s.HashBudget < 1 || s.HashBudget > MaxHashBudget {
+		l.failf("hash_budget", "%d is outside 1..%d (MiB x passes per second)", s.HashBudget, MaxHashBudget)
+	}
+	if !l.defined("state_dir") {
+		s.StateDir = "/var/lib/salvo"
+	} else if strings.TrimSpace(s.StateDir) == "" {
+		l.fail("state_dir", "must not be empty")
+	} else {
+		s.StateDir = l.resolvePath(s.StateDir)
 	}
 
 	l.checkSocket("control_socket", &s.ControlSocket, "/run/salvo/server.sock")
