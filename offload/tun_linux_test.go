@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -410,7 +409,7 @@ func (p *fakePeer) waitAck(t testing.TB, dev tun.Device) {
 			}
 		}
 	}
-	t.Fatal(fmt.Sprintf("no ACK for %d", p.seq))
+	t.Fatalf("no ACK for %d", p.seq)
 }
 
 // TestDeviceReadDrains: small packets queued in the TUN come back from one Read (the drain), with and
