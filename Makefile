@@ -4,17 +4,21 @@ PKGS    := ./...
 BIN     := bin/salvo
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-short demo bench bench-short bench-sessions bench-micro fuzz lint clean
+.PHONY: all build deps test test-short demo bench bench-short bench-sessions bench-micro fuzz lint clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/salvo
 
-# The whole suite: vet, unit and end-to-end tests (network namespaces, needs root) with the race detector,
-# the seed corpora of every fuzz target (go test runs them as ordinary tests), and the end-to-end suite a
-# second time with ebpf = on.
-test:
+# What the tests, the demo and the benchmarks run (nft, ping, iperf3, wg...): installed if missing.
+deps:
+	./scripts/deps.sh
+
+# The whole suite: vet, unit and end-to-end tests (network namespaces, needs root) with the race detector
+# (the end-to-end tests run daemons built with -race too), the seed corpora of every fuzz target (go test
+# runs them as ordinary tests), and the end-to-end suite a second time with ebpf = on.
+test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	# The end-to-end suite again with the eBPF classifier attached to every gateway.
@@ -24,14 +28,14 @@ test:
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
 
-demo: build
+demo: deps build
 	./scripts/demo.sh
 
 # System benchmark: bare veth, Salvo and wireguard-go (pinned, built from the module proxy) side by side in
 # one run; raw results in bench-results.json, the table in bench-results.md (paste into BENCHMARKS.md).
 # BENCHFLAGS selects systems, duration, runs..., e.g. BENCHFLAGS="--systems salvo,wireguard-go --runs 1".
 BENCHFLAGS ?=
-bench:
+bench: deps
 	$(GO) run ./bench/cmd/salvobench --json bench-results.json --markdown bench-results.md $(BENCHFLAGS)
 
 bench-short:

@@ -5,14 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "make demo needs root (network namespaces, TUN)"; exit 1; }
-need=()
-command -v iperf3 >/dev/null || need+=(iperf3)
-command -v ping >/dev/null || need+=(iputils-ping)
-command -v ip >/dev/null || need+=(iproute2)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "== installing ${need[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+./scripts/deps.sh # also run by `make demo`; here too so the script works on its own
 BIN=$PWD/bin/salvo
 id=$$
 C=salvo-demo-c-$id G=salvo-demo-g-$id H=salvo-demo-h-$id
@@ -53,6 +46,7 @@ ipv4_pool = "10.77.0.0/24"
 routes = ["10.201.0.0/24"]
 nat = true
 control_socket = "$work/server.sock"
+state_dir = "$work/state"
 EOT
 cat > $work/client.toml <<EOT
 server = "10.200.0.2:51820"
