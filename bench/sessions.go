@@ -114,8 +114,8 @@ func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir, ebpf, mo
 	}
 	sock := filepath.Join(dir, "server.sock")
 	conf := fmt.Sprintf("listen = [\"%s:51820\"]\nprivate_key_file = %q\nusers_file = %q\ntun_name = \"salvo0\"\n"+
-		"ipv4_pool = \"10.77.0.0/16\"\nmax_sessions_per_user = 1024\nworkers = %d\nebpf = %q\ncontrol_socket = %q\n",
-		addrB4, keyFile, users, cfg.Workers, ebpf, sock)
+		"ipv4_pool = \"10.77.0.0/16\"\nmax_sessions_per_user = 1024\nworkers = %d\nebpf = %q\ncontrol_socket = %q\nstate_dir = %q\n",
+		addrB4, keyFile, users, cfg.Workers, ebpf, sock, filepath.Join(dir, "state"))
 	confPath := filepath.Join(dir, "server.toml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return res, err

@@ -395,8 +395,9 @@ ipv4_pool = "10.77.0.0/24"
 ipv6_pool = "fd77::/64"
 nat = false
 control_socket = %q
+state_dir = %q
 %s
-`, addrB4, keyFile, usersFile, serverSock, s.serverExtra)), 0o600); err != nil {
+`, addrB4, keyFile, usersFile, serverSock, filepath.Join(dir, "state"), s.serverExtra)), 0o600); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(clientConf, []byte(fmt.Sprintf(`server = "%s:51820"

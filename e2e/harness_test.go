@@ -149,6 +149,7 @@ func (w *world) serverConfig(extra string) string {
 		"routes":           `["10.201.0.0/24", "fd00:201::/64"]`,
 		"nat":              `true`,
 		"control_socket":   `"` + filepath.Join(w.dir, "server.sock") + `"`,
+		"state_dir":        `"` + filepath.Join(w.dir, "state") + `"`,
 		"log_level":        `"debug"`,
 	}
 	// SALVO_E2E_EBPF=on|auto runs the whole suite with the eBPF classifier attached (make test does both).
@@ -194,8 +195,11 @@ func (w *world) serverStatus() engine.Status {
 func (w *world) clientConfig(c *client, user, pw, server, extra string) string {
 	pwFile := filepath.Join(c.dir, "password")
 	must(w.t, os.WriteFile(pwFile, []byte(pw+"\n"), 0o600))
-	cfg := fmt.Sprintf("server = %q\nserver_public_key = %q\nusername = %q\npassword_file = %q\ntun_name = %q\ncontrol_socket = %q\nlog_level = \"debug\"\n%s\n",
-		server, w.pubKey, user, pwFile, clientTun, c.ctlSock, extra)
+	cfg := fmt.Sprintf("server = %q\nserver_public_key = %q\nusername = %q\npassword_file = %q\ncontrol_socket = %q\nlog_level = \"debug\"\n%s\n",
+		server, w.pubKey, user, pwFile, c.ctlSock, extra)
+	if !strings.Contains(extra, "tun_name") {
+		cfg += fmt.Sprintf("tun_name = %q\n", clientTun)
+	}
 	path := filepath.Join(c.dir, "client.toml")
 	must(w.t, os.WriteFile(path, []byte(cfg), 0o600))
 	return path
@@ -222,7 +226,13 @@ func (w *world) waitConnected(c *client, d time.Duration) {
 		if st.State != "connected" {
 			return fmt.Errorf("state %q", st.State)
 		}
-		return nil
+		// The gateway makes the session live when the client's first packet under the new keys arrives.
+		for _, s := range w.serverStatus().Sessions {
+			if s.SessionIndex == st.Sessions[0].SessionIndex {
+				return nil
+			}
+		}
+		return fmt.Errorf("session %d not live at the gateway yet", st.Sessions[0].SessionIndex)
 	})
 }
 

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -71,6 +73,14 @@ func TestGatewayRestart(t *testing.T) {
 	w.connect(c, "alice", c.gwV4+":51820", "")
 	host := netip.MustParseAddr(hostV4)
 	must(t, c.ns.Ping(host, 5*time.Second))
+	addr := c.tunnelAddr4(t)
+	waitFor(t, 5*time.Second, "the lease saved", func() error {
+		b, err := os.ReadFile(filepath.Join(w.dir, "state", "leases.json"))
+		if err != nil || !strings.Contains(string(b), addr.String()) {
+			return errorf("not yet: %v", err)
+		}
+		return nil
+	})
 
 	srv.kill() // SIGKILL: no cleanup, no goodbye, all sessions lost
 	// The killed gateway's TUN device disappears with the process; start the new one at once.
@@ -82,6 +92,19 @@ func TestGatewayRestart(t *testing.T) {
 	t.Logf("traffic resumed %s after the gateway restarted", time.Since(restarted).Round(time.Millisecond))
 	if st := w.serverStatus(); len(st.Sessions) != 1 {
 		t.Fatalf("restarted gateway has %d sessions", len(st.Sessions))
+	}
+	// The lease came back from the state directory: same address, so the client's routes still match.
+	waitFor(t, 5*time.Second, "the client back on its address", func() error {
+		if st, err := c.status(); err != nil || st.State != "connected" {
+			return errorf("client state: %v", err)
+		}
+		if got := c.tunnelAddr4(t); got != addr {
+			return errStop(errorf("address %v after the restart, was %v", got, addr))
+		}
+		return nil
+	})
+	if st := w.serverStatus(); st.Sessions[0].Addresses[0] != addr.String() {
+		t.Fatalf("gateway gave %v, was %v", st.Sessions[0].Addresses, addr)
 	}
 	if !strings.Contains(c.proc.output(), "logging in again") && !strings.Contains(c.proc.output(), "reconnecting") {
 		t.Fatalf("client log does not show the reconnect:\n%s", c.proc.output())

@@ -18,6 +18,24 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 )
 
+// SessionEndedError is returned when the gateway ended the session for a reason that forbids reconnecting
+// (revoked, replaced, kicked). The CLI prints it and exits non-zero.
+type SessionEndedError struct {
+	Reason protocol.DisconnectReason
+}
+
+func (e *SessionEndedError) Error() string {
+	why := map[protocol.DisconnectReason]string{
+		protocol.DisconnectRevoked:  "access revoked (the user was removed or disabled, or the password changed)",
+		protocol.DisconnectReplaced: "replaced by a newer login of the same user (max_sessions_per_user on the gateway)",
+		protocol.DisconnectKicked:   "ended by an administrator (salvo kick)",
+	}[e.Reason]
+	if why == "" {
+		why = e.Reason.String()
+	}
+	return "the gateway ended the session: " + why + "; not reconnecting"
+}
+
 // LoginError is why the client could not log in; the CLI prints it and exits non-zero.
 type LoginError struct {
 	Reason string // machine-readable: unreachable, bad_credentials, wrong_server_key, rate_limited, no_address, version_mismatch, server_error
@@ -57,6 +75,8 @@ type Client struct {
 	conn *sender
 	log  *slog.Logger
 
+	// dev is written once, by Run, before devReady is closed; other goroutines read it only after devReady
+	// (see device).
 	dev      tun.Device
 	devReady chan struct{}
 	undo     func()
@@ -71,7 +91,8 @@ type Client struct {
 	state             atomic.Value // string
 	drops             dropLogger
 
-	hsIn chan []byte // handshake-phase datagrams from the receive loop
+	hsIn  chan []byte                    // handshake-phase datagrams from the receive loop
+	ended chan protocol.DisconnectReason // authenticated disconnects from the gateway, from the receive loop
 
 	mu        sync.Mutex
 	resumeKey [32]byte
@@ -97,7 +118,8 @@ func NewClient(cfg ClientConfig, conn PacketConn) *Client {
 		_, _ = rand.Read(b[:])
 		cfg.Handshake.InstanceID = binary.LittleEndian.Uint64(b[:]) | 1
 	}
-	c := &Client{cfg: cfg, conn: &sender{conn: conn}, log: cfg.Log, devReady: make(chan struct{}), hsIn: make(chan []byte, 16)}
+	c := &Client{cfg: cfg, conn: &sender{conn: conn}, log: cfg.Log, devReady: make(chan struct{}), hsIn: make(chan []byte, 16),
+		ended: make(chan protocol.DisconnectReason, 1)}
 	c.drops.log = cfg.Log
 	c.state.Store("connecting")
 	return c
@@ -167,6 +189,17 @@ func (c *Client) Run(ctx context.Context) error {
 	return err
 }
 
+// device returns the TUN device once Run has opened it, else nil. Safe from any goroutine: the close of
+// devReady orders Run's write of dev before every read that follows it.
+func (c *Client) device() tun.Device {
+	select {
+	case <-c.devReady:
+		return c.dev
+	default:
+		return nil
+	}
+}
+
 func (c *Client) applySettings() error {
 	c.mu.Lock()
 	st := c.settings
@@ -225,8 +258,9 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 		if err := c.conn.writeOne(msg, c.cfg.ServerAddr); err != nil {
 			c.log.Debug("sending handshake", "err", err)
 		}
-		// Back off 1, 2, 4 s, at most 4 s, so a slow gateway can answer and a dead one is not flooded.
-		wait := time.Second << min(attempt, 2)
+		// Back off 1, 2, 4 s, at most 4 s, so a slow gateway can answer and a dead one is not flooded, with
+		// ±25% jitter so clients that lost their gateway together do not come back in lockstep.
+		wait := jitter(time.Second << min(attempt, 2))
 		attempt++
 		timer := time.NewTimer(wait)
 	waitLoop:
@@ -243,6 +277,13 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 				return &LoginError{"unreachable", fmt.Sprintf("login to %s failed: server unreachable (no answer within %s)", c.cfg.Server, c.cfg.LoginTimeout)}
 			case <-timer.C:
 				break waitLoop
+			case reason := <-c.ended:
+				// The gateway ended the session while we rekey (it revoked the user, say): say that rather
+				// than whatever the handshake would have ended with.
+				if reason.Final() {
+					timer.Stop()
+					return &SessionEndedError{Reason: reason}
+				}
 			case b := <-c.hsIn:
 				code, _ := protocol.ParseCode(b)
 				switch code {
@@ -272,6 +313,10 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 					case handshake.ResultRateLimited:
 						rateLimited = true
 						continue
+					case handshake.ResultBusy:
+						// The gateway's hashing budget is spent for now: retry after the backoff.
+						c.log.Debug("gateway busy; retrying", "server", c.cfg.Server)
+						continue
 					case handshake.ResultBadCredentials:
 						return &LoginError{"bad_credentials", fmt.Sprintf("login to %s failed: wrong username or password", c.cfg.Server)}
 					case handshake.ResultNoAddress:
@@ -285,6 +330,14 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 			}
 		}
 	}
+}
+
+// jitter returns d scaled by a random factor in [0.75, 1.25).
+func jitter(d time.Duration) time.Duration {
+	var b [2]byte
+	_, _ = rand.Read(b[:])
+	f := 0.75 + float64(binary.LittleEndian.Uint16(b[:]))/65536/2
+	return time.Duration(float64(d) * f)
 }
 
 func (c *Client) newIndex() uint32 {
@@ -316,6 +369,9 @@ func (c *Client) install(keys handshake.SessionKeys, st handshake.Settings, reke
 	c.mu.Unlock()
 	c.lastHandshake.Store(now.UnixNano())
 	c.lastRecv.Store(now.UnixNano())
+	// The gateway switches to the new keys (and a login goes live) when it receives a packet under them:
+	// send one now rather than wait for traffic.
+	c.sendKeepalive(kp, now)
 	if !rekey {
 		c.log.Info("logged in", "server", c.cfg.Server, "ipv4", st.IPv4, "ipv6", st.IPv6, "suite", keys.Suite.String(),
 			"mtu", st.MTU, "routes", fmt.Sprint(st.Routes))
@@ -325,7 +381,15 @@ func (c *Client) install(keys handshake.SessionKeys, st handshake.Settings, reke
 	return nil
 }
 
-// maintain is the client's control loop: keepalives, rekeys, and reconnects when the gateway went away.
+// unknownSessionGrace is how long the gateway must have been silent before the client believes an
+// unknownSession notice. Notices are unauthenticated, so anyone who can send UDP from the gateway's address
+// can forge one; a gateway that still knows the session answers data or sends keepalives, so a notice
+// received while it talks is a lie. A gateway that restarted has been silent since, and a client that is
+// sending gets a notice for every burst, so it is back within this grace plus one login.
+const unknownSessionGrace = 5 * time.Second
+
+// maintain is the client's control loop: keepalives, rekeys, reconnects when the gateway went away, and the
+// gateway's disconnects.
 func (c *Client) maintain(ctx context.Context) error {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
@@ -333,24 +397,41 @@ func (c *Client) maintain(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case reason := <-c.ended:
+			if reason.Final() {
+				c.log.Error("the gateway ended the session", "reason", reason.String())
+				c.current.Store(nil) // nothing more to say to the gateway: no disconnect on the way out
+				return &SessionEndedError{Reason: reason}
+			}
+			c.log.Info("the gateway is shutting down; reconnecting", "reason", reason.String())
+			if err := c.sleep(ctx, jitter(time.Second)); err != nil {
+				return nil
+			}
+			if err := c.reconnect(ctx, false); err != nil {
+				return err
+			}
 		case b := <-c.hsIn:
-			// Outside a handshake only an unknownSession notice for our current key matters: the gateway
-			// restarted, so log in again now rather than after the dead-peer timeout.
-			if reason, index, err := handshake.ParseNotice(b); err == nil && reason == handshake.NoticeUnknownSession {
-				if kp := c.current.Load(); kp != nil && kp.RemoteIndex() == index {
-					c.log.Info("gateway does not know our session any more; logging in again")
-					if err := c.reconnect(ctx, false); err != nil {
-						return err
-					}
-				}
+			// Outside a handshake only an unknownSession notice for our current key matters: the gateway may
+			// have restarted. Believe it only after the gateway has been silent for a while, and try a
+			// resume first, so a forged notice costs at most a rekey.
+			reason, index, err := handshake.ParseNotice(b)
+			kp := c.current.Load()
+			if err != nil || reason != handshake.NoticeUnknownSession || kp == nil || kp.RemoteIndex() != index {
+				continue
+			}
+			silent := time.Since(time.Unix(0, c.lastRecv.Load()))
+			if silent < unknownSessionGrace {
+				c.log.Debug("ignoring an unknown-session notice while the gateway talks", "silent_for", silent.Round(time.Millisecond))
+				continue
+			}
+			c.log.Info("gateway does not know our session; resuming, else logging in again", "silent_for", silent.Round(time.Second))
+			if err := c.reconnect(ctx, true); err != nil {
+				return err
 			}
 		case now := <-tick.C:
 			kp := c.current.Load()
 			lastRecv := time.Unix(0, c.lastRecv.Load())
-			keepalive := c.settings.Keepalive
-			if keepalive <= 0 {
-				keepalive = protocol.KeepaliveDefault
-			}
+			keepalive := c.keepalive()
 			switch {
 			case kp == nil || kp.Expired(now) || now.Sub(lastRecv) > keepalive*2+protocol.RekeyTimeout:
 				c.log.Info("no answer from the gateway; reconnecting", "silent_for", now.Sub(lastRecv).Round(time.Second))
@@ -361,6 +442,12 @@ func (c *Client) maintain(ctx context.Context) error {
 				rctx, cancel := context.WithTimeout(ctx, 3*protocol.RekeyTimeout)
 				err := c.login(rctx, true)
 				cancel()
+				if err == nil {
+					err = c.applySettings()
+				}
+				if stopsClient(err) {
+					return err
+				}
 				if err != nil && ctx.Err() == nil {
 					c.log.Debug("rekey failed; will retry", "err", err)
 				}
@@ -371,8 +458,32 @@ func (c *Client) maintain(ctx context.Context) error {
 	}
 }
 
+// keepalive is the interval pushed by the gateway, or the default when it pushed 0 (the gateway uses the
+// same rule for its own keepalives).
+func (c *Client) keepalive() time.Duration {
+	c.mu.Lock()
+	k := c.settings.Keepalive
+	c.mu.Unlock()
+	if k <= 0 {
+		return protocol.KeepaliveDefault
+	}
+	return k
+}
+
+func (c *Client) sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // reconnect logs in again until it works or ctx ends; the TUN device and routes stay, so traffic resumes
-// as soon as the new session is up. Bad credentials end the client.
+// as soon as the new session is up, and pushed settings that changed replace the applied ones. Bad
+// credentials end the client.
 func (c *Client) reconnect(ctx context.Context, tryResume bool) error {
 	c.state.Store("reconnecting")
 	for ctx.Err() == nil {
@@ -387,8 +498,7 @@ func (c *Client) reconnect(ctx context.Context, tryResume bool) error {
 			c.state.Store("connected")
 			return nil
 		}
-		var le *LoginError
-		if errors.As(err, &le) && le.Reason == "bad_credentials" {
+		if stopsClient(err) {
 			return err
 		}
 		if ctx.Err() == nil {
@@ -396,6 +506,14 @@ func (c *Client) reconnect(ctx context.Context, tryResume bool) error {
 		}
 	}
 	return nil
+}
+
+// stopsClient reports whether err ends the client instead of another attempt: the gateway refused our
+// credentials, or ended the session for good.
+func stopsClient(err error) bool {
+	var le *LoginError
+	var se *SessionEndedError
+	return errors.As(err, &le) && le.Reason == "bad_credentials" || errors.As(err, &se)
 }
 
 func (c *Client) sendKeepalive(kp *transport.Keypair, now time.Time) {
@@ -416,7 +534,7 @@ func (c *Client) sendDisconnect() {
 		return
 	}
 	var b [protocol.DataOverhead + 1]byte
-	b[protocol.Headroom] = 0 // reason: shutting down
+	b[protocol.Headroom] = byte(protocol.DisconnectShutdown)
 	m, err := kp.Seal(protocol.CodeDisconnect, b[:], 1, time.Now())
 	if err == nil {
 		_ = c.conn.writeOne(b[:m], c.cfg.ServerAddr)
@@ -426,8 +544,8 @@ func (c *Client) sendDisconnect() {
 // Status reports the tunnel for the control socket.
 func (c *Client) Status() Status {
 	st := Status{Role: "client", State: c.state.Load().(string), Global: c.global.Snapshot(), Runtime: readRuntimeStats()}
-	if c.dev != nil {
-		if name, err := c.dev.Name(); err == nil {
+	if dev := c.device(); dev != nil {
+		if name, err := dev.Name(); err == nil {
 			st.Device = name
 		}
 	}

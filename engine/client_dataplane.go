@@ -66,8 +66,19 @@ func (c *Client) receiveLoop(ctx context.Context) error {
 				continue
 			}
 			c.lastRecv.Store(now.UnixNano())
-			if gotCode == protocol.CodeDisconnect || plen == 0 {
-				continue // the gateway saying goodbye is handled by the dead-peer timer; keepalive
+			if gotCode == protocol.CodeDisconnect {
+				reason := protocol.DisconnectShutdown
+				if plen > 0 {
+					reason = protocol.DisconnectReason(v.bufs[i][protocol.Headroom])
+				}
+				select {
+				case c.ended <- reason:
+				default: // one is already waiting for the control loop
+				}
+				continue
+			}
+			if plen == 0 {
+				continue // keepalive
 			}
 			pkt := v.bufs[i][protocol.Headroom : protocol.Headroom+plen]
 			if _, _, ok := ipAddrs(pkt); !ok {
@@ -79,8 +90,8 @@ func (c *Client) receiveLoop(ctx context.Context) error {
 			c.counters.RxBytes.Add(uint64(plen))
 			out = append(out, v.bufs[i][:protocol.Headroom+plen])
 		}
-		if len(out) > 0 && c.dev != nil {
-			if _, err := c.dev.Write(out, protocol.Headroom); err != nil {
+		if dev := c.device(); len(out) > 0 && dev != nil {
+			if _, err := dev.Write(out, protocol.Headroom); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}

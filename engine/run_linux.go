@@ -19,6 +19,7 @@ import (
 	"github.com/salvovpn/salvo/engine/control"
 	"github.com/salvovpn/salvo/engine/ippool"
 	"github.com/salvovpn/salvo/engine/users"
+	"github.com/salvovpn/salvo/internal/secretfile"
 	"github.com/salvovpn/salvo/netcfg"
 	"github.com/salvovpn/salvo/offload"
 	"github.com/salvovpn/salvo/protocol/handshake"
@@ -42,17 +43,20 @@ func tunOptions() offload.Options {
 	return offload.Options{VNetHdr: os.Getenv(EnvNoTunOffload) == "", Impl: os.Getenv(EnvTunImpl)}
 }
 
-// ClaimsDir holds the lock files by which Salvo processes share per-namespace state such as IP forwarding
-// (netcfg.EnableForwarding). It is one fixed place for every instance, whatever their configs, so that they
-// see each other; /run is cleared at boot, as the locks should be.
+// ClaimsDir holds the lock files by which Salvo processes claim per-namespace resources (TUN names, routing
+// tables, fwmarks) and share IP forwarding (netcfg.Claim, netcfg.EnableForwarding). It is one fixed place
+// for every instance, whatever their configs, so that they see each other; /run is cleared at boot, as the
+// claims should be.
 const ClaimsDir = "/run/salvo/claims"
 
-// LoadStaticKey reads a base64 private key file written by `salvo keygen`.
+// LoadStaticKey reads a base64 private key file written by `salvo keygen`, refusing one that others can
+// read (secretfile).
 func LoadStaticKey(path string) (handshake.StaticKeypair, error) {
-	b, err := os.ReadFile(path)
+	b, err := secretfile.Read(path, "private key file", 1024)
 	if err != nil {
-		return handshake.StaticKeypair{}, fmt.Errorf("private key: %w", err)
+		return handshake.StaticKeypair{}, err
 	}
+	defer clear(b)
 	priv, err := handshake.ParseKey(strings.TrimSpace(string(b)))
 	if err != nil {
 		return handshake.StaticKeypair{}, fmt.Errorf("private key %s: %w", path, err)
@@ -70,7 +74,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	if err != nil {
 		return err
 	}
-	store, err := users.Load(cfg.UsersFile)
+	store, err := loadUsers(cfg.UsersFile)
 	if err != nil {
 		return err
 	}
@@ -83,8 +87,18 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 		}
 	}()
 
+	// One gateway per TUN name and namespace: a second one fails here, before it touches anything.
+	release, err := netcfg.Claim(ClaimsDir, "tun-"+cfg.TunName)
+	if err != nil {
+		return err
+	}
+	undos = append(undos, release)
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state_dir: %w", err)
+	}
 	sc := ServerConfig{Static: static, Users: store, ClientToClient: cfg.ClientToClient,
-		MaxSessionsPerUser: cfg.MaxSessionsPerUser, BatchSize: cfg.BatchSize, Log: log}
+		MaxSessionsPerUser: cfg.MaxSessionsPerUser, MaxSessionAge: cfg.MaxSessionAge.Duration,
+		HashBudget: cfg.HashBudget * 1024, StateDir: cfg.StateDir, BatchSize: cfg.BatchSize, Log: log}
 	var tunAddrs []netip.Prefix
 	// Users' fixed addresses are never handed out to anybody else.
 	fixed4, fixed6 := fixedAddrs(store)
@@ -103,10 +117,6 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	sc.Settings = handshake.Settings{Routes: cfg.RoutePrefixes, ExcludedRoutes: cfg.ExcludedRoutePrefixes,
 		DNS: cfg.DNSAddrs, SearchDomains: cfg.SearchDomains, MTU: uint16(cfg.MTU), Keepalive: cfg.Keepalive.Duration}
 
-	// A gateway killed without cleanup leaves its nftables table and rules; remove them first.
-	if err := netcfg.CleanupStale(netcfg.RouteSetup{Dev: cfg.TunName}); err != nil {
-		log.Warn("removing leftovers of an earlier run", "err", err)
-	}
 	sc.Workers = cfg.Workers
 	if sc.Workers == 0 {
 		sc.Workers = runtime.GOMAXPROCS(0)
@@ -187,8 +197,8 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ctlErr := make(chan error, 1)
-	go func() { ctlErr <- control.Serve(ctx, cfg.ControlSocket, func() any { return srv.Status() }) }()
-	go reloadUsersOnHUP(ctx, store, cfg.UsersFile, sc.Pool4, sc.Pool6, log)
+	go func() { ctlErr <- control.Serve(ctx, cfg.ControlSocket, srv.API()) }()
+	go reloadUsersOnHUP(ctx, srv, store, cfg.UsersFile, sc.Pool4, sc.Pool6, log)
 	var listen []string
 	for i, c := range conns {
 		if i%sc.Workers == 0 {
@@ -222,9 +232,18 @@ func fixedAddrs(store *users.Store) (v4, v6 []netip.Addr) {
 	return v4, v6
 }
 
-// reloadUsersOnHUP rereads the users file on SIGHUP and keeps the pools' reserved addresses in step with
-// the users' fixed addresses.
-func reloadUsersOnHUP(ctx context.Context, store *users.Store, path string, pool4, pool6 *ippool.Pool, log *slog.Logger) {
+// loadUsers reads the users file after checking that only its owner can read it (it holds password
+// hashes, which an attacker could try offline).
+func loadUsers(path string) (*users.Store, error) {
+	if err := secretfile.Check(path, "users file"); err != nil {
+		return nil, err
+	}
+	return users.Load(path)
+}
+
+// reloadUsersOnHUP rereads the users file on SIGHUP, keeps the pools' reserved addresses in step with the
+// users' fixed addresses, and ends the sessions of users who were removed, disabled or given a new password.
+func reloadUsersOnHUP(ctx context.Context, srv *Server, store *users.Store, path string, pool4, pool6 *ippool.Pool, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -233,7 +252,11 @@ func reloadUsersOnHUP(ctx context.Context, store *users.Store, path string, pool
 		case <-ctx.Done():
 			return
 		case <-hup:
-			if err := store.Reload(path); err != nil {
+			err := secretfile.Check(path, "users file")
+			if err == nil {
+				err = store.Reload(path)
+			}
+			if err != nil {
 				log.Error("reloading users file failed; keeping the old one", "file", path, "err", err)
 				continue
 			}
@@ -248,7 +271,8 @@ func reloadUsersOnHUP(ctx context.Context, store *users.Store, path string, pool
 					}
 				}
 			}
-			log.Info("users file reloaded", "file", path)
+			revoked := srv.UsersChanged()
+			log.Info("users file reloaded", "file", path, "sessions_revoked", revoked)
 		}
 	}
 }
@@ -302,8 +326,21 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 	if err != nil {
 		return err
 	}
-	// Remove what a crashed earlier run of this device may have left (rules, routes).
-	_ = netcfg.CleanupStale(netcfg.RouteSetup{Dev: cfg.TunName, Table: cfg.RouteTable, FwMark: cfg.FwMark, RulePriority: clientRulePriority})
+	// Claim what this client's routing is made of, so that a second client with an overlapping config fails
+	// here before it touches anything; holding the claims, what is found under them is a crashed earlier
+	// run's and ours to remove.
+	release, err := netcfg.Claim(ClaimsDir, "tun-"+cfg.TunName, fmt.Sprintf("table-%d", cfg.RouteTable), fmt.Sprintf("fwmark-%#x", cfg.FwMark))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := release(); err != nil {
+			log.Warn("cleanup", "err", err)
+		}
+	}()
+	if err := netcfg.CleanupStale(netcfg.RouteSetup{Dev: cfg.TunName, Table: cfg.RouteTable, FwMark: cfg.FwMark, RulePriority: cfg.RulePriority}); err != nil {
+		log.Warn("removing leftovers of an earlier run", "err", err)
+	}
 	local := "0.0.0.0:0"
 	if addr.Addr().Is6() {
 		local = "[::]:0"
@@ -333,7 +370,7 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		if err := control.Serve(ctx, cfg.ControlSocket, func() any { return cl.Status() }); err != nil {
+		if err := control.Serve(ctx, cfg.ControlSocket, cl.API()); err != nil {
 			log.Warn("status socket unavailable", "err", err)
 		}
 	}()
@@ -349,9 +386,6 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 	log.Info("client stopped; tunnel removed")
 	return nil
 }
-
-// clientRulePriority is where the client's two policy rules go: before main's (32766).
-const clientRulePriority = 10000
 
 // clientSystem applies pushed settings to the OS through netcfg.
 type clientSystem struct {
@@ -388,7 +422,7 @@ func (s *clientSystem) Apply(dev tun.Device, st handshake.Settings) (func(), err
 	if s.cfg.Routes != "none" && len(st.Routes) > 0 {
 		excluded := append(append([]netip.Prefix(nil), st.ExcludedRoutes...), s.cfg.ExtraExcludedPrefixes...)
 		u, err := netcfg.ApplyRoutes(netcfg.RouteSetup{Dev: name, Table: s.cfg.RouteTable, FwMark: s.cfg.FwMark,
-			RulePriority: clientRulePriority, Routes: st.Routes, Excluded: excluded})
+			RulePriority: s.cfg.RulePriority, Routes: st.Routes, Excluded: excluded})
 		if err != nil {
 			undo()
 			return nil, err

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/salvovpn/salvo/engine/ratelimit"
 	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/handshake"
 	"github.com/salvovpn/salvo/protocol/transport"
@@ -69,7 +70,7 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 				}
 				// Tell a client whose session we lost (gateway restart) to log in again, rate-limited so
 				// this cannot be used to amplify or flood.
-				if s.notices.Allow(v.addrs[i].Addr(), now) {
+				if s.notices.Allow(ratelimit.SourcePrefix(v.addrs[i].Addr()), now) {
 					_ = s.conns[conn].writeOne(handshake.NewNotice(handshake.NoticeUnknownSession, hdr.Receiver), v.addrs[i])
 				}
 				continue
@@ -115,6 +116,10 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 				}
 				continue
 			}
+			if !routableDestination(dst) {
+				sess.counters.drop(DropDestination)
+				continue
+			}
 			if !s.cfg.ClientToClient && s.isClientAddr(dst) {
 				sess.counters.drop(DropPolicy)
 				continue
@@ -140,7 +145,7 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 			cross = 0
 		}
 		for _, p := range pending {
-			s.confirm(p.sess, p.kp)
+			s.confirm(p.sess, p.kp, now)
 		}
 		pending = pending[:0]
 	}
@@ -149,6 +154,16 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 type confirmation struct {
 	sess *serverSession
 	kp   *transport.Keypair
+}
+
+// routableDestination reports whether a client may send to dst through the gateway. Loopback, link-local,
+// multicast, unspecified and limited-broadcast destinations mean something only on the gateway's own links:
+// forwarded there, a client could reach services bound to the gateway's loopback (the kernel drops
+// martians on most paths, but not all: a TUN packet to ::1 is delivered locally) or spray multicast onto
+// its LANs. They are dropped and counted as bad_destination.
+func routableDestination(dst netip.Addr) bool {
+	return !(dst.IsLoopback() || dst.IsLinkLocalUnicast() || dst.IsMulticast() || dst.IsUnspecified() ||
+		dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}))
 }
 
 // isClientAddr reports whether a is a tunnel address that belongs to the pools, other than the gateway's own.

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/transport"
 )
 
@@ -14,15 +15,25 @@ type endpoint struct {
 	conn int
 }
 
-// serverSession is one logged-in client instance. Its key slots follow WireGuard's rotation: a resume
-// handshake installs `next`, which becomes `current` when the first packet arrives under it; the replaced
-// key stays as `previous` so packets in flight still open.
+// serverSession is one client instance's session. A login creates it pending: its key waits in `next`,
+// and nothing of the client's older state changes until the client proves it holds the new keys by sending
+// an authenticated packet under them (see Server.promoteLocked). So a replayed or raced login request, which
+// yields keys nobody can use, never replaces, evicts or re-routes anything. Its key slots then follow
+// WireGuard's rotation: a resume installs `next`, which becomes `current` when the first packet arrives
+// under it; the replaced key stays as `previous` so packets in flight still open.
 type serverSession struct {
 	user     string
 	instance uint64
-	worker   int // owner: every receiver index of the session is worker mod the worker count
-	addr4    netip.Addr
-	addr6    netip.Addr
+	// hash is the user's password hash when the session logged in: when the users file no longer has that
+	// user with that hash (removed, disabled, password changed), the session is revoked.
+	hash    string
+	worker  int // owner: every receiver index of the session is worker mod the worker count
+	lease   *lease
+	addr4   netip.Addr // the lease's addresses, copied so the data path needs no lock
+	addr6   netip.Addr
+	created time.Time // of the login (resumes keep it): max_session_age counts from here
+
+	live bool // guarded by Server.mu: the client has used the login's keys, so the session routes traffic
 
 	current, previous, next atomic.Pointer[transport.Keypair]
 	endpoint                atomic.Pointer[endpoint]
@@ -30,7 +41,9 @@ type serverSession struct {
 	lastHandshake           atomic.Int64
 	counters                Counters
 
-	resumeKey [32]byte // guarded by Server.mu
+	// Owned by the janitor goroutine: when it last saw the transmit counter move, to send keepalives.
+	txSeen      uint64
+	txIdleSince time.Time
 }
 
 func (s *serverSession) owns(a netip.Addr) bool {
@@ -44,6 +57,17 @@ func (s *serverSession) addrs() []netip.Addr {
 	}
 	if s.addr6.IsValid() {
 		out = append(out, s.addr6)
+	}
+	return out
+}
+
+// keys lists the session's key slots that are set.
+func (s *serverSession) keys() []*transport.Keypair {
+	var out []*transport.Keypair
+	for _, kp := range [...]*transport.Keypair{s.current.Load(), s.previous.Load(), s.next.Load()} {
+		if kp != nil {
+			out = append(out, kp)
+		}
 	}
 	return out
 }
@@ -64,17 +88,40 @@ func (s *serverSession) status(now time.Time) SessionStatus {
 	return st
 }
 
-// keyEntry maps a receiver index to its keypair and session.
+// sealControl seals a keepalive (code data, no payload) or a disconnect with its reason under the session's
+// current key, into a fresh buffer. ok is false when the session has no usable key.
+func (s *serverSession) sealControl(code protocol.Code, reason protocol.DisconnectReason, now time.Time) ([]byte, bool) {
+	kp := s.current.Load()
+	if kp == nil {
+		return nil, false
+	}
+	n := 0
+	b := make([]byte, protocol.DataOverhead+1)
+	if code == protocol.CodeDisconnect {
+		b[protocol.Headroom] = byte(reason)
+		n = 1
+	}
+	m, err := kp.Seal(code, b, n, now)
+	if err != nil {
+		return nil, false
+	}
+	return b[:m], true
+}
+
+// keyEntry maps a receiver index to its keypair and session, with the resume key that handshake produced:
+// a resume names the index of the keypair whose handshake it continues and proves that handshake's key, so
+// a client whose last resume response was lost can still resume from the keys it has.
 type keyEntry struct {
-	kp   *transport.Keypair
-	sess *serverSession
+	kp        *transport.Keypair
+	sess      *serverSession
+	resumeKey [32]byte
 }
 
 // routes is the immutable lookup state of the data path. Handshakes (rare) build a new one and publish it
 // with an atomic pointer store, so the per-packet lookups take no lock.
 type routes struct {
 	byIndex map[uint32]keyEntry
-	byAddr  map[netip.Addr]*serverSession
+	byAddr  map[netip.Addr]*serverSession // live sessions only
 }
 
 func (r *routes) clone() *routes {

@@ -23,11 +23,12 @@ const (
 	DropNoKey                            // session has no usable key yet (handshake in progress)
 	DropHandshakeQueue                   // handshake queue full (gateway under load)
 	DropSend                             // send to the network or the TUN failed
+	DropDestination                      // client packet to a loopback, link-local, multicast or broadcast address
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{"malformed", "unknown_session", "bad_mac", "replay", "expired", "spoofed",
-	"no_route", "policy", "no_key", "handshake_queue", "send_error"}
+	"no_route", "policy", "no_key", "handshake_queue", "send_error", "bad_destination"}
 
 func (r DropReason) String() string {
 	if r < numDropReasons {

@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+
+	"github.com/salvovpn/salvo/engine"
 )
 
 // Exit codes, documented in `salvo --help`.
@@ -17,6 +19,7 @@ const (
 	exitFailure = 1 // runtime failure
 	exitUsage   = 2 // bad arguments or configuration
 	exitLogin   = 3 // the client could not log in (unreachable, wrong password, wrong key, rate limited)
+	exitEnded   = 4 // the gateway ended the client's session for good (revoked, replaced, kicked)
 )
 
 var version = "dev" // set with -ldflags "-X main.version=..."
@@ -30,6 +33,7 @@ Usage:
   salvo server --config server.toml       run the gateway
   salvo client --config client.toml       run the client
   salvo status [--socket PATH] [--json]   show a running gateway's or client's sessions and counters
+  salvo kick [--socket PATH] USER         end USER's sessions on a running gateway (they are told and stop)
   salvo version
 
 Run 'salvo COMMAND --help' for a command's options.
@@ -39,6 +43,7 @@ Exit codes:
   1  runtime failure
   2  bad arguments or configuration (the message names the file, line and field)
   3  the client could not log in (message says: unreachable, wrong password, wrong server key, rate limited)
+  4  the gateway ended the client's session and it must not reconnect (revoked, replaced, kicked)
 `
 
 type usageError struct{ error }
@@ -72,6 +77,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdClient(args[1:], stdin, stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout, stderr)
+	case "kick":
+		err = cmdKick(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "salvo: unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
@@ -86,9 +93,12 @@ func exitCode(err error, stderr io.Writer) int {
 	fmt.Fprintln(stderr, "salvo:", err)
 	var ue usageError
 	var le loginFailure
+	var se *engine.SessionEndedError
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
+	case errors.As(err, &se):
+		return exitEnded
 	case errors.As(err, &le):
 		return exitLogin
 	}

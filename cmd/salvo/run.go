@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"sort"
@@ -99,7 +102,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	paths := []string{*sock}
 	if *sock == "" {
-		paths = []string{"/run/salvo/server.sock", "/run/salvo/client.sock"}
+		paths = []string{defaultServerSocket, "/run/salvo/client.sock"}
 	}
 	var st engine.Status
 	var err error
@@ -117,6 +120,29 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		return enc.Encode(st)
 	}
 	printStatus(stdout, st)
+	return nil
+}
+
+// defaultServerSocket is where `salvo server` serves its admin API unless control_socket says otherwise.
+const defaultServerSocket = "/run/salvo/server.sock"
+
+func cmdKick(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("kick", "Usage: salvo kick [--socket PATH] USER\n\nEnds every session of USER on the running gateway. The clients are told they were\nkicked and stop instead of reconnecting. It does not stop USER from logging in\nagain: remove or disable the user (salvo user del|disable, then SIGHUP) for that.\n\n", stderr)
+	sock := fs.String("socket", defaultServerSocket, "the gateway's control socket")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		return usageError{errors.New("kick: want exactly one USER")}
+	}
+	var kr engine.KickResult
+	if err := control.Do(*sock, http.MethodPost, "/sessions/"+url.PathEscape(fs.Arg(0))+"/disconnect", &kr); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "ended %d session(s) of %s\n", kr.Ended, kr.User)
 	return nil
 }
 

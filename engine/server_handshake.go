@@ -1,0 +1,345 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/salvovpn/salvo/engine/ratelimit"
+	"github.com/salvovpn/salvo/engine/users"
+	"github.com/salvovpn/salvo/protocol"
+	"github.com/salvovpn/salvo/protocol/handshake"
+	"github.com/salvovpn/salvo/protocol/transport"
+)
+
+// loginGuard decides which logins may cost a password hash. Everything that reaches it has passed mac1 and
+// Noise decryption, which anyone holding the gateway's public key can produce, so it treats every request
+// as possibly an attacker's.
+//
+//   - failedBySrc: failed logins and resumes per source prefix (/32, or /64 for IPv6: one host usually
+//     holds a whole /64). A source over it is refused before any hash.
+//   - failedByLogin: failed logins per login, from any source. It never refuses anybody (that would let
+//     anyone lock a user out by spraying wrong passwords from spoofed sources); it only makes that login
+//     demand a cookie, i.e. proof that the sender receives packets at its source address.
+//   - budget: argon2id cost (KiB x passes) per second for all logins together; unproven: a fifth of it, the
+//     most that senders who have not proven their address can spend. Spoofed floods can therefore cause at
+//     most that many hashes a second, after which unproven requests get a cookie instead of a hash, and
+//     genuine clients (who answer the cookie at once) hash from the rest of the budget.
+type loginGuard struct {
+	failedBySrc   *ratelimit.Limiter[netip.Prefix]
+	failedByLogin *ratelimit.Limiter[string]
+	budget        *ratelimit.Budget
+	unproven      *ratelimit.Budget
+	// failurePad is how long a failed login's answer waits after its hash began: the measured time of the
+	// most expensive parameters in the users file, with margin, raised whenever a hash took longer (a
+	// loaded machine). Unknown, disabled and wrong-password logins thus answer after the same time whatever
+	// their parameters, so timing tells nobody which users exist.
+	failurePad atomic.Int64
+	hashes     atomic.Uint64 // password hashes computed, for tests and status
+}
+
+// budgetPressure is the fill level of the hashing budget below which every request must prove its source
+// address (mac2) before the gateway does any Curve25519 or argon2 work for it.
+const budgetPressure = 0.5
+
+func (g *loginGuard) init(budget uint64, store *users.Store) error {
+	var err error
+	// Failed logins: a burst of 10, then one every 2 s.
+	if g.failedBySrc, err = ratelimit.New[netip.Prefix](2*time.Second, 10, 1<<16); err != nil {
+		return err
+	}
+	if g.failedByLogin, err = ratelimit.New[string](2*time.Second, 10, 1<<16); err != nil {
+		return err
+	}
+	// Bursts of two seconds' worth: a handful of simultaneous logins never waits.
+	if g.budget, err = ratelimit.NewBudget(float64(budget), 2*float64(budget)); err != nil {
+		return err
+	}
+	if g.unproven, err = ratelimit.NewBudget(float64(budget)/5, 2*float64(budget)/5); err != nil {
+		return err
+	}
+	if max := store.MaxParams().Cost(); float64(max) > 2*float64(budget)/5 {
+		return fmt.Errorf("hash budget %d KiB-passes/s is too small for the most expensive hash in the users file (%d KiB-passes): raise hash_budget", budget, max)
+	}
+	g.measure(store)
+	return nil
+}
+
+// measure sets failurePad from the users file's most expensive parameters (called at start and reload).
+func (g *loginGuard) measure(store *users.Store) {
+	d := users.MeasureCost(store.MaxParams())
+	g.failurePad.Store(int64(d + d/2 + 5*time.Millisecond))
+}
+
+// observe raises failurePad when a hash took longer than the padding covers.
+func (g *loginGuard) observe(took time.Duration) {
+	want := int64(took + took/4)
+	for {
+		cur := g.failurePad.Load()
+		if want <= cur || g.failurePad.CompareAndSwap(cur, want) {
+			return
+		}
+	}
+}
+
+// underPressure reports whether requests must prove their source before any work is done for them.
+func (g *loginGuard) underPressure(now time.Time) bool {
+	return g.budget.Level(now) < budgetPressure || g.unproven.Level(now) < budgetPressure
+}
+
+func (s *Server) handshakeWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case job := <-s.hsQueue:
+			s.handleHandshake(job)
+		}
+	}
+}
+
+// enqueueHandshake copies a handshake datagram out of the receive vector (whose buffers are reused at once)
+// and queues it; a full queue means the gateway is under load and the packet is dropped.
+func (s *Server) enqueueHandshake(b []byte, src netip.AddrPort, conn int) {
+	job := handshakeJob{buf: append([]byte(nil), b...), src: src, conn: conn}
+	select {
+	case s.hsQueue <- job:
+	default:
+		s.global.drop(DropHandshakeQueue)
+		if s.drops.due() {
+			s.drops.logf(DropHandshakeQueue, "from", src)
+		}
+	}
+}
+
+// underLoad reports whether requests must carry a valid mac2 before the gateway decrypts them.
+func (s *Server) underLoad(now time.Time) bool {
+	return len(s.hsQueue) > handshakeQueueLen/8 || s.logins.underPressure(now)
+}
+
+func (s *Server) handleHandshake(job handshakeJob) {
+	now := time.Now()
+	req, reply, err := s.hs.ConsumeRequest(job.buf, job.src, now, s.underLoad(now))
+	if err != nil {
+		switch {
+		case errors.Is(err, handshake.ErrMac1):
+			if reply != nil && s.notices.Allow(ratelimit.SourcePrefix(job.src.Addr()), now) {
+				_ = s.conns[job.conn].writeOne(reply, job.src)
+			}
+		case errors.Is(err, handshake.ErrCookieRequired):
+			if reply != nil {
+				_ = s.conns[job.conn].writeOne(reply, job.src)
+			}
+			return
+		}
+		s.global.drop(DropMalformed)
+		s.log.Debug("handshake rejected", "from", job.src, "err", err)
+		return
+	}
+	defer req.Wipe()
+	var out []byte
+	switch req.Kind {
+	case handshake.KindLogin:
+		out = s.login(req, job, now)
+	case handshake.KindResume:
+		out = s.resume(req, job, now)
+	}
+	if out == nil {
+		return // answered later (a padded failure), or not at all
+	}
+	if err := s.conns[job.conn].writeOne(out, job.src); err != nil {
+		s.log.Warn("sending handshake response", "to", job.src, "err", err)
+	}
+}
+
+// reject answers req with an authenticated failure result.
+func (s *Server) reject(req *handshake.Request, job handshakeJob, result handshake.Result) []byte {
+	out, err := s.hs.Reject(req, result)
+	if err != nil {
+		s.log.Warn("handshake reject failed", "from", job.src, "err", err)
+		return nil
+	}
+	return out
+}
+
+// demandCookie answers req with a cookie instead of a result: its sender must prove its source address.
+func (s *Server) demandCookie(req *handshake.Request, job handshakeJob, now time.Time) []byte {
+	out, err := s.hs.CookieReply(req, now)
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// login checks a password and creates a pending session for this client instance (see serverSession).
+// It returns the datagram to send now, or nil.
+func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) []byte {
+	g := &s.logins
+	src := ratelimit.SourcePrefix(job.src.Addr())
+	if !g.failedBySrc.Check(src, now) {
+		s.log.Warn("login rate limited", "user", req.Login, "from", job.src, "reason", "failed attempts from this source")
+		return s.reject(req, job, handshake.ResultRateLimited)
+	}
+	cost := float64(s.cfg.Users.ParamsFor(req.Login).Cost())
+	if !req.SourceProven {
+		// A login that others are failing at, or any login once the budget runs low, is hashed only for
+		// senders that proved their address; and unproven senders share a small part of the budget.
+		if !g.failedByLogin.Check(req.Login, now) || g.budget.Level(now) < budgetPressure || !g.unproven.Take(cost, now) {
+			return s.demandCookie(req, job, now)
+		}
+	}
+	if !g.budget.Take(cost, now) {
+		s.log.Warn("login refused: password-hashing budget spent", "user", req.Login, "from", job.src)
+		return s.reject(req, job, handshake.ResultBusy)
+	}
+	started := time.Now()
+	user, err := s.cfg.Users.Authenticate(req.Login, req.Password)
+	g.hashes.Add(1)
+	g.observe(time.Since(started))
+	if err != nil { // unknown user, wrong password or disabled: one answer, after one time
+		g.failedBySrc.Allow(src, now)
+		g.failedByLogin.Allow(req.Login, now)
+		s.log.Warn("login failed", "user", req.Login, "from", job.src, "reason", "bad credentials")
+		out := s.reject(req, job, handshake.ResultBadCredentials)
+		s.sendAt(started.Add(time.Duration(g.failurePad.Load())), out, job)
+		return nil
+	}
+	out, kp, err := s.addPending(req, user, job, now)
+	if err != nil {
+		var r resultError
+		if errors.As(err, &r) {
+			return s.reject(req, job, r.result)
+		}
+		s.log.Warn("login accepted but session not created", "user", req.Login, "err", err)
+		return s.reject(req, job, handshake.ResultServerError)
+	}
+	s.log.Debug("login accepted; waiting for the client's first packet", "user", user.Login, "endpoint", job.src,
+		"index", kp.LocalIndex())
+	return out
+}
+
+// sendAt sends out at t (at once if t has passed), without holding a handshake worker while waiting.
+func (s *Server) sendAt(t time.Time, out []byte, job handshakeJob) {
+	if out == nil {
+		return
+	}
+	send := func() { _ = s.conns[job.conn].writeOne(out, job.src) }
+	if d := time.Until(t); d > 0 {
+		time.AfterFunc(d, send)
+		return
+	}
+	send()
+}
+
+// resultError carries a handshake result out of the session code.
+type resultError struct{ result handshake.Result }
+
+func (r resultError) Error() string { return r.result.String() }
+
+// addPending accepts a verified login: it leases the instance's addresses and installs the new key as the
+// pending session of this instance, replacing an older pending one. Nothing that routes traffic changes
+// until the client uses the key (promoteLocked).
+func (s *Server) addPending(req *handshake.Request, user users.User, job handshakeJob, now time.Time) ([]byte, *transport.Keypair, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := instanceKey{user.Login, req.InstanceID}
+	l, err := s.leases.acquire(user, req.InstanceID)
+	if err != nil {
+		s.log.Warn("no tunnel address for login", "user", user.Login, "err", err)
+		return nil, nil, resultError{handshake.ResultNoAddress}
+	}
+	sess := &serverSession{user: user.Login, instance: req.InstanceID, hash: user.Hash, lease: l,
+		addr4: l.addr4, addr6: l.addr6, created: now}
+	// A session belongs to the worker whose socket received its login (the kernel's reuseport hash put its
+	// 4-tuple there, so without a classifier its data arrives there too).
+	sess.worker = job.conn % s.workers
+	idx := s.newIndex(sess.worker)
+	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), now)
+	if err == nil {
+		var kp *transport.Keypair
+		kp, err = transport.NewKeypair(keys.Suite, keys.Send, keys.Recv, keys.LocalIndex, keys.RemoteIndex, false, now)
+		if err == nil {
+			if old := s.pending[key]; old != nil {
+				s.removeLocked(old)
+			}
+			sess.next.Store(kp)
+			sess.endpoint.Store(&endpoint{addr: job.src, conn: job.conn})
+			sess.lastRecv.Store(now.UnixNano())
+			sess.lastHandshake.Store(now.UnixNano())
+			s.pending[key] = sess
+			rt := s.rt.Load().clone()
+			s.addIndex(rt, idx, keyEntry{kp: kp, sess: sess, resumeKey: keys.ResumeKey})
+			s.rt.Store(rt)
+			return out, kp, nil
+		}
+	}
+	s.leases.release(l)
+	if errors.Is(err, handshake.ErrNoCommonSuite) {
+		return nil, nil, resultError{handshake.ResultVersionMismatch}
+	}
+	return nil, nil, err
+}
+
+// resume rekeys a session without a password: the proof is a MAC under the resume key of the keypair whose
+// index the request names. It returns the datagram to send.
+func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time) []byte {
+	g := &s.logins
+	src := ratelimit.SourcePrefix(job.src.Addr())
+	if !g.failedBySrc.Check(src, now) {
+		return s.reject(req, job, handshake.ResultRateLimited)
+	}
+	result, out, kp := s.resumeSession(req, now)
+	switch result {
+	case handshake.ResultOK:
+		s.log.Debug("resume accepted", "user", req.Login, "endpoint", job.src, "index", kp.LocalIndex())
+		return out
+	case handshake.ResultUnknownSession:
+		// Wrong index, login, instance or proof: what a guessing attacker produces. Charged like a failed
+		// login, so guessing is as slow.
+		g.failedBySrc.Allow(src, now)
+	}
+	return s.reject(req, job, result)
+}
+
+// resumeSession installs the new key of a verified resume as the session's pending key and returns the
+// response to send.
+func (s *Server) resumeSession(req *handshake.Request, now time.Time) (handshake.Result, []byte, *transport.Keypair) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.rt.Load().byIndex[req.SessionIndex]
+	if !ok || e.sess.user != req.Login || e.sess.instance != req.InstanceID || !req.VerifyResume(e.resumeKey) {
+		return handshake.ResultUnknownSession, nil, nil
+	}
+	sess := e.sess
+	if !s.userValid(sess) {
+		s.endSessionLocked(sess, protocol.DisconnectRevoked, now)
+		return handshake.ResultUnknownSession, nil, nil
+	}
+	if age := s.cfg.MaxSessionAge; age > 0 && now.Sub(sess.created) > age {
+		s.log.Info("session reached max_session_age; the client must log in again", "user", sess.user,
+			"age", now.Sub(sess.created).Round(time.Second))
+		return handshake.ResultUnknownSession, nil, nil
+	}
+	idx := s.newIndex(sess.worker) // a rekey keeps the session on its worker
+	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), now)
+	if err != nil {
+		return handshake.ResultServerError, nil, nil
+	}
+	kp, err := transport.NewKeypair(keys.Suite, keys.Send, keys.Recv, keys.LocalIndex, keys.RemoteIndex, false, now)
+	if err != nil {
+		return handshake.ResultServerError, nil, nil
+	}
+	rt := s.rt.Load().clone()
+	// Only one pending key: a newer resume replaces an unconfirmed one. The endpoint does not move: only
+	// an authenticated data packet moves it, so a raced copy of a resume request cannot redirect traffic.
+	if old := sess.next.Swap(kp); old != nil {
+		s.delIndex(rt, old.LocalIndex())
+	}
+	s.addIndex(rt, idx, keyEntry{kp: kp, sess: sess, resumeKey: keys.ResumeKey})
+	s.rt.Store(rt)
+	sess.lastHandshake.Store(now.UnixNano())
+	return handshake.ResultOK, out, kp
+}

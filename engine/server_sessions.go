@@ -1,0 +1,289 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/salvovpn/salvo/protocol"
+	"github.com/salvovpn/salvo/protocol/handshake"
+	"github.com/salvovpn/salvo/protocol/transport"
+)
+
+// confirm is called by the data path when a packet authenticated under a session's pending key: the client
+// holds the keys, so the gateway switches too. For a login this is when the session goes live.
+func (s *Server) confirm(sess *serverSession, kp *transport.Keypair, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sess.next.Load() != kp {
+		return
+	}
+	rt := s.rt.Load().clone()
+	if !sess.live {
+		s.promoteLocked(rt, sess, now)
+	} else if prev := sess.previous.Load(); prev != nil {
+		s.delIndex(rt, prev.LocalIndex())
+	}
+	sess.previous.Store(sess.current.Load())
+	sess.current.Store(kp)
+	sess.next.Store(nil)
+	s.rt.Store(rt)
+}
+
+// promoteLocked makes a pending login live. Only now does the login take effect on other sessions: it
+// replaces the older session of the same client instance, takes over a fixed address from the user's other
+// device, and makes room under max_sessions_per_user by replacing the user's oldest sessions. The replaced
+// clients are told so (disconnect "replaced") and stop rather than log in again, so two devices never evict
+// each other in turn.
+func (s *Server) promoteLocked(rt *routes, sess *serverSession, now time.Time) {
+	key := instanceKey{sess.user, sess.instance}
+	delete(s.pending, key)
+	if old := s.live[key]; old != nil {
+		s.dropLocked(rt, old) // the same client instance logged in again: nothing to tell it
+	}
+	for _, other := range append([]*serverSession(nil), s.perUser[sess.user]...) {
+		if other.lease == sess.lease {
+			s.log.Info("fixed address taken over by the user's newer login", "user", sess.user, "addresses", fmt.Sprint(sess.addrs()))
+			s.endLocked(rt, other, protocol.DisconnectReplaced, now)
+		}
+	}
+	for len(s.perUser[sess.user]) >= s.cfg.MaxSessionsPerUser {
+		oldest := s.perUser[sess.user][0]
+		s.log.Info("max_sessions_per_user reached: the oldest session is replaced by the new one", "user", sess.user,
+			"limit", s.cfg.MaxSessionsPerUser, "replaced_endpoint", oldest.endpoint.Load().addr)
+		s.endLocked(rt, oldest, protocol.DisconnectReplaced, now)
+	}
+	sess.live = true
+	s.live[key] = sess
+	s.perUser[sess.user] = append(s.perUser[sess.user], sess)
+	for _, a := range sess.addrs() {
+		rt.byAddr[a] = sess
+		s.routeAdded(a, sess.worker)
+	}
+	kp := sess.next.Load()
+	s.log.Info("session up", "user", sess.user, "endpoint", sess.endpoint.Load().addr, "addresses", fmt.Sprint(sess.addrs()),
+		"index", kp.LocalIndex(), "suite", kp.Suite().String())
+}
+
+// endSessionLocked tells the client why its session ends (an authenticated disconnect under the current
+// key) and removes the session.
+func (s *Server) endSessionLocked(sess *serverSession, reason protocol.DisconnectReason, now time.Time) {
+	rt := s.rt.Load().clone()
+	s.endLocked(rt, sess, reason, now)
+	s.rt.Store(rt)
+}
+
+func (s *Server) endLocked(rt *routes, sess *serverSession, reason protocol.DisconnectReason, now time.Time) {
+	s.sendControl(sess, protocol.CodeDisconnect, reason, now)
+	s.log.Info("session ended", "user", sess.user, "reason", reason.String(), "addresses", fmt.Sprint(sess.addrs()))
+	s.dropLocked(rt, sess)
+}
+
+// sendControl sends a keepalive or disconnect to the session's endpoint through its worker's socket.
+func (s *Server) sendControl(sess *serverSession, code protocol.Code, reason protocol.DisconnectReason, now time.Time) {
+	b, ok := sess.sealControl(code, reason, now)
+	ep := sess.endpoint.Load()
+	if !ok || ep == nil {
+		return
+	}
+	c := ep.conn - ep.conn%s.workers + sess.worker
+	if err := s.conns[c].writeOne(b, ep.addr); err == nil {
+		sess.counters.TxPackets.Add(1)
+	}
+}
+
+// removeLocked forgets a session without telling its client (it is gone, or never was).
+func (s *Server) removeLocked(sess *serverSession) {
+	rt := s.rt.Load().clone()
+	s.dropLocked(rt, sess)
+	s.rt.Store(rt)
+}
+
+// dropLocked removes every trace of sess from the server and from rt (unpublished), and releases its lease.
+func (s *Server) dropLocked(rt *routes, sess *serverSession) {
+	for _, kp := range sess.keys() {
+		if e, ok := rt.byIndex[kp.LocalIndex()]; ok && e.sess == sess {
+			s.delIndex(rt, kp.LocalIndex())
+		}
+	}
+	for _, a := range sess.addrs() {
+		if rt.byAddr[a] == sess {
+			delete(rt.byAddr, a)
+			s.routeRemoved(a)
+		}
+	}
+	key := instanceKey{sess.user, sess.instance}
+	if s.live[key] == sess {
+		delete(s.live, key)
+	}
+	if s.pending[key] == sess {
+		delete(s.pending, key)
+	}
+	list := s.perUser[sess.user]
+	for i, x := range list {
+		if x == sess {
+			s.perUser[sess.user] = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(s.perUser[sess.user]) == 0 {
+		delete(s.perUser, sess.user)
+	}
+	s.leases.release(sess.lease)
+	sess.lease = nil
+}
+
+// removeSession handles an authenticated disconnect from the client.
+func (s *Server) removeSession(sess *serverSession) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sess.lease != nil {
+		s.log.Info("session closed by client", "user", sess.user)
+		s.removeLocked(sess)
+	}
+}
+
+func (s *Server) settingsFor(sess *serverSession) handshake.Settings {
+	st := s.cfg.Settings
+	if sess.addr4.IsValid() {
+		st.IPv4 = netip.PrefixFrom(sess.addr4, s.cfg.Pool4.Prefix().Bits())
+	}
+	if sess.addr6.IsValid() {
+		st.IPv6 = netip.PrefixFrom(sess.addr6, s.cfg.Pool6.Prefix().Bits())
+	}
+	return st
+}
+
+// keepaliveInterval is how long a session may go without the gateway sending it anything: the interval
+// pushed to clients (the default when the config sets 0, as clients do).
+func (s *Server) keepaliveInterval() time.Duration {
+	if k := s.cfg.Settings.Keepalive; k > 0 {
+		return k
+	}
+	return protocol.KeepaliveDefault
+}
+
+// janitor runs once a second: it expires silent sessions and unconfirmed logins, retires old keys, sends
+// keepalives to sessions the gateway has sent nothing to for a keepalive interval (so an idle client sees
+// its gateway alive and does not reconnect), releases restored leases nobody came back for, and saves the
+// leases when they changed.
+func (s *Server) janitor(ctx context.Context) {
+	t := time.NewTicker(janitorTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.sweep(now)
+			if err := s.saveLeases(); err != nil {
+				s.log.Error("saving leases", "err", err)
+			}
+		}
+	}
+}
+
+func (s *Server) sweep(now time.Time) {
+	keepalive := s.keepaliveInterval()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rt := s.rt.Load().clone()
+	changed := false
+	for _, sess := range s.pending {
+		if now.Sub(time.Unix(0, sess.lastHandshake.Load())) > s.cfg.pendingTimeout {
+			s.log.Debug("login not confirmed by the client; dropped", "user", sess.user)
+			s.dropLocked(rt, sess)
+			changed = true
+		}
+	}
+	for _, sess := range s.live {
+		if now.Sub(time.Unix(0, sess.lastRecv.Load())) > sessionIdle {
+			s.log.Info("session expired", "user", sess.user, "addresses", fmt.Sprint(sess.addrs()))
+			s.dropLocked(rt, sess)
+			changed = true
+			continue
+		}
+		if prev := sess.previous.Load(); prev != nil && prev.Expired(now) {
+			s.delIndex(rt, prev.LocalIndex())
+			sess.previous.Store(nil)
+			changed = true
+		}
+		if next := sess.next.Load(); next != nil && next.Expired(now) {
+			s.delIndex(rt, next.LocalIndex())
+			sess.next.Store(nil)
+			changed = true
+		}
+		if tx := sess.counters.TxPackets.Load(); tx != sess.txSeen || sess.txIdleSince.IsZero() {
+			sess.txSeen, sess.txIdleSince = tx, now
+		} else if now.Sub(sess.txIdleSince) >= keepalive {
+			s.sendControl(sess, protocol.CodeData, 0, now)
+			sess.txSeen, sess.txIdleSince = sess.counters.TxPackets.Load(), now
+		}
+	}
+	s.leases.expire(now)
+	if changed {
+		s.rt.Store(rt)
+	}
+}
+
+// saveLeases writes the lease file if leases changed since the last save. The snapshot is taken under the
+// lock, the file written outside it; only the janitor and, after it stopped, Run call this.
+func (s *Server) saveLeases() error {
+	s.mu.Lock()
+	b := s.leases.snapshot()
+	s.mu.Unlock()
+	return s.leases.save(b)
+}
+
+// shutdown tells every client the gateway is going away, so they reconnect (with backoff, to this gateway
+// when it is back: their leases are kept) instead of waiting for a dead-peer timeout.
+func (s *Server) shutdown() {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sess := range s.live {
+		s.sendControl(sess, protocol.CodeDisconnect, protocol.DisconnectShutdown, now)
+	}
+}
+
+// Kick ends every session of user (an administrator's request) and returns how many there were. The
+// clients are told (disconnect "kicked") and stop. It does not stop the user from logging in again:
+// remove or disable the user for that.
+func (s *Server) Kick(user string) int {
+	return s.endWhere(protocol.DisconnectKicked, func(sess *serverSession) bool { return sess.user == user })
+}
+
+// UsersChanged re-checks every session against the users file after it was reloaded: a session whose user
+// was removed or disabled, or whose password changed, ends with disconnect "revoked". It also re-measures
+// the failure padding, which depends on the parameters in the file.
+func (s *Server) UsersChanged() int {
+	s.logins.measure(s.cfg.Users)
+	return s.endWhere(protocol.DisconnectRevoked, func(sess *serverSession) bool { return !s.userValid(sess) })
+}
+
+// userValid reports whether the users file still has sess's user, enabled and with the password hash it
+// logged in with. Every path that extends a session asks.
+func (s *Server) userValid(sess *serverSession) bool {
+	u, ok := s.cfg.Users.Lookup(sess.user)
+	return ok && !u.Disabled && u.Hash == sess.hash
+}
+
+// endWhere ends every session, live or pending, for which match holds, and returns how many.
+func (s *Server) endWhere(reason protocol.DisconnectReason, match func(*serverSession) bool) int {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	rt := s.rt.Load().clone()
+	for _, m := range []map[instanceKey]*serverSession{s.live, s.pending} {
+		for _, sess := range m {
+			if match(sess) {
+				s.endLocked(rt, sess, reason, now)
+				n++
+			}
+		}
+	}
+	s.rt.Store(rt)
+	return n
+}
