@@ -13,6 +13,7 @@ import (
 // GC cycle. A per-packet allocation of even 8 bytes would show up as >1 MB here.
 func TestSteadyStateAllocatesNothing(t *testing.T) {
 	w := newWorld(t)
+	w.bin = salvoBinNoRace
 	w.startServer("")
 	c := w.addClient()
 	w.connect(c, "alice", c.gwV4+":51820", "")
