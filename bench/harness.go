@@ -26,6 +26,9 @@ type Config struct {
 	PingCount int           `json:"ping_count"`
 	CPURate   string        `json:"cpu_rate"` // iperf3 -b for the CPU-cost test
 	Short     bool          `json:"short"`
+	// Ref, if set, adds system salvo-ref: Salvo built from this git revision, for a before/after of a
+	// change measured in one run.
+	Ref string `json:"ref,omitempty"`
 
 	RepoDir  string    `json:"-"` // Salvo checkout, for `go build ./cmd/salvo`
 	CacheDir string    `json:"-"` // where the pinned wireguard-go is built once
@@ -60,6 +63,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Systems) == 0 {
 		return errors.New("no system selected")
+	}
+	if (c.Ref != "") != slices.Contains(c.Systems, SysSalvoRef) {
+		return fmt.Errorf("system %s and --ref REV go together", SysSalvoRef)
 	}
 	seen := map[string]bool{}
 	for _, s := range c.Systems {
@@ -173,6 +179,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			s = &wgSystem{cacheDir: cfg.CacheDir}
 		case SysSalvo:
 			s = &salvoSystem{repoDir: cfg.RepoDir, sysName: SysSalvo}
+		case SysSalvoRef:
+			s = &salvoSystem{repoDir: cfg.RepoDir, sysName: SysSalvoRef, ref: cfg.Ref}
 		case SysSalvo1Worker:
 			s = &salvoSystem{repoDir: cfg.RepoDir, sysName: SysSalvo1Worker, serverExtra: "workers = 1"}
 		case SysSalvoWgTun:

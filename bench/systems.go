@@ -39,11 +39,15 @@ const SysSalvoWgTun = "salvo-wgtun"
 // per-core worker design in one run.
 const SysSalvo1Worker = "salvo-1worker"
 
+// SysSalvoRef is Salvo built from another git revision (Config.Ref), measured beside SysSalvo so a change's
+// before/after comes from one run.
+const SysSalvoRef = "salvo-ref"
+
 // AllSystems is the default selection.
 var AllSystems = []string{SysBare, SysWireguardGo, SysSalvo}
 
 // KnownSystems is every system --systems accepts, in measurement order.
-var KnownSystems = []string{SysBare, SysWireguardGo, SysSalvoBaseline, SysSalvoWgTun, SysSalvo1Worker, SysSalvo}
+var KnownSystems = []string{SysBare, SysWireguardGo, SysSalvoRef, SysSalvoBaseline, SysSalvoWgTun, SysSalvo1Worker, SysSalvo}
 
 // salvoBaselineEnv is the environment of the salvo-baseline system.
 var salvoBaselineEnv = []string{"SALVO_NO_UDP_GSO=1", "SALVO_NO_UDP_GRO=1"}
@@ -282,6 +286,10 @@ type salvoSystem struct {
 	env     []string // extra environment of the gateway and client processes
 	// serverExtra is appended to the gateway's configuration (e.g. "workers = 1").
 	serverExtra string
+	// ref, if set, is the git revision to build instead of the working tree.
+	ref string
+	// hasStateDir: the binary knows the state_dir key (revisions before it refuse unknown keys).
+	hasStateDir bool
 }
 
 func (s *salvoSystem) name() string { return s.sysName }
@@ -296,9 +304,21 @@ func (s *salvoSystem) prepare(ctx context.Context, work string) (string, error) 
 	if work, err = filepath.EvalSymlinks(work); err != nil { // see wgSystem.prepare
 		return "", err
 	}
-	s.bin = filepath.Join(work, "salvo")
+	s.bin = filepath.Join(work, s.sysName)
+	src := s.repoDir
+	if s.ref != "" {
+		// The revision's tree, exported (not checked out: the working tree stays as it is).
+		src = filepath.Join(work, "src-"+s.sysName)
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			return "", err
+		}
+		archive := exec.CommandContext(ctx, "sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", s.repoDir, s.ref, src)
+		if out, err := archive.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("salvo-ref: export revision %s: %v: %s", s.ref, err, out)
+		}
+	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", s.bin, "./cmd/salvo")
-	cmd.Dir = s.repoDir
+	cmd.Dir = src
 	if out, err := cmd.CombinedOutput(); err != nil {
 		msg := strings.TrimSpace(string(out))
 		if lines := strings.Split(msg, "\n"); len(lines) > 8 {
@@ -306,11 +326,25 @@ func (s *salvoSystem) prepare(ctx context.Context, work string) (string, error) 
 		}
 		return "", fmt.Errorf("salvo does not build (go build ./cmd/salvo): %w:\n%s", err, msg)
 	}
+	help, _ := exec.CommandContext(ctx, s.bin, "server", "--help").CombinedOutput()
+	s.hasStateDir = strings.Contains(string(help), "state_dir")
 	ver := "unknown commit"
-	if out, err := exec.CommandContext(ctx, "git", "-C", s.repoDir, "describe", "--always", "--dirty").Output(); err == nil {
+	args := []string{"-C", s.repoDir, "describe", "--always", "--dirty"}
+	if s.ref != "" {
+		args = []string{"-C", s.repoDir, "rev-parse", "--short", s.ref}
+	}
+	if out, err := exec.CommandContext(ctx, "git", args...).Output(); err == nil {
 		ver = strings.TrimSpace(string(out))
 	}
 	return "salvo " + ver, nil
+}
+
+// stateDirLine keeps the gateway's leases in the run's own directory, when the binary knows the key.
+func (s *salvoSystem) stateDirLine(dir string) string {
+	if !s.hasStateDir {
+		return ""
+	}
+	return fmt.Sprintf("state_dir = %q", filepath.Join(dir, "state"))
 }
 
 type salvoTunnel struct {
@@ -395,9 +429,9 @@ ipv4_pool = "10.77.0.0/24"
 ipv6_pool = "fd77::/64"
 nat = false
 control_socket = %q
-state_dir = %q
 %s
-`, addrB4, keyFile, usersFile, serverSock, filepath.Join(dir, "state"), s.serverExtra)), 0o600); err != nil {
+%s
+`, addrB4, keyFile, usersFile, serverSock, s.stateDirLine(dir), s.serverExtra)), 0o600); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(clientConf, []byte(fmt.Sprintf(`server = "%s:51820"

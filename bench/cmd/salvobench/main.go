@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -35,13 +36,14 @@ func run() int {
 		fmt.Fprintf(fs.Output(), "Usage: salvobench [flags]\n\nBenchmarks bare veth, wireguard-go and salvo between two network namespaces (needs root).\n\n")
 		fs.PrintDefaults()
 	}
-	systems := fs.String("systems", strings.Join(cfg.Systems, ","), "comma-separated systems to measure: bare, wireguard-go, salvo-baseline (salvo with UDP GSO/GRO off), salvo-wgtun (salvo on wireguard-go's tun code), salvo-1worker (gateway with one worker), salvo")
+	systems := fs.String("systems", strings.Join(cfg.Systems, ","), "comma-separated systems to measure: bare, wireguard-go, salvo-baseline (salvo with UDP GSO/GRO off), salvo-wgtun (salvo on wireguard-go's tun code), salvo-1worker (gateway with one worker), salvo-ref (salvo at --ref REV), salvo")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "length of each iperf3 test (whole seconds)")
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "repetitions of every measurement (median shown)")
 	fs.IntVar(&cfg.Streams, "streams", cfg.Streams, "parallel TCP streams for the multi-stream test")
 	fs.IntVar(&cfg.UDPSize, "udp-size", cfg.UDPSize, "UDP payload bytes for the small-packet test")
 	fs.IntVar(&cfg.PingCount, "ping-count", cfg.PingCount, "pings per latency test (10 ms apart)")
 	fs.StringVar(&cfg.CPURate, "cpu-rate", cfg.CPURate, "iperf3 -b rate of the CPU-cost transfer")
+	fs.StringVar(&cfg.Ref, "ref", "", "also measure salvo built from this git revision (system salvo-ref), for a before/after in one run")
 	short := fs.Bool("short", false, "smoke run in seconds: duration 1s, 1 run, 50 pings (overrides those flags)")
 	jsonOut := fs.String("json", "", "write raw results as JSON to this file")
 	mdOut := fs.String("markdown", "", "write the report as a Markdown section to this file")
@@ -61,6 +63,9 @@ func run() int {
 		if s = strings.TrimSpace(s); s != "" {
 			cfg.Systems = append(cfg.Systems, s)
 		}
+	}
+	if cfg.Ref != "" && !slices.Contains(cfg.Systems, bench.SysSalvoRef) {
+		cfg.Systems = append(cfg.Systems, bench.SysSalvoRef)
 	}
 	if *short {
 		cfg.ApplyShort()
