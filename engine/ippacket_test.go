@@ -86,3 +86,16 @@ func BenchmarkIPAddrs(b *testing.B) {
 		ipAddrs(p)
 	}
 }
+
+func BenchmarkRoutableDestination(b *testing.B) {
+	addrs := []netip.Addr{netip.MustParseAddr("10.201.0.2"), netip.MustParseAddr("fd00:201::2"), netip.MustParseAddr("8.8.8.8")}
+	n := 0
+	for i := 0; b.Loop(); i++ {
+		if routableDestination(addrs[i%len(addrs)]) {
+			n++
+		}
+	}
+	if n == 0 {
+		b.Fatal("nothing routable")
+	}
+}
