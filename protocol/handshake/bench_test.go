@@ -97,3 +97,26 @@ func BenchmarkClientNewLogin(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCheckMac1 is what a receive loop spends on a request before deciding to queue it: a valid one
+// (the costlier case: the whole MAC is compared) and one for another key.
+func BenchmarkCheckMac1(b *testing.B) {
+	srv, kp := newTestServer(b)
+	other := mustKeypair(b, 77)
+	_, good, _ := NewLogin(clientCfg(kp.Public, nil), 1, t0, nil)
+	_, bad, _ := NewLogin(clientCfg(other.Public, nil), 1, t0, nil)
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+		want error
+	}{{"valid", good, nil}, {"other-key", bad, ErrMac1}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := srv.CheckMac1(tc.msg); err != tc.want {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

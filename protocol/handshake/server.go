@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"crypto/subtle"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net/netip"
 	"strconv"
@@ -28,7 +29,7 @@ type Server struct {
 	static     StaticKeypair
 	suites     []protocol.Suite
 	rand       io.Reader
-	mac1Key    [32]byte
+	mac1       *macPool
 	cookieAEAD cookieSealer
 	cookies    cookieJar
 
@@ -79,7 +80,7 @@ func NewServer(static StaticKeypair, suites []protocol.Suite, rand io.Reader) *S
 		static:     static,
 		suites:     sup,
 		rand:       rand,
-		mac1Key:    labelHash("mac1----", static.Public),
+		mac1:       newMacPool(labelHash("mac1----", static.Public)),
 		cookieAEAD: newCookieAEAD(static.Public),
 		replay:     make(map[replayKey][tai64nLen]byte),
 		pruneAt:    minPruneAt,
@@ -154,15 +155,14 @@ func (req *Request) VerifyResume(resumeKey [32]byte) bool {
 // one for (login, instance) (ErrReplay). No password hashing happens here.
 func (s *Server) ConsumeRequest(datagram []byte, src netip.AddrPort, now time.Time, underLoad bool) (req *Request, reply []byte, err error) {
 	d := datagram
-	if err := checkHeader(d, protocol.CodeClientAuthRequest, MinRequestLen, MaxRequestLen); err != nil {
+	if err := s.CheckMac1(d); err != nil {
+		if errors.Is(err, ErrMac1) {
+			return nil, NewNotice(NoticeKeyMismatch, binary.LittleEndian.Uint32(d[4:8])), err
+		}
 		return nil, nil, err
 	}
 	sender := binary.LittleEndian.Uint32(d[4:8])
 	n := len(d) - 2*macLen // end of the Noise message; mac1 covers d[:n]
-	m1 := mac(s.mac1Key[:], d[:n])
-	if subtle.ConstantTimeCompare(m1[:], d[n:n+macLen]) != 1 {
-		return nil, NewNotice(NoticeKeyMismatch, sender), ErrMac1
-	}
 	// mac2 is checked whenever the client sent one (two BLAKE2s, cheap): a request that proves its source
 	// address can then pass checks that the engine applies later, per login (see SourceProven).
 	var mac1 [macLen]byte
@@ -261,6 +261,21 @@ func allZero(b []byte) bool {
 		acc |= x
 	}
 	return acc == 0
+}
+
+// CheckMac1 runs the first, cheapest checks of a clientAuthRequest (header, length bounds, reserved bytes,
+// mac1: one BLAKE2s over the datagram, no allocation), so a receive loop can throw junk away before it
+// copies or queues anything. ConsumeRequest runs them again.
+func (s *Server) CheckMac1(datagram []byte) error {
+	d := datagram
+	if err := checkHeader(d, protocol.CodeClientAuthRequest, MinRequestLen, MaxRequestLen); err != nil {
+		return err
+	}
+	n := len(d) - 2*macLen
+	if !s.mac1.verify(d[:n], d[n:n+macLen]) {
+		return ErrMac1
+	}
+	return nil
 }
 
 // fresh reports whether ts is strictly newer than everything accepted for k (read only).
