@@ -38,7 +38,7 @@ func (e *SessionEndedError) Error() string {
 
 // LoginError is why the client could not log in; the CLI prints it and exits non-zero.
 type LoginError struct {
-	Reason string // machine-readable: unreachable, bad_credentials, wrong_server_key, rate_limited, no_address, version_mismatch, server_error
+	Reason string // machine-readable: unreachable, bad_credentials, wrong_server_key, rate_limited, busy, no_address, version_mismatch, server_error
 	Msg    string
 }
 
@@ -90,6 +90,7 @@ type Client struct {
 	lastHandshake     atomic.Int64
 	state             atomic.Value // string
 	drops             dropLogger
+	panics            panicGuard
 
 	hsIn  chan []byte                    // handshake-phase datagrams from the receive loop
 	ended chan protocol.DisconnectReason // authenticated disconnects from the gateway, from the receive loop
@@ -135,7 +136,7 @@ func (c *Client) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { // long-lived: the inbound data path
 		defer wg.Done()
-		if err := c.receiveLoop(ctx); err != nil && ctx.Err() == nil {
+		if err := c.receiveLoop(); ctx.Err() == nil {
 			errc <- fmt.Errorf("udp receive: %w", err)
 		}
 		cancel()
@@ -230,6 +231,7 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 		cookie      *handshake.Cookie
 		keyMismatch bool
 		rateLimited bool
+		busy        bool
 		attempt     int
 	)
 	for {
@@ -273,6 +275,8 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 					return &LoginError{"wrong_server_key", fmt.Sprintf("login to %s failed: the gateway rejected our handshake: wrong server public key in the client config", c.cfg.Server)}
 				case rateLimited:
 					return &LoginError{"rate_limited", fmt.Sprintf("login to %s failed: rate limited by the gateway after failed attempts; wait and retry", c.cfg.Server)}
+				case busy:
+					return &LoginError{"busy", fmt.Sprintf("login to %s failed: the gateway was too busy to check our password within %s (its password-hashing budget is spent); retry later", c.cfg.Server, c.cfg.LoginTimeout)}
 				}
 				return &LoginError{"unreachable", fmt.Sprintf("login to %s failed: server unreachable (no answer within %s)", c.cfg.Server, c.cfg.LoginTimeout)}
 			case <-timer.C:
@@ -303,6 +307,19 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 						c.log.Debug("ignoring handshake response", "err", err)
 						continue
 					}
+					switch result {
+					case handshake.ResultBusy:
+						// The gateway's hashing budget is spent for now: retry when the backoff timer fires.
+						busy = true
+						c.log.Debug("gateway busy; retrying", "server", c.cfg.Server)
+						continue
+					case handshake.ResultRateLimited:
+						// Too many failures from our address: trying again before this attempt times out
+						// would only be refused again.
+						timer.Stop()
+						rateLimited = true
+						continue
+					}
 					timer.Stop()
 					switch result {
 					case handshake.ResultOK:
@@ -310,13 +327,6 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 					case handshake.ResultUnknownSession:
 						resume = false // the gateway lost our session: log in with the password
 						break waitLoop
-					case handshake.ResultRateLimited:
-						rateLimited = true
-						continue
-					case handshake.ResultBusy:
-						// The gateway's hashing budget is spent for now: retry after the backoff.
-						c.log.Debug("gateway busy; retrying", "server", c.cfg.Server)
-						continue
 					case handshake.ResultBadCredentials:
 						return &LoginError{"bad_credentials", fmt.Sprintf("login to %s failed: wrong username or password", c.cfg.Server)}
 					case handshake.ResultNoAddress:
@@ -543,7 +553,8 @@ func (c *Client) sendDisconnect() {
 
 // Status reports the tunnel for the control socket.
 func (c *Client) Status() Status {
-	st := Status{Role: "client", State: c.state.Load().(string), Global: c.global.Snapshot(), Runtime: readRuntimeStats()}
+	st := Status{Role: "client", State: c.state.Load().(string), Global: c.global.Snapshot(), Runtime: readRuntimeStats(),
+		Panics: c.panics.count.Load()}
 	if dev := c.device(); dev != nil {
 		if name, err := dev.Name(); err == nil {
 			st.Device = name

@@ -10,7 +10,8 @@ import (
 
 // receiveLoop is the client's hot inbound path: open the data packets of a vector in place and write them to
 // the TUN device in one call. Handshake-phase messages go to the control goroutine.
-func (c *Client) receiveLoop(ctx context.Context) error {
+// It returns only when the socket fails or is closed.
+func (c *Client) receiveLoop() error {
 	v := newVector(c.cfg.BatchSize, bufSize)
 	conn := c.conn.conn
 	for {
@@ -18,87 +19,91 @@ func (c *Client) receiveLoop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		now := time.Now()
-		out := v.outBufs[:0]
-		for i := range n {
-			b := v.bufs[i][:v.sizes[i]]
-			if v.addrs[i] != c.cfg.ServerAddr {
-				c.global.drop(DropMalformed) // not from our gateway
-				continue
-			}
-			code, err := protocol.ParseCode(b)
-			if err != nil {
-				c.global.drop(DropMalformed)
-				continue
-			}
-			switch code {
-			case protocol.CodeData, protocol.CodeDisconnect:
-			case protocol.CodeServerAuthResponse, protocol.CodeCookieReply, protocol.CodeNotice:
-				select {
-				case c.hsIn <- append([]byte(nil), b...):
-				default:
-					c.global.drop(DropHandshakeQueue)
-				}
-				continue
-			default:
-				c.global.drop(DropMalformed)
-				continue
-			}
-			hdr, err := protocol.ParseDataHeader(b)
-			if err != nil {
-				c.global.drop(DropMalformed)
-				continue
-			}
-			kp := c.current.Load()
-			if kp == nil || kp.LocalIndex() != hdr.Receiver {
-				kp = c.previous.Load()
-				if kp == nil || kp.LocalIndex() != hdr.Receiver {
-					c.global.drop(DropUnknownSession)
-					continue
-				}
-			}
-			gotCode, plen, verdict := kp.Open(b, now)
-			if verdict != transport.OK {
-				c.counters.drop(verdictDrop(verdict))
-				if c.drops.due() {
-					c.drops.logf(verdictDrop(verdict))
-				}
-				continue
-			}
-			c.lastRecv.Store(now.UnixNano())
-			if gotCode == protocol.CodeDisconnect {
-				reason := protocol.DisconnectShutdown
-				if plen > 0 {
-					reason = protocol.DisconnectReason(v.bufs[i][protocol.Headroom])
-				}
-				select {
-				case c.ended <- reason:
-				default: // one is already waiting for the control loop
-				}
-				continue
-			}
-			if plen == 0 {
-				continue // keepalive
-			}
-			pkt := v.bufs[i][protocol.Headroom : protocol.Headroom+plen]
-			if _, _, ok := ipAddrs(pkt); !ok {
-				c.counters.drop(DropMalformed)
-				continue
-			}
-			plen = ipLen(pkt)
-			c.counters.RxPackets.Add(1)
-			c.counters.RxBytes.Add(uint64(plen))
-			out = append(out, v.bufs[i][:protocol.Headroom+plen])
+		c.inbound(v, n)
+	}
+}
+
+// inbound processes one received vector; a panic loses the vector, is counted and logged (see
+// Server.inbound).
+func (c *Client) inbound(v *vector, n int) {
+	defer c.panics.recoverVector(c.log, "udp receive")
+	now := time.Now()
+	out := v.outBufs[:0]
+	for i := range n {
+		b := v.bufs[i][:v.sizes[i]]
+		if v.addrs[i] != c.cfg.ServerAddr {
+			c.global.drop(DropMalformed) // not from our gateway
+			continue
 		}
-		if dev := c.device(); len(out) > 0 && dev != nil {
-			if _, err := dev.Write(out, protocol.Headroom); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				c.global.drop(DropSend)
-				if c.drops.due() {
-					c.drops.logf(DropSend, "err", err)
-				}
+		code, err := protocol.ParseCode(b)
+		if err != nil {
+			c.global.drop(DropMalformed)
+			continue
+		}
+		switch code {
+		case protocol.CodeData, protocol.CodeDisconnect:
+		case protocol.CodeServerAuthResponse, protocol.CodeCookieReply, protocol.CodeNotice:
+			select {
+			case c.hsIn <- append([]byte(nil), b...):
+			default:
+				c.global.drop(DropHandshakeQueue)
+			}
+			continue
+		default:
+			c.global.drop(DropMalformed)
+			continue
+		}
+		hdr, err := protocol.ParseDataHeader(b)
+		if err != nil {
+			c.global.drop(DropMalformed)
+			continue
+		}
+		kp := c.current.Load()
+		if kp == nil || kp.LocalIndex() != hdr.Receiver {
+			kp = c.previous.Load()
+			if kp == nil || kp.LocalIndex() != hdr.Receiver {
+				c.global.drop(DropUnknownSession)
+				continue
+			}
+		}
+		gotCode, plen, verdict := kp.Open(b, now)
+		if verdict != transport.OK {
+			c.counters.drop(verdictDrop(verdict))
+			if c.drops.due() {
+				c.drops.logf(verdictDrop(verdict))
+			}
+			continue
+		}
+		c.lastRecv.Store(now.UnixNano())
+		if gotCode == protocol.CodeDisconnect {
+			reason := protocol.DisconnectShutdown
+			if plen > 0 {
+				reason = protocol.DisconnectReason(v.bufs[i][protocol.Headroom])
+			}
+			select {
+			case c.ended <- reason:
+			default: // one is already waiting for the control loop
+			}
+			continue
+		}
+		if plen == 0 {
+			continue // keepalive
+		}
+		pkt := v.bufs[i][protocol.Headroom : protocol.Headroom+plen]
+		if _, _, ok := ipAddrs(pkt); !ok {
+			c.counters.drop(DropMalformed)
+			continue
+		}
+		plen = ipLen(pkt)
+		c.counters.RxPackets.Add(1)
+		c.counters.RxBytes.Add(uint64(plen))
+		out = append(out, v.bufs[i][:protocol.Headroom+plen])
+	}
+	if dev := c.device(); len(out) > 0 && dev != nil {
+		if _, err := dev.Write(out, protocol.Headroom); err != nil {
+			c.global.drop(DropSend)
+			if c.drops.due() {
+				c.drops.logf(DropSend, "err", err)
 			}
 		}
 	}
@@ -111,39 +116,46 @@ func (c *Client) tunLoop(ctx context.Context) error {
 	for i := range v.addrs {
 		v.addrs[i] = c.cfg.ServerAddr
 	}
+	dev := c.device()
 	for {
-		n, err := c.dev.Read(v.bufs, v.sizes, protocol.Headroom)
+		n, err := dev.Read(v.bufs, v.sizes, protocol.Headroom)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		now := time.Now()
-		kp := c.current.Load()
-		if kp == nil {
-			c.counters.Drops[DropNoKey].Add(uint64(n))
-			continue
-		}
-		if err := kp.SealBatch(v.bufs[:n], v.sizes[:n], now); err != nil {
-			c.counters.Drops[DropExpired].Add(uint64(n))
-			continue
-		}
-		out := v.outBufs[:0]
-		var bytes uint64
-		for i := range n {
-			bytes += uint64(v.sizes[i] - protocol.DataOverhead)
-			out = append(out, v.bufs[i][:v.sizes[i]])
-		}
-		sent, err := c.conn.write(out, v.addrs[:n])
-		if err != nil {
-			c.global.Drops[DropSend].Add(uint64(n - sent))
-			if c.drops.due() {
-				c.drops.logf(DropSend, "err", err)
-			}
-		}
-		c.counters.TxPackets.Add(uint64(sent))
-		c.counters.TxBytes.Add(bytes)
-		c.lastSend.Store(now.UnixNano())
+		c.outbound(v, n)
 	}
+}
+
+// outbound seals one TUN vector under the current key and sends it; a panic loses the vector.
+func (c *Client) outbound(v *vector, n int) {
+	defer c.panics.recoverVector(c.log, "tun read")
+	now := time.Now()
+	kp := c.current.Load()
+	if kp == nil {
+		c.counters.Drops[DropNoKey].Add(uint64(n))
+		return
+	}
+	if err := kp.SealBatch(v.bufs[:n], v.sizes[:n], now); err != nil {
+		c.counters.Drops[DropExpired].Add(uint64(n))
+		return
+	}
+	out := v.outBufs[:0]
+	var bytes uint64
+	for i := range n {
+		bytes += uint64(v.sizes[i] - protocol.DataOverhead)
+		out = append(out, v.bufs[i][:v.sizes[i]])
+	}
+	sent, err := c.conn.write(out, v.addrs[:n])
+	if err != nil {
+		c.global.Drops[DropSend].Add(uint64(n - sent))
+		if c.drops.due() {
+			c.drops.logf(DropSend, "err", err)
+		}
+	}
+	c.counters.TxPackets.Add(uint64(sent))
+	c.counters.TxBytes.Add(bytes)
+	c.lastSend.Store(now.UnixNano())
 }

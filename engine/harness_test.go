@@ -47,6 +47,8 @@ type world struct {
 	stateDir  string
 	// mod changes the gateway config before every start.
 	mod func(*ServerConfig)
+	// wrapTUN, if set, wraps the gateway's TUN device (fault injection).
+	wrapTUN func(tun.Device) tun.Device
 
 	srv     *Server
 	srvTUN  *enginetest.TUN
@@ -109,7 +111,11 @@ func (w *world) startServer() *Server {
 	if w.mod != nil {
 		w.mod(&cfg)
 	}
-	srv, err := NewServer(cfg, []tun.Device{w.srvTUN}, []PacketConn{conn, conn6})
+	var dev tun.Device = w.srvTUN
+	if w.wrapTUN != nil {
+		dev = w.wrapTUN(dev)
+	}
+	srv, err := NewServer(cfg, []tun.Device{dev}, []PacketConn{conn, conn6})
 	must(w.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -243,6 +249,7 @@ func (c *tclient) waitState(state string, d time.Duration) {
 	waitUntil(c.t, d, "client "+state, func() bool {
 		select {
 		case err := <-c.done:
+			c.done <- err // for the cleanup
 			c.t.Fatalf("client stopped while waiting for %q: %v", state, err)
 		default:
 		}

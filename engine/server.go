@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/salvovpn/salvo/engine/ippool"
-	"github.com/salvovpn/salvo/engine/ratelimit"
 	"github.com/salvovpn/salvo/engine/users"
 	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/handshake"
@@ -75,6 +74,7 @@ type Server struct {
 	workers int
 	log     *slog.Logger
 	drops   dropLogger
+	panics  panicGuard
 	global  Counters
 	// crossWorker counts data packets processed by a worker that does not own their session (the
 	// kernel's reuseport hash put them on another socket). They are processed where they land: replay
@@ -92,8 +92,8 @@ type Server struct {
 
 	logins loginGuard
 
-	hsQueue chan handshakeJob
-	notices *ratelimit.Limiter[netip.Prefix]
+	hsq     *handshakeQueue
+	notices noticeGuard
 }
 
 type instanceKey struct {
@@ -101,16 +101,9 @@ type instanceKey struct {
 	instance uint64
 }
 
-type handshakeJob struct {
-	buf  []byte
-	src  netip.AddrPort
-	conn int
-}
-
 const (
 	handshakeQueueLen = 256
 	handshakeWorkers  = 2
-	sessionIdle       = protocol.RejectAfterTime // no authenticated packet for this long: session is gone
 	// pendingTimeout is how long a login waits for the client's first packet under the new keys (the
 	// client sends one at once). A login nobody confirms (a replayed request, a client killed mid-login)
 	// then leaves nothing behind.
@@ -152,14 +145,12 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 		pending: map[instanceKey]*serverSession{},
 		perUser: map[string][]*serverSession{},
 		leases:  newLeaseTable(cfg.Pool4, cfg.Pool6, cfg.StateDir),
-		hsQueue: make(chan handshakeJob, handshakeQueueLen),
+		hsq:     newHandshakeQueue(handshakeQueueLen),
 	}
 	if err := s.logins.init(cfg.HashBudget, cfg.Users); err != nil {
 		return nil, err
 	}
-	var err error
-	// Notices are unauthenticated: a few per second per source at most.
-	if s.notices, err = ratelimit.New[netip.Prefix](500*time.Millisecond, 4, 1<<16); err != nil {
+	if err := s.notices.init(); err != nil {
 		return nil, err
 	}
 	s.drops.log = cfg.Log
@@ -306,7 +297,7 @@ func (s *Server) ownerOf(idx uint32) int { return int(idx % uint32(s.workers)) }
 func (s *Server) Status() Status {
 	now := time.Now()
 	st := Status{Role: "server", Global: s.global.Snapshot(), Sessions: []SessionStatus{}, Runtime: readRuntimeStats(),
-		Workers: s.workers, CrossWorkerPackets: s.crossWorker.Load()}
+		Workers: s.workers, CrossWorkerPackets: s.crossWorker.Load(), Panics: s.panics.count.Load()}
 	if s.cfg.KernelStatus != nil {
 		st.Classifier = s.cfg.KernelStatus()
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -95,24 +96,50 @@ func (g *loginGuard) underPressure(now time.Time) bool {
 	return g.budget.Level(now) < budgetPressure || g.unproven.Level(now) < budgetPressure
 }
 
-func (s *Server) handshakeWorker(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case job := <-s.hsQueue:
-			s.handleHandshake(job)
-		}
-	}
+// noticeGuard bounds the unauthenticated answers the gateway sends to senders it cannot verify (notices,
+// cookie replies): a few per second per source prefix, and a global cap, so a flood from spoofed random
+// sources cannot turn the gateway into a reflector or make it spend its time in sendmsg.
+type noticeGuard struct {
+	perSource *ratelimit.Limiter[netip.Prefix]
+	total     *ratelimit.Budget // notices
+	cookies   *ratelimit.Budget // cookie replies
 }
 
-// enqueueHandshake copies a handshake datagram out of the receive vector (whose buffers are reused at once)
-// and queues it; a full queue means the gateway is under load and the packet is dropped.
-func (s *Server) enqueueHandshake(b []byte, src netip.AddrPort, conn int) {
-	job := handshakeJob{buf: append([]byte(nil), b...), src: src, conn: conn}
-	select {
-	case s.hsQueue <- job:
-	default:
+// Global caps per second; bursts of one second's worth.
+const (
+	maxNoticesPerSecond       = 200
+	maxCookieRepliesPerSecond = 20000
+)
+
+func (n *noticeGuard) init() error {
+	var err error
+	if n.perSource, err = ratelimit.New[netip.Prefix](500*time.Millisecond, 4, 1<<16); err != nil {
+		return err
+	}
+	if n.total, err = ratelimit.NewBudget(maxNoticesPerSecond, maxNoticesPerSecond); err != nil {
+		return err
+	}
+	n.cookies, err = ratelimit.NewBudget(maxCookieRepliesPerSecond, maxCookieRepliesPerSecond)
+	return err
+}
+
+// allow reports whether a notice may go to src now.
+func (n *noticeGuard) allow(src netip.Addr, now time.Time) bool {
+	return n.total.Level(now) > 0 && n.perSource.Allow(ratelimit.SourcePrefix(src), now) && n.total.Take(1, now)
+}
+
+// intakeHandshake is the receive loop's part of a login or resume request: the length and mac1 checks
+// (no allocation, ~0.5 µs), then a copy into the handshake queue. A wrong mac1 means the sender pinned
+// another gateway key: it may get a keyMismatch notice, rate-limited.
+func (s *Server) intakeHandshake(b []byte, src netip.AddrPort, conn int, now time.Time) {
+	if err := s.hs.CheckMac1(b); err != nil {
+		s.global.drop(DropMalformed)
+		if errors.Is(err, handshake.ErrMac1) && s.notices.allow(src.Addr(), now) {
+			_ = s.conns[conn].writeOne(handshake.NewNotice(handshake.NoticeKeyMismatch, binary.LittleEndian.Uint32(b[4:8])), src)
+		}
+		return
+	}
+	if dropped, _ := s.hsq.push(b, src, conn, now); dropped {
 		s.global.drop(DropHandshakeQueue)
 		if s.drops.due() {
 			s.drops.logf(DropHandshakeQueue, "from", src)
@@ -120,24 +147,38 @@ func (s *Server) enqueueHandshake(b []byte, src netip.AddrPort, conn int) {
 	}
 }
 
+func (s *Server) handshakeWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.hsq.wake:
+		}
+		for ctx.Err() == nil {
+			job, expired, ok := s.hsq.pop(time.Now())
+			if expired > 0 {
+				s.global.Drops[DropHandshakeQueue].Add(uint64(expired))
+			}
+			if !ok {
+				break
+			}
+			s.handleHandshake(job)
+			s.hsq.done(job)
+		}
+	}
+}
+
 // underLoad reports whether requests must carry a valid mac2 before the gateway decrypts them.
 func (s *Server) underLoad(now time.Time) bool {
-	return len(s.hsQueue) > handshakeQueueLen/8 || s.logins.underPressure(now)
+	return s.hsq.len() > handshakeQueueLen/8 || s.logins.underPressure(now)
 }
 
 func (s *Server) handleHandshake(job handshakeJob) {
 	now := time.Now()
 	req, reply, err := s.hs.ConsumeRequest(job.buf, job.src, now, s.underLoad(now))
 	if err != nil {
-		switch {
-		case errors.Is(err, handshake.ErrMac1):
-			if reply != nil && s.notices.Allow(ratelimit.SourcePrefix(job.src.Addr()), now) {
-				_ = s.conns[job.conn].writeOne(reply, job.src)
-			}
-		case errors.Is(err, handshake.ErrCookieRequired):
-			if reply != nil {
-				_ = s.conns[job.conn].writeOne(reply, job.src)
-			}
+		if errors.Is(err, handshake.ErrCookieRequired) {
+			s.sendCookie(reply, job, now)
 			return
 		}
 		s.global.drop(DropMalformed)
@@ -176,7 +217,16 @@ func (s *Server) demandCookie(req *handshake.Request, job handshakeJob, now time
 	if err != nil {
 		return nil
 	}
-	return out
+	s.sendCookie(out, job, now)
+	return nil
+}
+
+// sendCookie sends a cookie reply within the global cap (a flood of valid-mac1 requests from spoofed
+// sources would otherwise have the gateway send as many replies as it receives).
+func (s *Server) sendCookie(reply []byte, job handshakeJob, now time.Time) {
+	if reply != nil && s.notices.cookies.Take(1, now) {
+		_ = s.conns[job.conn].writeOne(reply, job.src)
+	}
 }
 
 // login checks a password and creates a pending session for this client instance (see serverSession).

@@ -164,6 +164,13 @@ func (s *Server) keepaliveInterval() time.Duration {
 	return protocol.KeepaliveDefault
 }
 
+// sessionIdle is how long a session may stay silent before the gateway forgets it and frees its address.
+// A live client sends at least a keepalive per interval, so three intervals without a packet (plus a rekey
+// timeout of slack for loss) means it is gone: 80 s by default. Never longer than a key may live.
+func (s *Server) sessionIdle() time.Duration {
+	return min(3*s.keepaliveInterval()+protocol.RekeyTimeout, protocol.RejectAfterTime)
+}
+
 // janitor runs once a second: it expires silent sessions and unconfirmed logins, retires old keys, sends
 // keepalives to sessions the gateway has sent nothing to for a keepalive interval (so an idle client sees
 // its gateway alive and does not reconnect), releases restored leases nobody came back for, and saves the
@@ -185,7 +192,7 @@ func (s *Server) janitor(ctx context.Context) {
 }
 
 func (s *Server) sweep(now time.Time) {
-	keepalive := s.keepaliveInterval()
+	keepalive, idle := s.keepaliveInterval(), s.sessionIdle()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rt := s.rt.Load().clone()
@@ -198,7 +205,7 @@ func (s *Server) sweep(now time.Time) {
 		}
 	}
 	for _, sess := range s.live {
-		if now.Sub(time.Unix(0, sess.lastRecv.Load())) > sessionIdle {
+		if now.Sub(time.Unix(0, sess.lastRecv.Load())) > idle {
 			s.log.Info("session expired", "user", sess.user, "addresses", fmt.Sprint(sess.addrs()))
 			s.dropLocked(rt, sess)
 			changed = true

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"runtime/metrics"
 	"sync/atomic"
 	"time"
@@ -90,6 +92,29 @@ type Status struct {
 	CrossWorkerPackets uint64 `json:"cross_worker_packets"`
 	// Classifier is the eBPF classifier's state when one is attached (drops it made in the kernel).
 	Classifier any `json:"classifier,omitempty"`
+	// Panics counts vectors lost to a recovered panic in the data path (always 0 unless there is a bug).
+	Panics uint64 `json:"panics"`
+}
+
+// panicGuard recovers a panic in the processing of one vector: the vector is lost, the panic is counted
+// (status "panics") and logged with its stack at most once per interval, and the loop goes on.
+type panicGuard struct {
+	count atomic.Uint64
+	last  atomic.Int64
+}
+
+// recoverVector must be deferred directly by the function that processes one vector.
+func (p *panicGuard) recoverVector(log *slog.Logger, loop string) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	p.count.Add(1)
+	now, last := time.Now().UnixNano(), p.last.Load()
+	if now-last >= int64(5*time.Second) && p.last.CompareAndSwap(last, now) {
+		log.Error("data path panic recovered; the vector was dropped (a bug: please report it with this stack)",
+			"loop", loop, "panic", fmt.Sprint(r), "stack", string(debug.Stack()), "panics_total", p.count.Load())
+	}
 }
 
 // dropLogger logs drops at most once per interval so a flood of junk cannot flood the log. Call sites

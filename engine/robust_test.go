@@ -1,0 +1,112 @@
+package engine
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/salvovpn/salvo/engine/enginetest"
+	"github.com/salvovpn/salvo/engine/users"
+)
+
+// panickyTUN panics in its first Write, as a bug reached by some packet would.
+type panickyTUN struct {
+	tun.Device
+	armed atomic.Bool
+}
+
+func (p *panickyTUN) Write(bufs [][]byte, offset int) (int, error) {
+	if p.armed.CompareAndSwap(true, false) {
+		panic("test: injected data-path panic")
+	}
+	return p.Device.Write(bufs, offset)
+}
+
+// TestDataPathPanicIsContained: a panic while processing one vector loses that vector, is counted in the
+// status, and the gateway goes on serving the same session.
+func TestDataPathPanicIsContained(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	p := &panickyTUN{}
+	w.wrapTUN = func(d tun.Device) tun.Device { p.Device = d; return p }
+	w.startServer()
+	c := w.connect(clientOpts{})
+	p.armed.Store(true)
+	if err := c.sendUp(hostV4, "lost to the panic"); err == nil {
+		t.Fatal("the vector that panicked was delivered")
+	}
+	if n := w.srv.Status().Panics; n != 1 {
+		t.Fatalf("%d panics counted, want 1", n)
+	}
+	must(t, c.sendUp(hostV4, "after the panic"))
+	must(t, c.sendDown(hostV4, "down after the panic"))
+}
+
+// TestDeadClientReclaimed: a client that vanishes without a word (SIGKILL) loses its session and address
+// after three keepalive intervals plus the rekey timeout of slack, not after 180 s.
+func TestDeadClientReclaimed(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, func(c *ServerConfig) { c.Settings.Keepalive = time.Second })
+	w.startServer()
+	c := w.connect(clientOpts{})
+	from := c.conn.LocalAddr()
+	// Kill it: nothing it sends from now on reaches the gateway, then it stops.
+	w.net.SetFilter(func(f, _ netip.AddrPort, _ []byte) enginetest.Verdict {
+		if f == from {
+			return enginetest.Drop
+		}
+		return enginetest.Deliver
+	})
+	c.stop()
+	killed := time.Now()
+	want := 3*time.Second + 5*time.Second // 3 keepalives + RekeyTimeout
+	waitUntil(t, want+3*time.Second, "the session reclaimed", func() bool { return sessions(w) == 0 })
+	took := time.Since(killed)
+	t.Logf("session reclaimed %s after the client died (keepalive 1s)", took.Round(100*time.Millisecond))
+	if took < want-2*time.Second {
+		t.Fatalf("reclaimed after %s: before its client could have been declared dead (%s)", took, want)
+	}
+	w.srv.mu.Lock()
+	leases := len(w.srv.leases.byKey)
+	w.srv.mu.Unlock()
+	if leases != 0 {
+		t.Fatalf("%d leases left", leases)
+	}
+}
+
+// TestLoginStormNoWaste: 40 clients log in at once into a gateway whose two handshake workers need about
+// three seconds to hash all their passwords (the hashing budget is no limit here), so every client
+// retransmits (after 1, 2, 4 s) before it is served. The handshake queue serves each source's newest
+// request only and drops the stale one, so the password hashes stay at one per client and every client
+// gets in; a queue served oldest first, without that, hashes the retransmissions too.
+func TestLoginStormNoWaste(t *testing.T) {
+	const clients = 40
+	p := users.Params{Memory: 8 * 1024, Time: 2, Threads: 1}
+	w := newWorld(t, func(c *ServerConfig) {
+		c.MaxSessionsPerUser = clients
+		c.HashBudget = 1000 * p.Cost()
+	})
+	w.store = users.New()
+	w.addUser("alice", p)
+	w.startServer()
+	var cs []*tclient
+	for range clients {
+		cs = append(cs, w.startClient(clientOpts{loginTimeout: 60 * time.Second}))
+	}
+	start := time.Now()
+	for _, c := range cs {
+		c.waitState("connected", 60*time.Second)
+	}
+	took := time.Since(start)
+	hashes := w.srv.logins.hashes.Load()
+	t.Logf("%d clients logged in in %s with %d password hashes", clients, took.Round(time.Millisecond), hashes)
+	if took < 1500*time.Millisecond {
+		t.Fatalf("all in after %s, before the first retransmissions: the test proves nothing", took)
+	}
+	if hashes > clients+2 {
+		t.Fatalf("%d hashes for %d clients: retransmissions were hashed", hashes, clients)
+	}
+}
