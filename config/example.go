@@ -21,7 +21,8 @@ users_file = "users"
 
 tun_name = "salvo0"          # 1..15 characters
 mtu = 1420                   # 576..9000; at least 1280 with an IPv6 pool
-keepalive = "25s"            # "0s" disables; at most "1h"
+keepalive = "25s"            # 1s..1h; "0s" means the default. A client silent for 3 of these
+                             # (plus 5s) is considered gone and its session and address freed
 
 # Client address pools; at least one is required. The gateway takes the
 # first host address of each (10.77.0.1, fd77::1).
@@ -49,9 +50,9 @@ state_dir = "/var/lib/salvo" # leases kept across restarts (the same client gets
 control_socket = "/run/salvo/server.sock"
 log_format = "text"          # "text" or "json"
 log_level = "info"           # "debug", "info", "warn" or "error"
-ebpf = "off"                 # eBPF classifier: steer data to the worker owning its session, drop junk in
-                             # the kernel. "auto": use it when the kernel and privileges allow; "on": fail
-                             # if it cannot load; "off": never load it
+ebpf = "auto"                # eBPF classifier: steer data to the worker owning its session, drop junk in
+                             # the kernel. "auto": use it when the kernel and privileges allow (CAP_BPF);
+                             # "on": fail if it cannot load; "off": never load it
 ebpf_tun_steering = false    # also steer TUN packets to the owning worker's queue (needs ebpf)
 workers = 1                  # per-core workers (a socket and a TUN queue each); 0: one per CPU
 batch_size = 128             # packets per read/write call; memory is about batch_size x 72 KiB

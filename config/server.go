@@ -15,7 +15,7 @@ type Server struct {
 	UsersFile          string   `toml:"users_file"`       // required; resolved against the config's directory
 	TunName            string   `toml:"tun_name"`         // default "salvo0"
 	MTU                int      `toml:"mtu"`              // default 1420
-	Keepalive          Duration `toml:"keepalive"`        // default 25s; 0 disables
+	Keepalive          Duration `toml:"keepalive"`        // default 25s; 0 means the default (both ends use 25s)
 	IPv4Pool           string   `toml:"ipv4_pool"`        // e.g. "10.77.0.0/24"; gateway takes the first host
 	IPv6Pool           string   `toml:"ipv6_pool"`        // e.g. "fd77::/64"
 	Routes             []string `toml:"routes"`           // prefixes pushed to clients
@@ -121,7 +121,7 @@ func LoadServer(path string) (*Server, error) {
 		s.Keepalive = Duration{25 * time.Second}
 	}
 	if k := s.Keepalive.Duration; k != 0 && (k < time.Second || k > MaxKeepalive) {
-		l.failf("keepalive", "%v must be 0 (off) or between 1s and %v", k, MaxKeepalive)
+		l.failf("keepalive", "%v must be 0 (the default, 25s) or between 1s and %v", k, MaxKeepalive)
 	}
 
 	s.RoutePrefixes = l.parsePrefixes("routes", s.Routes)
@@ -172,7 +172,9 @@ func LoadServer(path string) (*Server, error) {
 	l.checkLog(&s.LogFormat, &s.LogLevel)
 
 	if !l.defined("ebpf") {
-		s.EBPF = "off"
+		// On where the kernel and privileges allow: its early drop throws junk and data for unknown sessions
+		// away before they reach the socket, which is what keeps a flooded gateway serving its clients.
+		s.EBPF = "auto"
 	} else if s.EBPF != "auto" && s.EBPF != "on" && s.EBPF != "off" {
 		l.failf("ebpf", "%q is not one of \"auto\", \"on\", \"off\"", s.EBPF)
 	}
