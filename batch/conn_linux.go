@@ -9,7 +9,9 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -45,13 +47,16 @@ type Options struct {
 	SetIncomingCPU bool
 	IncomingCPU    int
 	// EnableGRO asks the kernel to coalesce consecutive datagrams of one flow into one receive (UDP_GRO);
-	// ReadBatch splits them again. It then needs at least udpMaxSegments buffers per call. Used only on
-	// kernels >= 5.12 (earlier ones had UDP GRO bugs with forwarded traffic).
+	// ReadBatch splits them again, into vectors of any length (see ReadBatch). Used only on kernels >= 5.12
+	// (earlier ones had UDP GRO bugs with forwarded traffic).
 	EnableGRO bool
 }
 
-// UDP GSO limits: the kernel refuses more than udpMaxSegments segments in one send (UDP_MAX_SEGMENTS), and
-// the whole super-datagram must fit an IP packet's 16-bit length. gsoMaxBytes stays below 65535 minus the
+// UDP GSO send limits. udpMaxSegments is the most segments WriteBatch puts in one send: older kernels
+// refuse more than 64 (UDP_MAX_SEGMENTS, EINVAL); newer ones accept more (128 on this 6.18 kernel, 129 is
+// EINVAL), so it limits only what this Conn sends, never what a receiver may get: any local process can
+// send 128 segments, and over loopback or veth they reach a UDP_GRO socket as one message. The whole
+// super-datagram must also fit an IP packet's 16-bit length: gsoMaxBytes stays below 65535 minus the
 // largest IP + UDP header.
 const (
 	udpMaxSegments = 64
@@ -67,6 +72,33 @@ const (
 // One reader and one writer may use a Conn concurrently. Each direction is additionally guarded by its own
 // mutex (uncontended ~5 ns per batch, BenchmarkDirectionMutex, against microseconds per syscall), so concurrent callers of the same
 // direction are safe, merely serialised.
+//
+// With GRO (Options.EnableGRO), the kernel hands over a whole run of one flow's datagrams as one message,
+// with no bound the receiver can rely on: the kernel's segment limit has grown (128 here) and any local
+// process may send such runs. The Conn therefore receives into buffers of its own (max(1, BatchSize/64)
+// of MaxPacket bytes, allocated once) and copies the datagrams out into the caller's vector; what does not
+// fit (the rest of a message, further messages) stays pending in the Conn and the next ReadBatch returns
+// it first, without a syscall. Nothing is dropped; a message larger than the Conn's buffer, which no
+// kernel is known to build, would lose its tail and is counted in Stats.GROTruncated.
+//
+// With GSO, WriteBatch sends a run of same-size datagrams to one destination as one message. Two kernel
+// refusals are handled:
+//   - EIO: the egress device cannot do the checksum offload GSO needs. The message is resent one datagram
+//     at a time and GSO is switched off for the whole Conn for good (GSO reports false), as that device
+//     never will.
+//   - EMSGSIZE for a message of several segments: its segment size exceeds the MTU of the path to that
+//     destination (a narrower link: a tunnel inside a tunnel, a mobile path; the device MTU or a route's
+//     or learned PMTU). The kernel refuses GSO then, but fragments the same datagrams sent one by one (with
+//     the default IP_MTU_DISCOVER), which is why traffic without GSO flows. The message is resent one
+//     datagram at a time (fragmented by the kernel), Stats.GSORefused counts the refusal, and the Conn
+//     remembers for that destination address (any port) that GSO messages with segments of that size or
+//     larger must not be tried; smaller segments to it, and every other destination, still use GSO. The
+//     memory is a fixed table of 256 entries (64 sets of 4 by address hash, allocated with the Conn). An
+//     entry expires after 10 minutes, as the kernel's learned path MTU does: GSO is then tried again, so
+//     a path that widened gets it back, and one that did not costs one more refused send. A full set
+//     replaces its entry closest to expiry, whose destination likewise costs one more refused send.
+//     Nothing is lost either way. A plain datagram refused with EMSGSIZE (larger than UDP allows) is
+//     still an error.
 type Conn struct {
 	udp    *net.UDPConn
 	raw    syscall.RawConn
@@ -83,6 +115,31 @@ type Conn struct {
 	// with a UDP_SEGMENT control message. Turned off for good when the kernel answers EIO (the egress
 	// device cannot checksum), as it then never will.
 	gso bool
+	// grs is what ReadBatch received with GRO and has not handed out yet; guarded by rmu.
+	grs groState
+	// limits remembers destinations whose path refused GSO messages of some segment size (see above);
+	// guarded by wmu. Its expiry times count from epoch, on the monotonic clock.
+	limits gsoLimits
+	epoch  time.Time
+	// Counters behind Stats, atomic so Stats can be read while another goroutine reads or writes.
+	groTruncated, gsoRefused atomic.Uint64
+}
+
+// Stats counts what a Conn handled on its own. The counters only grow.
+type Stats struct {
+	// GROTruncated counts coalesced receives larger than the Conn's MaxPacket-byte GRO buffer, whose tail
+	// the kernel discarded (MSG_TRUNC): datagrams lost. No kernel is known to build UDP messages that
+	// large, so it should stay 0.
+	GROTruncated uint64
+	// GSORefused counts GSO messages the kernel refused with EMSGSIZE (segments larger than the path MTU)
+	// that WriteBatch resent one datagram at a time; nothing was lost. Each refusal also limits GSO to that
+	// destination for a while, so this grows by about one per narrow destination every gsoLimitTTL.
+	GSORefused uint64
+}
+
+// Stats returns the Conn's counters.
+func (c *Conn) Stats() Stats {
+	return Stats{GROTruncated: c.groTruncated.Load(), GSORefused: c.gsoRefused.Load()}
 }
 
 // mmsgState is one direction's preallocated recvmmsg/sendmmsg argument arrays plus the result of the last
@@ -222,6 +279,7 @@ func newConn(udp *net.UDPConn, batch int, disableGSO, enableGRO bool) (*Conn, er
 		v6:    domain == unix.AF_INET6,
 		rd:    newMmsgState(batch),
 		wr:    newMmsgState(batch),
+		epoch: time.Now(),
 	}
 	c.recvFn = c.recv
 	c.sendFn = c.send
@@ -236,6 +294,9 @@ func newConn(udp *net.UDPConn, batch int, disableGSO, enableGRO bool) (*Conn, er
 		_ = raw.Control(func(fd uintptr) {
 			c.gro = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
 		})
+	}
+	if c.gro {
+		c.grs = newGROState(batch)
 	}
 	return c, nil
 }
@@ -256,28 +317,11 @@ func kernelAtLeast(major, minor int) bool {
 	return ma > major || ma == major && mi >= minor
 }
 
-// ErrGROBatchTooSmall is returned by ReadBatch on a GRO socket given fewer than udpMaxSegments buffers: one
-// coalesced receive may hold that many datagrams.
-var ErrGROBatchTooSmall = errors.New("batch: ReadBatch on a UDP GRO socket needs at least 64 buffers")
-
 // GSO reports whether WriteBatch currently uses UDP generic segmentation offload.
 func (c *Conn) GSO() bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.gso
-}
-
-// ctrlSlot is the space of one control message: a uint16 (UDP_SEGMENT) on send, an int (UDP_GRO) on
-// receive.
-var ctrlSlot = unix.CmsgSpace(4)
-
-// putSegmentCmsg writes a UDP_SEGMENT control message with the segment size into b.
-func putSegmentCmsg(b []byte, size int) {
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-	h.Level = unix.SOL_UDP
-	h.Type = unix.UDP_SEGMENT
-	h.SetLen(unix.CmsgLen(2))
-	*(*uint16)(unsafe.Pointer(&b[unix.CmsgLen(0)])) = uint16(size)
 }
 
 // LocalAddr is the bound address ("[::]:port" for a dual-stack socket).
@@ -298,9 +342,13 @@ func (c *Conn) Close() error { return c.udp.Close() }
 // sizes and addrs must be at least as long as bufs. It blocks until at least one datagram has arrived and
 // returns net.ErrClosed after Close.
 //
-// With GRO, the kernel hands over up to 64 datagrams of one flow as one; ReadBatch receives into the last
-// len(bufs)/64 buffers and copies the segments out into bufs from the front, so callers still see one
-// datagram per buffer. (Each segment is copied once; the kernel's receive path ran once for all of them.)
+// Without GRO the kernel writes straight into bufs (no copy). With GRO it coalesces runs of one flow's
+// datagrams into single messages of any number of segments; ReadBatch receives them into the Conn's own
+// buffers and copies the segments out, one datagram per buffer, so callers see the same datagrams either
+// way and may pass vectors of any length. (Each segment is copied once; the kernel's receive path ran once
+// for all of them.) Datagrams that do not fit the vector stay in the Conn and are returned, without a
+// syscall, by the next ReadBatch, which may therefore return fewer than len(bufs) datagrams although more
+// have arrived.
 func (c *Conn) ReadBatch(bufs [][]byte, sizes []int, addrs []netip.AddrPort) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
@@ -309,79 +357,39 @@ func (c *Conn) ReadBatch(bufs [][]byte, sizes []int, addrs []netip.AddrPort) (in
 	if n == 0 {
 		return 0, nil
 	}
-	_ = sizes[n-1]
-	_ = addrs[n-1]
-	first := 0 // index of the buffer the first message is received into
+	bufs, sizes, addrs = bufs[:n], sizes[:n], addrs[:n]
 	if c.gro {
-		if n < udpMaxSegments {
-			return 0, ErrGROBatchTooSmall
-		}
-		first = n - n/udpMaxSegments
+		return c.readGRO(bufs, sizes, addrs)
 	}
-	for i := first; i < n; i++ {
-		m := i - first
-		setIov(&r.iovs[m], bufs[i])
-		h := &r.msgs[m].Hdr
-		h.Iov = &r.iovs[m]
+	for i := range n {
+		setIov(&r.iovs[i], bufs[i])
+		h := &r.msgs[i].Hdr
+		h.Iov = &r.iovs[i]
 		h.SetIovlen(1)
 		h.Namelen = unix.SizeofSockaddrInet6
 		h.Flags = 0
-		if c.gro {
-			slot := r.ctrl[m*ctrlSlot : (m+1)*ctrlSlot]
-			h.Control = &slot[0]
-			h.SetControllen(ctrlSlot)
-		}
 	}
-	r.count, r.done, r.errno = n-first, 0, 0
-	if err := c.raw.Read(c.recvFn); err != nil {
-		return 0, mapErr(err)
+	if err := c.recvmmsg(n); err != nil {
+		return 0, err
 	}
-	if r.errno != 0 {
-		return 0, os.NewSyscallError("recvmmsg", r.errno)
+	for i := 0; i < r.done; i++ {
+		sizes[i] = int(r.msgs[i].Len)
+		addrs[i] = sockaddrToAddrPort(&r.names[i])
 	}
-	if !c.gro {
-		for i := 0; i < r.done; i++ {
-			sizes[i] = int(r.msgs[i].Len)
-			addrs[i] = sockaddrToAddrPort(&r.names[i])
-		}
-		return r.done, nil
-	}
-	// Split. Message m sits in bufs[first+m]; the segments land in bufs[out...]. With at most 64 segments
-	// per message and n/64 messages, out never passes a message that has not been split yet.
-	out := 0
-	for m := 0; m < r.done; m++ {
-		src := bufs[first+m][:r.msgs[m].Len]
-		from := sockaddrToAddrPort(&r.names[m])
-		seg := groSegmentSize(&r.msgs[m].Hdr)
-		if seg <= 0 || seg > len(src) {
-			seg = len(src)
-		}
-		if len(src) == 0 {
-			sizes[out], addrs[out] = 0, from
-			out++
-			continue
-		}
-		for off := 0; off < len(src) && out < n; off += seg {
-			end := min(off+seg, len(src))
-			sizes[out] = copy(bufs[out], src[off:end]) // copy is memmove: src and dst may be one buffer
-			addrs[out] = from
-			out++
-		}
-	}
-	return out, nil
+	return r.done, nil
 }
 
-// groSegmentSize returns the UDP_GRO segment size the kernel reported for a received message, or 0.
-func groSegmentSize(h *unix.Msghdr) int {
-	if h.Control == nil || int(h.Controllen) < unix.CmsgLen(4) {
-		return 0
+// recvmmsg receives up to count messages into the prepared c.rd.msgs, blocking until at least one.
+func (c *Conn) recvmmsg(count int) error {
+	r := &c.rd
+	r.count, r.done, r.errno = count, 0, 0
+	if err := c.raw.Read(c.recvFn); err != nil {
+		return mapErr(err)
 	}
-	ctrl := unsafe.Slice(h.Control, int(h.Controllen))
-	cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[0]))
-	if cm.Level != unix.SOL_UDP || cm.Type != unix.UDP_GRO || int(cm.Len) < unix.CmsgLen(4) {
-		return 0
+	if r.errno != 0 {
+		return os.NewSyscallError("recvmmsg", r.errno)
 	}
-	return int(*(*int32)(unsafe.Pointer(&ctrl[unix.CmsgLen(0)])))
+	return nil
 }
 
 // recv is the RawConn read callback; returning false parks the goroutine until the socket is readable.
@@ -406,139 +414,11 @@ func (c *Conn) recv(fd uintptr) bool {
 	}
 }
 
-// WriteBatch sends bufs[i] (already sliced to the datagram) to addrs[i], in order, in as many sendmmsg
-// calls as needed (the kernel may accept fewer than offered). It returns the number sent and the first
-// error; bufs[n] is the datagram that failed. IPv4 destinations on an IPv6 socket are sent v4-mapped.
-func (c *Conn) WriteBatch(bufs [][]byte, addrs []netip.AddrPort) (int, error) {
-	return c.write(bufs, nil, addrs)
-}
-
 // ReadVector reads into v (every v.Bufs slot must hold a buffer) and sets v.N.
 func (c *Conn) ReadVector(v *Vector) error {
 	n, err := c.ReadBatch(v.Bufs, v.Sizes, v.Addrs)
 	v.N = n
 	return err
-}
-
-// WriteVector sends the first v.N packets of v (Bufs[i][:Sizes[i]] to Addrs[i]); see WriteBatch.
-func (c *Conn) WriteVector(v *Vector) (int, error) {
-	return c.write(v.Bufs[:v.N], v.Sizes[:v.N], v.Addrs[:v.N])
-}
-
-// write sends bufs[i][:sizes[i]] (or all of bufs[i] when sizes is nil) to addrs[i].
-//
-// With GSO, a run of consecutive datagrams to the same destination, all of one size except a shorter last
-// one, becomes one message: one iovec per datagram (no copy) and a UDP_SEGMENT control message, so the
-// kernel's UDP/IP send path runs once per run instead of once per datagram.
-func (c *Conn) write(bufs [][]byte, sizes []int, addrs []netip.AddrPort) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	w := &c.wr
-	// Check lengths up front rather than panicking after part of the batch went out.
-	_ = addrs[:len(bufs)]
-	if sizes != nil {
-		_ = sizes[:len(bufs)]
-	}
-	datagram := func(i int) []byte {
-		if sizes != nil {
-			return bufs[i][:sizes[i]]
-		}
-		return bufs[i]
-	}
-	sent := 0
-	for sent < len(bufs) {
-		var (
-			m       int // messages prepared
-			iov     int // iovecs used
-			badAddr bool
-		)
-		for i := sent; i < len(bufs) && m < len(w.msgs) && iov < len(w.iovs); {
-			nl, ok := c.fillSockaddr(&w.names[m], addrs[i])
-			if !ok {
-				// Send what precedes the bad destination, then report it as bufs[i].
-				badAddr = true
-				break
-			}
-			h := &w.msgs[m].Hdr
-			h.Namelen = nl
-			h.Iov = &w.iovs[iov]
-			b := datagram(i)
-			setIov(&w.iovs[iov], b)
-			n, total, size := 1, len(b), len(b)
-			if c.gso && size > 0 {
-				for j := i + 1; j < len(bufs) && n < udpMaxSegments && iov+n < len(w.iovs); j++ {
-					bj := datagram(j)
-					if addrs[j] != addrs[i] || len(bj) > size || len(bj) == 0 || total+len(bj) > gsoMaxBytes {
-						break
-					}
-					setIov(&w.iovs[iov+n], bj)
-					n++
-					total += len(bj)
-					if len(bj) < size {
-						break // a shorter datagram can only end a run
-					}
-				}
-			}
-			h.SetIovlen(n)
-			if n > 1 {
-				slot := w.ctrl[m*ctrlSlot : (m+1)*ctrlSlot]
-				putSegmentCmsg(slot, size)
-				h.Control = &slot[0]
-				h.SetControllen(ctrlSlot)
-			} else {
-				h.Control = nil
-				h.SetControllen(0)
-			}
-			w.segs[m] = n
-			m++
-			iov += n
-			i += n
-		}
-		if m > 0 {
-			w.count, w.done, w.errno = m, 0, 0
-			err := c.raw.Write(c.sendFn)
-			for k := 0; k < w.done; k++ {
-				sent += w.segs[k]
-			}
-			if err != nil {
-				return sent, mapErr(err)
-			}
-			if w.errno == unix.EIO && c.gso {
-				// The egress device cannot do the checksum offload GSO needs; send the rest one by one.
-				c.gso = false
-				continue
-			}
-			if w.errno != 0 {
-				return sent, os.NewSyscallError("sendmmsg", w.errno)
-			}
-		}
-		if badAddr {
-			return sent, ErrAddressFamily
-		}
-	}
-	return sent, nil
-}
-
-// send is the RawConn write callback. It keeps calling sendmmsg until everything prepared is sent, an error
-// occurs (sendmmsg reports an error only for the first message of a call, so it surfaces on the call after a
-// partial one) or the socket buffer is full (return false: wait for writability, then resume from done).
-func (c *Conn) send(fd uintptr) bool {
-	w := &c.wr
-	for w.done < w.count {
-		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.msgs[w.done])),
-			uintptr(w.count-w.done), 0, 0, 0)
-		switch e {
-		case 0:
-			w.done += int(n)
-		case unix.EINTR:
-		case unix.EAGAIN:
-			return false
-		default:
-			w.errno = e
-			return true
-		}
-	}
-	return true
 }
 
 // setIov points iov at b. A zero-length datagram has no base (taking &b[0] would panic).

@@ -108,9 +108,6 @@ func TestGRORoundTrip(t *testing.T) {
 	}
 	sizes := make([]int, 128)
 	from := make([]netip.AddrPort, 128)
-	if _, err := srv.ReadBatch(in[:10], sizes, from); err != ErrGROBatchTooSmall {
-		t.Fatalf("small batch: %v", err)
-	}
 	got, calls := 0, 0
 	for got < len(bufs) {
 		calls++
@@ -128,8 +125,8 @@ func TestGRORoundTrip(t *testing.T) {
 		}
 		got += n
 	}
-	// Three GSO sends of 64, 37 and 49 segments; each read takes two messages. Without coalescing this
-	// would take 75 calls.
+	// Three GSO sends of 64, 37 and 49 segments; a read receives up to two messages. Without coalescing
+	// this would take 75 calls.
 	if calls > 3 {
 		t.Fatalf("%d ReadBatch calls for 150 datagrams: the kernel did not coalesce", calls)
 	}
