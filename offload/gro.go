@@ -23,6 +23,33 @@ import (
 //
 // Packets that are not coalesced are written with a zero virtio header (no NEEDS_CSUM, no DATA_VALID), so
 // the kernel still verifies their checksums as usual.
+//
+// What Coalesce promises (checkGRO in gro_promise_test.go tests exactly this). Compare the packets given
+// with the packets the kernel gets once it has cut every GSO packet written back into segments (Split makes
+// the same cut):
+//   - Every packet given comes out exactly once, as a packet of its own: none is lost or duplicated.
+//   - A flow is the addresses, protocol and ports of a TCP or UDP packet that parse can read: IPv4 without
+//     options and not a fragment (neither MF nor an offset), or IPv6 whose next header is TCP or UDP; the
+//     IP length field and, for UDP, the UDP length field match the packet, and the TCP header fits in it.
+//     Packets of one flow come out in the order given.
+//   - Every other packet (another protocol, IPv4 options or a fragment, any IPv6 extension header, the
+//     fragment header included, a length field that does not match, junk) is a barrier: it is never
+//     coalesced, every packet given before it comes out before it and every packet given after it comes
+//     out after it. It may belong to a flow GRO cannot see (a fragment of a UDP datagram, a TCP segment
+//     with IP options), so no run may overtake it.
+//   - That leaves one reordering: a packet merged into a run comes out right behind the run's earlier
+//     packets, so it overtakes the packets given between them, which are all packets of other flows.
+//     Packets of different flows can therefore change their order relative to each other.
+//   - A packet that is not part of a GSO packet is written byte for byte as given, with a zero virtio
+//     header. In a packet that is (the run's first packet included) only these bytes may change: the TCP
+//     or UDP checksum and the IPv4 header checksum come out correct whatever they were (a wrong one is
+//     laundered, see above; a zero UDP checksum is filled in), and where DF is set the IPv4 ID becomes the
+//     run's first ID plus the packet's position in the run (RFC 6864: an atomic datagram's ID means
+//     nothing; without DF the IDs must already run that way to join). Everything else, lengths, sequence
+//     numbers and flags included, comes out as given: a packet only joins a run whose first packet has
+//     the same value in every field the cut copies from it.
+//
+// A GSO packet holds at most 64 KiB, and a UDP one at most groMaxUDPSegs datagrams.
 type GRO struct {
 	// UDP enables UDP coalescing; set it only when the kernel accepted TUN_F_USO4|TUN_F_USO6.
 	UDP bool
@@ -36,7 +63,13 @@ const (
 	groTableSize = 512
 	groMaxFlows  = 256 // keeps the open-addressing table at most half full
 	groMaxLen    = 65535
-	// groMaxUDPSegs stays within the kernel's UDP_MAX_SEGMENTS on every version we may run on.
+	// groMaxUDPSegs is our choice, not a kernel constant: the most UDP datagrams one USO write carries. The
+	// TUN refuses (EINVAL) a USO write of more segments than the kernel's UDP_MAX_SEGMENTS: 128 on this
+	// 6.18 kernel (129 are refused; see TestDeviceWritesManyUDPSegments), 64 on older kernels, so 64 is taken
+	// by every kernel with USO, and 64 datagrams of ~1400 bytes fill a 64 KiB GSO packet anyway. The read
+	// side does not rely on any such limit: a USO super-packet from the kernel may hold any number of
+	// segments (128 from one UDP_SEGMENT send here, tens of thousands with a small gso_size), and
+	// Device.Read keeps what does not fit the caller's vector for its next call.
 	groMaxUDPSegs = 64
 )
 
@@ -71,7 +104,8 @@ type pktInfo struct {
 var errOffset = errors.New("offload: write offset must leave room for the virtio header")
 
 // parse classifies pkt. Only plain IPv4 (no options, not a fragment, exact total length) and IPv6 without
-// extension headers carrying TCP or UDP are candidates.
+// extension headers carrying TCP or UDP are candidates. Everything else comes back with tuple false: a
+// barrier for Coalesce.
 func (g *GRO) parse(pkt []byte) pktInfo {
 	var in pktInfo
 	if len(pkt) < 20 {
@@ -80,7 +114,11 @@ func (g *GRO) parse(pkt []byte) pktInfo {
 	var proto uint8
 	switch pkt[0] >> 4 {
 	case 4:
-		if pkt[0] != 0x45 || int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) {
+		// A fragment (MF or a fragment offset) is excluded before anything looks at its L4 bytes: those of a
+		// non-first fragment are payload that may pass for a UDP or TCP header (crafted, or by chance), and
+		// merging it into a USO run made the kernel lose both datagrams.
+		if pkt[0] != 0x45 || int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) ||
+			binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 {
 			return in
 		}
 		proto, in.l4 = pkt[9], 20
@@ -89,6 +127,7 @@ func (g *GRO) parse(pkt []byte) pktInfo {
 		if len(pkt) < 40 || int(binary.BigEndian.Uint16(pkt[4:]))+40 != len(pkt) {
 			return in
 		}
+		// Any extension header, the fragment header (44) among them, leaves proto neither TCP nor UDP.
 		proto, in.l4, in.v6 = pkt[6], 40, true
 		in.hash = binary.LittleEndian.Uint64(pkt[8:]) ^ binary.LittleEndian.Uint64(pkt[16:])*0x9e3779b97f4a7c15 ^
 			binary.LittleEndian.Uint64(pkt[24:])*0xc2b2ae3d27d4eb4f ^ binary.LittleEndian.Uint64(pkt[32:])
@@ -126,9 +165,6 @@ func (g *GRO) parse(pkt []byte) pktInfo {
 	if in.udp {
 		in.ok = g.UDP
 		return in
-	}
-	if !in.v6 && binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 {
-		return in // fragment (MF or offset)
 	}
 	// Only ACK, optionally with PSH: SYN/FIN/RST/URG/ECE/CWR each change what the receiver must do with
 	// the segment and the kernel's own GRO would flush on them too.
@@ -180,7 +216,8 @@ func canJoin(f *groFlow, head, pkt []byte, in *pktInfo) bool {
 // and writes a virtio header into the 10 bytes before every packet that must be written. It appends those
 // packets' indices to toWrite and returns it. Merged segments are appended to their run's head buffer as far
 // as its capacity allows, and the head's slice in bufs is extended to the new length. Per flow, the order of
-// packets is preserved: a packet that cannot join the open run closes it.
+// packets is preserved: a packet that cannot join the open run closes it. A packet without a flow closes
+// every run (see the GRO doc for the whole promise).
 func (g *GRO) Coalesce(bufs [][]byte, offset int, toWrite []int) ([]int, error) {
 	if offset < VirtioHdrLen {
 		return toWrite, errOffset
@@ -192,21 +229,24 @@ func (g *GRO) Coalesce(bufs [][]byte, offset int, toWrite []int) ([]int, error) 
 	}
 	g.merged = g.merged[:len(bufs)]
 	clear(g.merged)
+	barrier := -1 // the last packet without a flow: runs that started before it are closed
 	for i := range bufs {
 		if len(bufs[i]) < offset {
+			barrier = i
 			continue // written as is; Write reports the short buffer
 		}
 		pkt := bufs[i][offset:]
 		in := g.parse(pkt)
 		if !in.tuple {
+			barrier = i
 			continue
 		}
 		slot, fi := g.lookup(bufs, offset, pkt, &in)
 		if fi >= 0 {
 			f := &g.flows[fi]
 			head := bufs[f.head][offset:]
-			if canJoin(f, head, pkt, &in) && len(bufs[f.head])+in.payload <= cap(bufs[f.head]) &&
-				len(head)+in.payload <= groMaxLen {
+			if f.head > barrier && canJoin(f, head, pkt, &in) &&
+				len(bufs[f.head])+in.payload <= cap(bufs[f.head]) && len(head)+in.payload <= groMaxLen {
 				b := bufs[f.head]
 				bufs[f.head] = append(b, pkt[in.hdrLen:]...) // within cap: no allocation
 				f.count++

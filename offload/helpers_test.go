@@ -205,3 +205,37 @@ func segmentsOf(s pktSpec, gso int) [][]byte {
 	}
 	return out
 }
+
+// fragment cuts the IPv4 packet p (IHL 5) into two fragments at offset at (a multiple of 8) of its IP
+// payload: MF on the first, the offset on the second, DF cleared, header checksums recomputed.
+func fragment(p []byte, at int) (first, second []byte) {
+	mk := func(data []byte, off int, mf bool) []byte {
+		f := append(append([]byte(nil), p[:20]...), data...)
+		binary.BigEndian.PutUint16(f[2:], uint16(len(f)))
+		v := uint16(off / 8)
+		if mf {
+			v |= 0x2000
+		}
+		binary.BigEndian.PutUint16(f[6:], v)
+		f[10], f[11] = 0, 0
+		binary.BigEndian.PutUint16(f[10:], ^refSum(f[:20], 0))
+		return f
+	}
+	return mk(p[20:20+at], 0, true), mk(p[20+at:], at, false)
+}
+
+// udpFragPair returns the two fragments of a 264-byte UDP datagram from src:7000 to dst:5001 with IPv4 ID
+// id, its payload filled with mark, cut so that the second fragment passes for a UDP datagram of its own:
+// its first 8 bytes read as a header (ports 7000 -> 5001, length 200 = the fragment's payload). Two such
+// datagrams with consecutive IDs are what the old parse merged into one USO packet.
+func udpFragPair(src, dst string, id uint16, mark byte) (first, second []byte) {
+	s := defaultSpec(false, true)
+	s.src, s.dst, s.sport, s.dport, s.id, s.df = src, dst, 7000, 5001, id, false
+	s.payload = make([]byte, 256)
+	for i := range s.payload {
+		s.payload[i] = mark
+	}
+	// The second fragment starts 64 bytes into the UDP datagram, at payload[56:], and holds 200 bytes.
+	copy(s.payload[56:], []byte{0x1b, 0x58, 0x13, 0x89, 0, 200, 0, 0})
+	return fragment(s.build(), 64)
+}

@@ -160,36 +160,6 @@ func FuzzVirtioDecode(f *testing.F) {
 	})
 }
 
-func FuzzSplit(f *testing.F) {
-	for _, v6 := range []bool{false, true} {
-		for _, udp := range []bool{false, true} {
-			s := defaultSpec(v6, udp)
-			s.payload = make([]byte, 3000)
-			h, p := superOf(s, 1000)
-			var hb [VirtioHdrLen]byte
-			h.Encode(hb[:])
-			f.Add(append(hb[:], p...))
-		}
-	}
-	bufs, sizes := makeBufs(8, testOff+1500), make([]int, 8)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var h VirtioHdr
-		if h.Decode(b) != nil {
-			return
-		}
-		n, err := Split(&h, b[VirtioHdrLen:], bufs, sizes, testOff)
-		if err != nil {
-			return
-		}
-		for i := range n {
-			seg := bufs[i][testOff : testOff+sizes[i]]
-			if h.GSOType != GSONone && refL4Checksum(seg) != l4Csum(seg) {
-				t.Fatalf("segment %d: bad checksum", i)
-			}
-		}
-	})
-}
-
 func TestSplitAllocs(t *testing.T) {
 	s := defaultSpec(false, false)
 	s.payload = make([]byte, 65535-40)

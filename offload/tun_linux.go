@@ -118,8 +118,9 @@ type Device struct {
 	gro     GRO
 	toWrite []int
 
-	// Dropped counts packets read from the kernel that could not be parsed (they are dropped, the read
-	// goes on: a Read error stops the engine's loop).
+	// Dropped counts packets read from the kernel that could not be parsed or whose segments did not fit
+	// the caller's buffers (they are dropped, a super-packet counts once, and the read goes on: a Read
+	// error stops the engine's loop). Segments that only outnumber the buffers are never dropped.
 	Dropped atomic.Uint64
 
 	closeOnce sync.Once
@@ -279,9 +280,11 @@ func (d *Device) Close() error {
 
 // Read reads packets into bufs[i][offset:] and their lengths into sizes[i]. Without the virtio header it
 // reads one packet. With it, one read() fetches a packet or a super-packet; a super-packet is split into as
-// many buffers as there are and the rest is kept for the next call. A packet is read straight into bufs[0]
-// when that buffer can hold a 64 KiB super-packet, so ordinary packets are never copied and the first
-// segment of a super-packet stays in place. Malformed packets from the kernel are counted and skipped.
+// many buffers as there are and the rest is kept for the next call, however many segments it has (the
+// kernel sends more than 64 UDP segments in one, and a small gso_size gives thousands). A packet is read
+// straight into bufs[0] when that buffer can hold a 64 KiB super-packet, so ordinary packets are never
+// copied and the first segment of a super-packet stays in place. Malformed packets from the kernel are
+// counted and skipped.
 func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 || len(sizes) < len(bufs) || offset < 0 || len(bufs[0]) < offset {
 		return 0, errShortBuffer

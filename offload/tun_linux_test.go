@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/salvovpn/salvo/internal/netns"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 )
 
@@ -282,6 +283,159 @@ func TestDeviceWritesUDPGRO(t *testing.T) {
 	s.src, s.dst, s.dport = nsRemote, nsLocal, 5000
 	s.payload = randBytes(rand.New(rand.NewPCG(3, 3)), 1200*20+5)
 	segs := segmentsOf(s, 1200)
+	bufs := vec(testOff+65535, segs...)
+	if _, err := dev.Write(bufs, testOff); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 2000)
+	for i := range segs {
+		n, err := c.Read(b)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if !bytes.Equal(b[:n], segs[i][28:]) {
+			t.Fatalf("datagram %d differs (%d bytes)", i, n)
+		}
+	}
+}
+
+// TestDeviceWritesUDPFragments: two fragmented UDP datagrams whose second fragments pass for UDP datagrams
+// of one flow, written in one vector, must both reach the socket (the kernel reassembles them). The old GRO
+// merged the two second fragments into one USO packet and neither datagram arrived.
+func TestDeviceWritesUDPFragments(t *testing.T) {
+	ns, tdev := tunNS(t, ImplSalvo)
+	dev := tdev.(*Device)
+	if !dev.USO() {
+		t.Skip("kernel without USO: UDP is never coalesced")
+	}
+	var c *net.UDPConn
+	if err := ns.Do(func() (err error) {
+		c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(nsLocal), Port: 5001})
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a1, a2 := udpFragPair(nsRemote, nsLocal, 0x1234, 'a')
+	b1, b2 := udpFragPair(nsRemote, nsLocal, 0x1235, 'b')
+	if _, err := dev.Write(vec(testOff+65535, a1, b1, a2, b2), testOff); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	got := map[byte]bool{}
+	b := make([]byte, 2000)
+	for range 2 {
+		n, err := c.Read(b)
+		if err != nil {
+			t.Fatalf("%d of 2 datagrams delivered: %v", len(got), err)
+		}
+		if n != 256 || b[0] != b[55] {
+			t.Fatalf("datagram of %d bytes: %x", n, b[:n])
+		}
+		got[b[0]] = true
+	}
+	if !got['a'] || !got['b'] {
+		t.Fatalf("datagrams %v, want a and b", got)
+	}
+}
+
+// TestDeviceReadsManyUSOSegments: a UDP_SEGMENT send of 128 segments (more than the old UDP_MAX_SEGMENTS
+// of 64; this kernel takes it) reaches the TUN as one USO super-packet. Read with a vector of 50 must hand
+// over all 128 datagrams in order, over three calls, and drop nothing.
+func TestDeviceReadsManyUSOSegments(t *testing.T) {
+	ns, tdev := tunNS(t, ImplSalvo)
+	dev := tdev.(*Device)
+	if !dev.USO() {
+		t.Skip("kernel without USO")
+	}
+	const segs, size = 128, 8
+	payload := randBytes(rand.New(rand.NewPCG(4, 4)), segs*size)
+	if err := ns.Do(func() error {
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(nsRemote), Port: 5002})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, size)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return serr
+		}
+		_, err = c.Write(payload)
+		return err
+	}); err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			t.Skipf("kernel refuses a UDP_SEGMENT send of %d segments: %v", segs, err)
+		}
+		t.Fatal(err)
+	}
+	bufs, sizes := makeBufs(50, testOff+65535+16), make([]int, 50)
+	var got []byte
+	reads, most := 0, 0
+	for n := 0; n < segs; {
+		k, err := dev.Read(bufs, sizes, testOff)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reads++
+		for i := range k {
+			p := bufs[i][testOff : testOff+sizes[i]]
+			if len(p) < 28 || p[0] != 0x45 || p[9] != protoUDP || binary.BigEndian.Uint16(p[22:]) != 5002 {
+				continue // IGMP, ND...
+			}
+			if len(p) != 28+size || refL4Checksum(p) != binary.BigEndian.Uint16(p[26:]) || refSum(p[:20], 0) != 0xffff {
+				t.Fatalf("datagram %d: %x", n, p)
+			}
+			got = append(got, p[28:]...)
+			n++
+		}
+		most = max(most, k)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatal("datagrams differ from what was sent")
+	}
+	if d := dev.Dropped.Load(); d != 0 {
+		t.Fatalf("%d packets dropped", d)
+	}
+	if most != len(bufs) {
+		t.Fatalf("at most %d packets per Read: the send was not one super-packet", most)
+	}
+	t.Logf("%d datagrams in %d reads", segs, reads)
+}
+
+// TestDeviceWritesManyUDPSegments: 200 datagrams of one flow in one Write all arrive. GRO builds USO packets
+// of at most groMaxUDPSegs; this kernel refuses a USO write of more than 128 segments (EINVAL), older ones of
+// more than 64, so raising the limit past what the kernel takes fails here.
+func TestDeviceWritesManyUDPSegments(t *testing.T) {
+	ns, tdev := tunNS(t, ImplSalvo)
+	dev := tdev.(*Device)
+	if !dev.USO() {
+		t.Skip("kernel without USO")
+	}
+	var c *net.UDPConn
+	if err := ns.Do(func() (err error) {
+		c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(nsLocal), Port: 5003})
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetReadBuffer(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	s := defaultSpec(false, true)
+	s.src, s.dst, s.dport = nsRemote, nsLocal, 5003
+	s.payload = randBytes(rand.New(rand.NewPCG(5, 5)), 200*100)
+	segs := segmentsOf(s, 100)
 	bufs := vec(testOff+65535, segs...)
 	if _, err := dev.Write(bufs, testOff); err != nil {
 		t.Fatal(err)
