@@ -60,7 +60,7 @@ const (
 	MaxHashBudget     = 1 << 30
 	// DefaultBatchSize packets move per read/write call. Each packet buffer is 72 KiB (room for a 64 KiB
 	// offload super-packet), so one vector is batch_size x 72 KiB: 9 MiB at 128. The gateway holds one per
-	// socket plus one for the TUN device; a small router lowers it (below 64, UDP GRO is not used).
+	// socket plus one for the TUN device; a small router lowers it.
 	DefaultBatchSize = 128
 	MaxBatchSize     = 1024
 )

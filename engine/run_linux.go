@@ -190,6 +190,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 			return st
 		}
 	}
+	sc.SocketStats = func() SocketStats { return socketStats(conns) }
 	srv, err := NewServer(sc, queues, conns)
 	if err != nil {
 		return err
@@ -277,6 +278,19 @@ func reloadUsersOnHUP(ctx context.Context, srv *Server, store *users.Store, path
 	}
 }
 
+// socketStats sums what the batched sockets counted.
+func socketStats(conns []PacketConn) SocketStats {
+	var st SocketStats
+	for _, c := range conns {
+		if bc, ok := c.(*batch.Conn); ok {
+			s := bc.Stats()
+			st.GSORefused += s.GSORefused
+			st.GROTruncated += s.GROTruncated
+		}
+	}
+	return st
+}
+
 // listenUDP opens a batched socket; an IPv6 address gets an IPv6-only socket so a separate IPv4 listener
 // on the same port does not collide with it.
 // worker is the socket's worker in a reuseport group (its SO_INCOMING_CPU), or -1.
@@ -286,10 +300,9 @@ func listenUDP(addr string, mark uint32, batchSize int, reusePort bool, worker i
 	if err == nil && ap.Addr().Is6() {
 		network = "udp6"
 	}
-	// A GRO receive may carry 64 datagrams, which a smaller vector cannot take apart.
 	c, err := batch.Listen(network, addr, batch.Options{Mark: mark, BatchSize: batchSize, ReusePort: reusePort,
 		SetIncomingCPU: reusePort && worker >= 0 && worker < runtime.NumCPU(), IncomingCPU: worker,
-		DisableGSO: os.Getenv(EnvNoUDPGSO) != "", EnableGRO: os.Getenv(EnvNoUDPGRO) == "" && batchSize >= 64})
+		DisableGSO: os.Getenv(EnvNoUDPGSO) != "", EnableGRO: os.Getenv(EnvNoUDPGRO) == ""})
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}

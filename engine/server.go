@@ -47,6 +47,8 @@ type ServerConfig struct {
 	Routes RouteWatcher
 	// KernelStatus, if set, adds the kernel-side classifier's view to the status (e.g. its drop counters).
 	KernelStatus func() any
+	// SocketStats, if set, adds what the UDP sockets counted to the status.
+	SocketStats func() SocketStats
 	// BatchSize is the number of packets per vector (memory bound: one vector per socket and one for the
 	// TUN device, each BatchSize x bufSize bytes). 0 means 128.
 	BatchSize int
@@ -298,8 +300,14 @@ func (s *Server) Status() Status {
 	now := time.Now()
 	st := Status{Role: "server", Global: s.global.Snapshot(), Sessions: []SessionStatus{}, Runtime: readRuntimeStats(),
 		Workers: s.workers, CrossWorkerPackets: s.crossWorker.Load(), Panics: s.panics.count.Load()}
+	ls := s.logins.snapshot()
+	st.Logins = &ls
 	if s.cfg.KernelStatus != nil {
 		st.Classifier = s.cfg.KernelStatus()
+	}
+	if s.cfg.SocketStats != nil {
+		ss := s.cfg.SocketStats()
+		st.Sockets = &ss
 	}
 	if name, err := s.queues[0].Name(); err == nil {
 		st.Device = name

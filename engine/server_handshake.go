@@ -41,6 +41,29 @@ type loginGuard struct {
 	// their parameters, so timing tells nobody which users exist.
 	failurePad atomic.Int64
 	hashes     atomic.Uint64 // password hashes computed, for tests and status
+	stats      loginCounters
+}
+
+// loginCounters count what happened to handshakes, for the status (and the flood and storm tests).
+type loginCounters struct {
+	ok, failed, rateLimited, busy, resumed, cookies atomic.Uint64
+}
+
+// LoginStats is the JSON form of the gateway's handshake counters.
+type LoginStats struct {
+	PasswordHashes uint64 `json:"password_hashes"`
+	LoginsOK       uint64 `json:"logins_ok"`
+	LoginsFailed   uint64 `json:"logins_failed"` // bad credentials (unknown, wrong, disabled)
+	RateLimited    uint64 `json:"rate_limited"`
+	Busy           uint64 `json:"busy"` // refused: hashing budget spent
+	Resumes        uint64 `json:"resumes"`
+	CookiesSent    uint64 `json:"cookies_sent"` // proof of address demanded
+}
+
+func (g *loginGuard) snapshot() LoginStats {
+	c := &g.stats
+	return LoginStats{PasswordHashes: g.hashes.Load(), LoginsOK: c.ok.Load(), LoginsFailed: c.failed.Load(),
+		RateLimited: c.rateLimited.Load(), Busy: c.busy.Load(), Resumes: c.resumed.Load(), CookiesSent: c.cookies.Load()}
 }
 
 // budgetPressure is the fill level of the hashing budget below which every request must prove its source
@@ -225,6 +248,7 @@ func (s *Server) demandCookie(req *handshake.Request, job handshakeJob, now time
 // sources would otherwise have the gateway send as many replies as it receives).
 func (s *Server) sendCookie(reply []byte, job handshakeJob, now time.Time) {
 	if reply != nil && s.notices.cookies.Take(1, now) {
+		s.logins.stats.cookies.Add(1)
 		_ = s.conns[job.conn].writeOne(reply, job.src)
 	}
 }
@@ -235,6 +259,7 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 	g := &s.logins
 	src := ratelimit.SourcePrefix(job.src.Addr())
 	if !g.failedBySrc.Check(src, now) {
+		g.stats.rateLimited.Add(1)
 		s.log.Warn("login rate limited", "user", req.Login, "from", job.src, "reason", "failed attempts from this source")
 		return s.reject(req, job, handshake.ResultRateLimited)
 	}
@@ -247,6 +272,7 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 		}
 	}
 	if !g.budget.Take(cost, now) {
+		g.stats.busy.Add(1)
 		s.log.Warn("login refused: password-hashing budget spent", "user", req.Login, "from", job.src)
 		return s.reject(req, job, handshake.ResultBusy)
 	}
@@ -255,6 +281,7 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 	g.hashes.Add(1)
 	g.observe(time.Since(started))
 	if err != nil { // unknown user, wrong password or disabled: one answer, after one time
+		g.stats.failed.Add(1)
 		g.failedBySrc.Allow(src, now)
 		g.failedByLogin.Allow(req.Login, now)
 		s.log.Warn("login failed", "user", req.Login, "from", job.src, "reason", "bad credentials")
@@ -271,6 +298,7 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 		s.log.Warn("login accepted but session not created", "user", req.Login, "err", err)
 		return s.reject(req, job, handshake.ResultServerError)
 	}
+	g.stats.ok.Add(1)
 	s.log.Debug("login accepted; waiting for the client's first packet", "user", user.Login, "endpoint", job.src,
 		"index", kp.LocalIndex())
 	return out
@@ -349,6 +377,7 @@ func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time)
 	result, out, kp := s.resumeSession(req, now)
 	switch result {
 	case handshake.ResultOK:
+		g.stats.resumed.Add(1)
 		s.log.Debug("resume accepted", "user", req.Login, "endpoint", job.src, "index", kp.LocalIndex())
 		return out
 	case handshake.ResultUnknownSession:

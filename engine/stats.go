@@ -94,6 +94,19 @@ type Status struct {
 	Classifier any `json:"classifier,omitempty"`
 	// Panics counts vectors lost to a recovered panic in the data path (always 0 unless there is a bug).
 	Panics uint64 `json:"panics"`
+	// Logins is what the gateway's handshakes did (gateway only).
+	Logins *LoginStats `json:"logins,omitempty"`
+	// Sockets is what the gateway's UDP sockets counted.
+	Sockets *SocketStats `json:"sockets,omitempty"`
+}
+
+// SocketStats are the batched UDP sockets' own counters.
+type SocketStats struct {
+	// GSORefused counts GSO sends refused by the kernel (the path's MTU is smaller than a segment) and
+	// resent one datagram at a time; nothing is lost.
+	GSORefused uint64 `json:"gso_refused"`
+	// GROTruncated counts coalesced receives longer than a receive buffer (never expected).
+	GROTruncated uint64 `json:"gro_truncated"`
 }
 
 // panicGuard recovers a panic in the processing of one vector: the vector is lost, the panic is counted
