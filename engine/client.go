@@ -233,6 +233,10 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 		rateLimited bool
 		busy        bool
 		attempt     int
+		// The attempts still awaiting an answer, newest last: a gateway that takes longer than our
+		// backoff to hash a password answers an attempt we have already retransmitted, and that answer
+		// is as good as the next one, which would only cost the gateway another hash.
+		attempts []pendingAttempt
 	)
 	for {
 		now := time.Now()
@@ -256,6 +260,10 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 		}
 		if err != nil {
 			return err
+		}
+		attempts = append(attempts, pendingAttempt{h: h, resume: resume && cur != nil})
+		if len(attempts) > maxPendingAttempts {
+			attempts = attempts[1:]
 		}
 		if err := c.conn.writeOne(msg, c.cfg.ServerAddr); err != nil {
 			c.log.Debug("sending handshake", "err", err)
@@ -292,17 +300,24 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 				code, _ := protocol.ParseCode(b)
 				switch code {
 				case protocol.CodeCookieReply:
-					if ck, err := h.ConsumeCookieReply(b, time.Now()); err == nil {
-						cookie = ck
-						timer.Stop()
-						break waitLoop // retry at once with mac2
+					if a := findAttempt(attempts, b); a != nil {
+						if ck, err := a.h.ConsumeCookieReply(b, time.Now()); err == nil {
+							cookie = ck
+							timer.Stop()
+							break waitLoop // retry at once with mac2
+						}
 					}
 				case protocol.CodeNotice:
 					if reason, index, err := handshake.ParseNotice(b); err == nil && index == h.LocalIndex() && reason == handshake.NoticeKeyMismatch {
 						keyMismatch = true
 					}
 				case protocol.CodeServerAuthResponse:
-					result, keys, st, err := h.ConsumeResponse(b)
+					a := findAttempt(attempts, b)
+					if a == nil {
+						c.log.Debug("ignoring a handshake response for none of our attempts")
+						continue
+					}
+					result, keys, st, err := a.h.ConsumeResponse(b)
 					if err != nil {
 						c.log.Debug("ignoring handshake response", "err", err)
 						continue
@@ -323,7 +338,7 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 					timer.Stop()
 					switch result {
 					case handshake.ResultOK:
-						return c.install(keys, st, resume && cur != nil)
+						return c.install(keys, st, a.resume)
 					case handshake.ResultUnknownSession:
 						resume = false // the gateway lost our session: log in with the password
 						break waitLoop
@@ -340,6 +355,31 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 			}
 		}
 	}
+}
+
+// maxPendingAttempts is how many of a login's attempts may still be answered: with a backoff of 1, 2, 4 s,
+// three cover a gateway that takes up to 7 s to hash.
+const maxPendingAttempts = 3
+
+// pendingAttempt is one handshake of a login call that may still be answered.
+type pendingAttempt struct {
+	h      *handshake.ClientHandshake
+	resume bool
+}
+
+// findAttempt returns the attempt a serverAuthResponse or cookieReply (receiver index at bytes 4..7) is
+// addressed to, or nil.
+func findAttempt(attempts []pendingAttempt, b []byte) *pendingAttempt {
+	if len(b) < 8 {
+		return nil
+	}
+	idx := binary.LittleEndian.Uint32(b[4:8])
+	for i := range attempts {
+		if attempts[i].h.LocalIndex() == idx {
+			return &attempts[i]
+		}
+	}
+	return nil
 }
 
 // jitter returns d scaled by a random factor in [0.75, 1.25).

