@@ -110,3 +110,30 @@ func TestLoginStormNoWaste(t *testing.T) {
 		t.Fatalf("%d hashes for %d clients: retransmissions were hashed", hashes, clients)
 	}
 }
+
+// TestNATedClientsComeBackAfterRestart: fifteen clients behind one address (a NAT) lose their sessions in
+// a gateway crash; each tries a resume (refused: unknown session) and logs in again. More than ten failed
+// resumes from one address must not get the address rate-limited: a resume of an index the gateway does
+// not know is the normal case after a restart, not an attack.
+func TestNATedClientsComeBackAfterRestart(t *testing.T) {
+	const clients = 15
+	w := newWorld(t, func(c *ServerConfig) { c.MaxSessionsPerUser = clients })
+	w.startServer()
+	nat := netip.MustParseAddr("198.51.100.200")
+	var cs []*tclient
+	for range clients {
+		cs = append(cs, w.connect(clientOpts{addr: netip.AddrPortFrom(nat, 0)}))
+	}
+	w.waitLeaseSaved("alice")
+	w.crashServer()
+	w.startServer()
+	waitUntil(t, 30*time.Second, "every client back", func() bool {
+		for _, c := range cs {
+			c.poke()
+		}
+		return sessions(w) == clients
+	})
+	if st := w.srv.Status(); st.Logins.RateLimited != 0 {
+		t.Fatalf("%d handshakes rate limited", st.Logins.RateLimited)
+	}
+}

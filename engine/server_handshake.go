@@ -23,8 +23,10 @@ import (
 // Noise decryption, which anyone holding the gateway's public key can produce, so it treats every request
 // as possibly an attacker's.
 //
-//   - failedBySrc: failed logins and resumes per source prefix (/32, or /64 for IPv6: one host usually
-//     holds a whole /64). A source over it is refused before any hash.
+//   - failedBySrc: failed logins per source prefix (/32, or /64 for IPv6: one host usually holds a whole
+//     /64). A source over it is refused before any hash.
+//   - forgedResumes: resumes per source prefix that name a live session but do not prove it (a takeover
+//     attempt). A source over it gets no resumes.
 //   - failedByLogin: failed logins per login, from any source. It never refuses anybody (that would let
 //     anyone lock a user out by spraying wrong passwords from spoofed sources); it only makes that login
 //     demand a cookie, i.e. proof that the sender receives packets at its source address.
@@ -35,6 +37,7 @@ import (
 type loginGuard struct {
 	failedBySrc   *ratelimit.Limiter[netip.Prefix]
 	failedByLogin *ratelimit.Limiter[string]
+	forgedResumes *ratelimit.Limiter[netip.Prefix] // resumes of a live index without its proof
 	budget        *ratelimit.Budget
 	unproven      *ratelimit.Budget
 	// memory bounds the argon2id memory of the hashes running at once to that of the users file's costliest
@@ -72,10 +75,10 @@ func (g *loginGuard) snapshot() LoginStats {
 		RateLimited: c.rateLimited.Load(), Busy: c.busy.Load(), Resumes: c.resumed.Load(), CookiesSent: c.cookies.Load()}
 }
 
-// hashMemoryCap is the argon2id memory, in KiB, that concurrent hashes may use together: one hash at the
+// HashMemoryCap is the argon2id memory, in KiB, that concurrent hashes may use together: one hash at the
 // default 64 MiB, or the most expensive one in the users file if that is larger (a hash is never refused
 // for its size: it takes the whole cap and runs alone).
-const hashMemoryCap = 64 * 1024
+const HashMemoryCap = 64 * 1024
 
 // bigHashMemory is the argon2id memory (KiB) from which a hash's memory is collected at once (see login).
 const bigHashMemory = 8 * 1024
@@ -93,6 +96,9 @@ func (g *loginGuard) init(budget uint64, store *users.Store) error {
 	if g.failedByLogin, err = ratelimit.New[string](2*time.Second, 10, 1<<16); err != nil {
 		return err
 	}
+	if g.forgedResumes, err = ratelimit.New[netip.Prefix](2*time.Second, 10, 1<<16); err != nil {
+		return err
+	}
 	// Bursts of two seconds' worth: a handful of simultaneous logins never waits.
 	if g.budget, err = ratelimit.NewBudget(float64(budget), 2*float64(budget)); err != nil {
 		return err
@@ -100,7 +106,7 @@ func (g *loginGuard) init(budget uint64, store *users.Store) error {
 	if g.unproven, err = ratelimit.NewBudget(float64(budget)/5, 2*float64(budget)/5); err != nil {
 		return err
 	}
-	g.memory = semaphore.NewWeighted(hashMemoryCap)
+	g.memory = semaphore.NewWeighted(HashMemoryCap)
 	if max := store.MaxParams().Cost(); float64(max) > 2*float64(budget)/5 {
 		return fmt.Errorf("hash budget %d KiB-passes/s is too small for the most expensive hash in the users file (%d KiB-passes): raise hash_budget", budget, max)
 	}
@@ -291,7 +297,7 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 		s.log.Warn("login refused: password-hashing budget spent", "user", req.Login, "from", job.src)
 		return s.reject(req, job, handshake.ResultBusy)
 	}
-	mem := min(int64(s.cfg.Users.ParamsFor(req.Login).Memory), hashMemoryCap)
+	mem := min(int64(s.cfg.Users.ParamsFor(req.Login).Memory), HashMemoryCap)
 	_ = g.memory.Acquire(context.Background(), mem) // cannot fail: no cancellation, mem <= the cap
 	started := time.Now()
 	user, err := s.cfg.Users.Authenticate(req.Login, req.Password)
@@ -398,50 +404,56 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time) []byte {
 	g := &s.logins
 	src := ratelimit.SourcePrefix(job.src.Addr())
-	if !g.failedBySrc.Check(src, now) {
+	if !g.forgedResumes.Check(src, now) {
+		g.stats.rateLimited.Add(1)
 		return s.reject(req, job, handshake.ResultRateLimited)
 	}
-	result, out, kp := s.resumeSession(req, now)
-	switch result {
-	case handshake.ResultOK:
+	result, out, kp, forged := s.resumeSession(req, now)
+	switch {
+	case result == handshake.ResultOK:
 		g.stats.resumed.Add(1)
 		s.log.Debug("resume accepted", "user", req.Login, "endpoint", job.src, "index", kp.LocalIndex())
 		return out
-	case handshake.ResultUnknownSession:
-		// Wrong index, login, instance or proof: what a guessing attacker produces. Charged like a failed
-		// login, so guessing is as slow.
-		g.failedBySrc.Allow(src, now)
+	case forged:
+		// A live session's index with the wrong login, instance or proof: what an attacker trying to take a
+		// session over produces. Limited per source like failed logins. A resume of an index the gateway
+		// does not know is not charged: that is every client after a gateway restart, and charging it
+		// would lock out everybody behind one NAT address once ten of them had tried.
+		g.forgedResumes.Allow(src, now)
 	}
 	return s.reject(req, job, result)
 }
 
 // resumeSession installs the new key of a verified resume as the session's pending key and returns the
-// response to send.
-func (s *Server) resumeSession(req *handshake.Request, now time.Time) (handshake.Result, []byte, *transport.Keypair) {
+// response to send. forged reports a resume that names a live index but does not prove it.
+func (s *Server) resumeSession(req *handshake.Request, now time.Time) (_ handshake.Result, _ []byte, _ *transport.Keypair, forged bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.rt.Load().byIndex[req.SessionIndex]
-	if !ok || e.sess.user != req.Login || e.sess.instance != req.InstanceID || !req.VerifyResume(e.resumeKey) {
-		return handshake.ResultUnknownSession, nil, nil
+	if !ok {
+		return handshake.ResultUnknownSession, nil, nil, false
+	}
+	if e.sess.user != req.Login || e.sess.instance != req.InstanceID || !req.VerifyResume(e.resumeKey) {
+		return handshake.ResultUnknownSession, nil, nil, true
 	}
 	sess := e.sess
 	if !s.userValid(sess) {
 		s.endSessionLocked(sess, protocol.DisconnectRevoked, now)
-		return handshake.ResultUnknownSession, nil, nil
+		return handshake.ResultUnknownSession, nil, nil, false
 	}
 	if age := s.cfg.MaxSessionAge; age > 0 && now.Sub(sess.created) > age {
 		s.log.Info("session reached max_session_age; the client must log in again", "user", sess.user,
 			"age", now.Sub(sess.created).Round(time.Second))
-		return handshake.ResultUnknownSession, nil, nil
+		return handshake.ResultUnknownSession, nil, nil, false
 	}
 	idx := s.newIndex(sess.worker) // a rekey keeps the session on its worker
 	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), now)
 	if err != nil {
-		return handshake.ResultServerError, nil, nil
+		return handshake.ResultServerError, nil, nil, false
 	}
 	kp, err := transport.NewKeypair(keys.Suite, keys.Send, keys.Recv, keys.LocalIndex, keys.RemoteIndex, false, now)
 	if err != nil {
-		return handshake.ResultServerError, nil, nil
+		return handshake.ResultServerError, nil, nil, false
 	}
 	rt := s.rt.Load().clone()
 	// Only one pending key: a newer resume replaces an unconfirmed one. The endpoint does not move: only
@@ -452,5 +464,5 @@ func (s *Server) resumeSession(req *handshake.Request, now time.Time) (handshake
 	s.addIndex(rt, idx, keyEntry{kp: kp, sess: sess, resumeKey: keys.ResumeKey})
 	s.rt.Store(rt)
 	sess.lastHandshake.Store(now.UnixNano())
-	return handshake.ResultOK, out, kp
+	return handshake.ResultOK, out, kp, false
 }
