@@ -4,7 +4,7 @@ PKGS    := ./...
 BIN     := bin/salvo
 FUZZTIME ?= 30s
 
-.PHONY: all build deps test test-short demo bench bench-short bench-sessions bench-micro fuzz fuzz-ci lint clean
+.PHONY: all build deps test test-short demo bench bench-short bench-sessions bench-storm bench-micro chaos fuzz fuzz-ci lint clean
 
 all: build
 
@@ -44,6 +44,16 @@ bench-short:
 # Many sessions (64 real logins) against one gateway: packets/s and cross-worker packets/s, eBPF on and off.
 bench-sessions:
 	$(GO) run ./bench/cmd/salvosessions $(SESSIONFLAGS)
+
+# Login storms: 100 real clients with the default argon2id parameters log in at once, then 1000 with cheap
+# ones, which also come back after a gateway SIGKILL and restart (STORMFLAGS to change).
+bench-storm: deps
+	$(GO) run ./bench/cmd/salvostorm --clients 100 --params default $(STORMFLAGS)
+	$(GO) run ./bench/cmd/salvostorm --clients 1000 --params cheap --restart $(STORMFLAGS)
+
+# Bad networks: the chaos tests at full size (64 MiB transfers, burst loss, a 30 s blackout); ~4 min.
+chaos: deps
+	SALVO_CHAOS=full $(GO) test -race -count=1 -timeout 30m -v -run '^TestChaos' ./e2e/
 
 # Micro-benchmarks of the hot functions; compare runs with benchstat.
 bench-micro:

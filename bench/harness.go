@@ -29,6 +29,12 @@ type Config struct {
 	// Ref, if set, adds system salvo-ref: Salvo built from this git revision, for a before/after of a
 	// change measured in one run.
 	Ref string `json:"ref,omitempty"`
+	// Faults, if set, adds the fault benchmark (see faults.go): TCP throughput of every system but bare
+	// through a fault relay, each fault (ParseFaults names) against its no-fault baseline.
+	Faults []string `json:"faults,omitempty"`
+	// FaultsOnly skips the main measurements and runs only the fault benchmark.
+	FaultsOnly bool `json:"faults_only,omitempty"`
+	faultSpecs []FaultSpec
 
 	RepoDir  string    `json:"-"` // Salvo checkout, for `go build ./cmd/salvo`
 	CacheDir string    `json:"-"` // where the pinned wireguard-go is built once
@@ -63,6 +69,19 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Systems) == 0 {
 		return errors.New("no system selected")
+	}
+	if c.FaultsOnly && len(c.Faults) == 0 {
+		return errors.New("faults-only without a fault list")
+	}
+	if len(c.Faults) > 0 {
+		specs, err := ParseFaults(strings.Join(c.Faults, ","))
+		if err != nil {
+			return err
+		}
+		c.faultSpecs = specs
+		if !slices.ContainsFunc(c.Systems, faultSystem) {
+			return errors.New("faults: no selected system has a tunnel to put faults on (bare is measured without them)")
+		}
 	}
 	if (c.Ref != "") != slices.Contains(c.Systems, SysSalvoRef) {
 		return fmt.Errorf("system %s and --ref REV go together", SysSalvoRef)
@@ -107,6 +126,8 @@ type SystemResult struct {
 	Version string          `json:"version,omitempty"`
 	Runs    []*RunResult    `json:"runs"`
 	Summary map[string]Stat `json:"summary"`
+	// FaultSummary is the fault benchmark by fault name (absent without --faults, and for bare).
+	FaultSummary map[string]FaultStat `json:"fault_summary,omitempty"`
 }
 
 // RunResult is one repetition on a fresh topology.
@@ -120,6 +141,8 @@ type RunResult struct {
 	PingLoaded *PingResult       `json:"ping_loaded"`
 	CPU        *CPUResult        `json:"cpu,omitempty"`    // nil for bare: no tunnel process
 	Memory     *MemResult        `json:"memory,omitempty"` // nil for bare
+	// Faults is the fault benchmark of this run, on its own topology with the relay (--faults).
+	Faults []*FaultResult `json:"faults,omitempty"`
 }
 
 const (
@@ -211,15 +234,33 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			if sr.Status != statusOK {
 				continue
 			}
-			cfg.progressf("[run %d/%d] %s: bringing up", run, cfg.Runs, s.name())
-			rr, err := runOnce(ctx, &cfg, s, run, work)
-			if ctx.Err() != nil {
-				return res, ctx.Err()
+			rr := &RunResult{Run: run}
+			if !cfg.FaultsOnly {
+				cfg.progressf("[run %d/%d] %s: bringing up", run, cfg.Runs, s.name())
+				rr, err = runOnce(ctx, &cfg, s, run, work)
+				if ctx.Err() != nil {
+					return res, ctx.Err()
+				}
+				if err != nil {
+					sr.Status, sr.Error = statusFailed, fmt.Sprintf("run %d: %v", run, err)
+					cfg.progressf("[run %d/%d] %s FAILED: %v", run, cfg.Runs, s.name(), err)
+					continue
+				}
 			}
-			if err != nil {
-				sr.Status, sr.Error = statusFailed, fmt.Sprintf("run %d: %v", run, err)
-				cfg.progressf("[run %d/%d] %s FAILED: %v", run, cfg.Runs, s.name(), err)
-				continue
+			if len(cfg.faultSpecs) > 0 && faultSystem(s.name()) {
+				cfg.progressf("[run %d/%d] %s: bringing up through the fault relay", run, cfg.Runs, s.name())
+				rr.Faults, err = runFaults(ctx, &cfg, s, run, work)
+				if ctx.Err() != nil {
+					return res, ctx.Err()
+				}
+				if err != nil {
+					sr.Status, sr.Error = statusFailed, fmt.Sprintf("run %d, faults: %v", run, err)
+					cfg.progressf("[run %d/%d] %s FAILED under faults: %v", run, cfg.Runs, s.name(), err)
+					continue
+				}
+			}
+			if cfg.FaultsOnly && len(rr.Faults) == 0 {
+				continue // bare, in a faults-only run: nothing to measure
 			}
 			sr.Runs = append(sr.Runs, rr)
 		}
@@ -227,6 +268,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	for _, sr := range res.Systems {
 		if sr.Status == statusOK {
 			sr.Summary = summarize(sr.Runs)
+			if len(cfg.faultSpecs) > 0 && faultSystem(sr.Name) {
+				sr.FaultSummary = summarizeFaults(sr.Runs)
+			}
 		}
 	}
 	return res, nil

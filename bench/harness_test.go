@@ -45,6 +45,8 @@ func TestHarnessShort(t *testing.T) {
 		t.Logf("wireguard-go does not build here, measuring bare only: %v", err)
 	} else {
 		cfg.Systems = append(cfg.Systems, SysWireguardGo)
+		// The fault benchmark too, cheaply: one loss and one short blackout through the relay.
+		cfg.Faults = []string{"loss5", "blackout0.5"}
 	}
 	cfg.CommandLine = "go test ./bench"
 	var progress strings.Builder
@@ -91,6 +93,18 @@ func TestHarnessShort(t *testing.T) {
 		}
 	}
 
+	if wg := res.system(SysWireguardGo); wg != nil && len(cfg.Faults) > 0 {
+		loss, blackout := wg.FaultSummary["loss5"], wg.FaultSummary["blackout0.5"]
+		if !(loss.FaultyMbps.Median > 0) || !(loss.BaselineMbps.Median > 0) || !(blackout.FaultyMbps.Median > 0) {
+			t.Errorf("fault summary incomplete: %+v", wg.FaultSummary)
+		}
+		if blackout.RecoveryMs == nil || blackout.NotRecovered != 0 {
+			t.Errorf("blackout: traffic did not flow again: %+v", blackout)
+		}
+		if r := wg.Runs[0].Faults; len(r) != 2 || r[0].Relay.ToGateway.Lost == 0 || r[1].Relay.ToGateway.Blackholed == 0 {
+			t.Errorf("relay did not apply the faults: %+v", r)
+		}
+	}
 	// The JSON must be well-formed and carry the raw per-run figures.
 	b, err := json.Marshal(res)
 	if err != nil {
@@ -111,7 +125,11 @@ func TestHarnessShort(t *testing.T) {
 		}
 	}
 	table, md := res.Table(), res.Markdown()
-	for _, want := range []string{"TCP 1 stream", "ping under TCP load p99", "bare"} {
+	wants := []string{"TCP 1 stream", "ping under TCP load p99", "bare"}
+	if len(cfg.Faults) > 0 {
+		wants = append(wants, "TCP throughput under faults", "blackout0.5")
+	}
+	for _, want := range wants {
 		if !strings.Contains(table, want) || !strings.Contains(md, want) {
 			t.Errorf("table/markdown lack %q:\n%s\n%s", want, table, md)
 		}

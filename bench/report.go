@@ -169,7 +169,9 @@ func (r *Results) Table() string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	header, rows := r.rows()
-	fmt.Fprintln(tw, strings.ToUpper(strings.Join(header, "\t")))
+	if len(rows) > 0 {
+		fmt.Fprintln(tw, strings.ToUpper(strings.Join(header, "\t")))
+	}
 	last := ""
 	for _, rw := range rows {
 		c := slices.Clone(rw.cells)
@@ -181,6 +183,18 @@ func (r *Results) Table() string {
 		fmt.Fprintln(tw, strings.Join(c, "\t"))
 	}
 	tw.Flush()
+	if fh, frows := r.faultRows(); len(frows) > 0 {
+		if len(rows) > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString("TCP throughput under faults\n")
+		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.ToUpper(strings.Join(fh, "\t")))
+		for _, rw := range frows {
+			fmt.Fprintln(tw, strings.Join(rw, "\t"))
+		}
+		tw.Flush()
+	}
 	r.writeFailures(&b, "")
 	fmt.Fprintf(&b, "%d run(s) of %s per test; ratios are medians over the reference's median.\n", r.Config.Runs, r.Duration)
 	return b.String()
@@ -204,12 +218,30 @@ func (r *Results) Markdown() string {
 		}
 	}
 	fmt.Fprintf(&b, "- Runs: %d x %s per test (median shown, min and max kept)\n", r.Config.Runs, r.Duration)
-	fmt.Fprintf(&b, "- Command: `%s`\n\n", e.CommandLine)
+	fmt.Fprintf(&b, "- Command: `%s`\n", e.CommandLine)
+	if len(r.Config.Faults) > 0 {
+		fmt.Fprintf(&b, "- Faults: %s\n", strings.Join(r.Config.Faults, ", "))
+	}
+	b.WriteString("\n")
 	header, rows := r.rows()
-	b.WriteString("| " + strings.Join(header, " | ") + " |\n")
-	b.WriteString(strings.Repeat("|---", len(header)) + "|\n")
-	for _, rw := range rows {
-		b.WriteString("| " + strings.Join(rw.cells, " | ") + " |\n")
+	if len(rows) > 0 {
+		b.WriteString("| " + strings.Join(header, " | ") + " |\n")
+		b.WriteString(strings.Repeat("|---", len(header)) + "|\n")
+		for _, rw := range rows {
+			b.WriteString("| " + strings.Join(rw.cells, " | ") + " |\n")
+		}
+	}
+	if fh, frows := r.faultRows(); len(frows) > 0 {
+		if len(rows) > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString("### TCP throughput under faults\n\n")
+		b.WriteString(r.faultNote() + "\n\n")
+		b.WriteString("| " + strings.Join(fh, " | ") + " |\n")
+		b.WriteString(strings.Repeat("|---", len(fh)) + "|\n")
+		for _, rw := range frows {
+			b.WriteString("| " + strings.Join(rw, " | ") + " |\n")
+		}
 	}
 	if len(r.Failed()) > 0 {
 		b.WriteString("\n")

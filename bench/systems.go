@@ -190,12 +190,17 @@ func (s *wgSystem) up(ctx context.Context, t *Topology, dir string) (_ tunnel, e
 	type side struct {
 		ns               *netns.NS
 		tunAddr, peerTun string
-		peerVeth, tag    string
+		endpoint, tag    string // endpoint: where this side sends to its peer ("" = learn it from the peer)
 		priv, pub        string
 	}
 	sides := []*side{
-		{ns: t.A, tunAddr: wgTunA, peerTun: wgTunB, peerVeth: addrB4, tag: "a"},
-		{ns: t.B, tunAddr: wgTunB, peerTun: wgTunA, peerVeth: addrA4, tag: "b"},
+		{ns: t.A, tunAddr: wgTunA, peerTun: wgTunB, endpoint: t.serverEndpoint(wgPort), tag: "a"},
+		{ns: t.B, tunAddr: wgTunB, peerTun: wgTunA, endpoint: addrA4 + ":" + wgPort, tag: "b"},
+	}
+	if t.Relay.IsValid() {
+		// Through the fault relay, B must answer where A's packets come from (the relay), as WireGuard
+		// does for a peer without an endpoint, never A directly.
+		sides[1].endpoint = ""
 	}
 	for _, sd := range sides {
 		if sd.priv, sd.pub, err = wgKeypair(ctx); err != nil {
@@ -226,9 +231,13 @@ func (s *wgSystem) up(ctx context.Context, t *Topology, dir string) (_ tunnel, e
 		if err != nil {
 			return nil, err
 		}
-		wg := exec.CommandContext(ctx, "nsenter", "--target", strconv.Itoa(pid), "--mount", "--net",
+		args := []string{"--target", strconv.Itoa(pid), "--mount", "--net",
 			"wg", "set", "wg0", "listen-port", wgPort, "private-key", "/dev/stdin",
-			"peer", peer.pub, "allowed-ips", peer.tunAddr+"/32", "endpoint", sd.peerVeth+":"+wgPort)
+			"peer", peer.pub, "allowed-ips", peer.tunAddr + "/32"}
+		if sd.endpoint != "" {
+			args = append(args, "endpoint", sd.endpoint)
+		}
+		wg := exec.CommandContext(ctx, "nsenter", args...)
 		wg.Stdin = strings.NewReader(sd.priv + "\n")
 		if out, err := wg.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("wg set in %s: %w: %s", sd.ns.Name, err, strings.TrimSpace(string(out)))
@@ -434,13 +443,13 @@ control_socket = %q
 `, addrB4, keyFile, usersFile, serverSock, s.stateDirLine(dir), s.serverExtra)), 0o600); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(clientConf, []byte(fmt.Sprintf(`server = "%s:51820"
+	if err := os.WriteFile(clientConf, []byte(fmt.Sprintf(`server = "%s"
 server_public_key = %q
 username = %q
 password_file = %q
 tun_name = "salvo1"
 control_socket = %q
-`, addrB4, pub, salvoUser, passFile, clientSock)), 0o600); err != nil {
+`, t.serverEndpoint("51820"), pub, salvoUser, passFile, clientSock)), 0o600); err != nil {
 		return nil, err
 	}
 

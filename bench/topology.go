@@ -36,6 +36,17 @@ const (
 // socket buffers) can influence the next.
 type Topology struct {
 	A, B *netns.NS
+	// Relay, when valid, is a fault relay in B (see faults.go): a system's client in A sends its UDP there
+	// instead of to the server, and the server must not be told A's address (it learns the relay's).
+	Relay netip.AddrPort
+}
+
+// serverEndpoint is where a client in A sends a server's UDP on port: the relay, if there is one.
+func (t *Topology) serverEndpoint(port string) string {
+	if t.Relay.IsValid() {
+		return t.Relay.String()
+	}
+	return addrB4 + ":" + port
 }
 
 // NewTopology creates the namespaces, the veth pair and the addresses, and

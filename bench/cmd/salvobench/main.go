@@ -3,6 +3,7 @@
 // Salvo checkout:
 //
 //	go run ./bench/cmd/salvobench [--systems bare,salvo,wireguard-go] [--short] [--json F] [--markdown F]
+//	go run ./bench/cmd/salvobench --systems wireguard-go,salvo --faults loss1,reorder10,blackout2 [--faults-only]
 //
 // It prints progress on stderr and the table on stdout. Exit status: 0 all
 // selected systems measured, 1 a system FAILED or the harness failed,
@@ -44,6 +45,8 @@ func run() int {
 	fs.IntVar(&cfg.PingCount, "ping-count", cfg.PingCount, "pings per latency test (10 ms apart)")
 	fs.StringVar(&cfg.CPURate, "cpu-rate", cfg.CPURate, "iperf3 -b rate of the CPU-cost transfer")
 	fs.StringVar(&cfg.Ref, "ref", "", "also measure salvo built from this git revision (system salvo-ref), for a before/after in one run")
+	faults := fs.String("faults", "", "also measure TCP throughput (1 stream) of every system but bare through a fault relay, each fault against its no-fault baseline: comma-separated "+bench.FaultForms+"; e.g. loss1,loss5,reorder10,dup5,blackout2")
+	fs.BoolVar(&cfg.FaultsOnly, "faults-only", false, "with --faults: skip the main measurements")
 	short := fs.Bool("short", false, "smoke run in seconds: duration 1s, 1 run, 50 pings (overrides those flags)")
 	jsonOut := fs.String("json", "", "write raw results as JSON to this file")
 	mdOut := fs.String("markdown", "", "write the report as a Markdown section to this file")
@@ -62,6 +65,11 @@ func run() int {
 	for _, s := range strings.Split(*systems, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			cfg.Systems = append(cfg.Systems, s)
+		}
+	}
+	for _, f := range strings.Split(*faults, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			cfg.Faults = append(cfg.Faults, f)
 		}
 	}
 	if cfg.Ref != "" && !slices.Contains(cfg.Systems, bench.SysSalvoRef) {
