@@ -109,3 +109,105 @@ func TestResolverToolEnvironment(t *testing.T) {
 		t.Errorf("tool environment:\n%s\nwant only %q (and PWD)", b, want)
 	}
 }
+
+// TestApplyDNSDefaultRoute proves DNSOptions.DefaultRoute: with
+// systemd-resolved the exact commands are dns, domain with "~." appended
+// (once, after the given search and routing-only domains; the caller's
+// slice is not written to), default-route yes, and "revert" as undo; with
+// resolvconf nothing changes (the routing-only domains are left out of
+// resolv.conf, as always); a failing default-route step reverts what was
+// set and returns no undo; and a default route without servers or two
+// option sets are refused.
+func TestApplyDNSDefaultRoute(t *testing.T) {
+	servers := []netip.Addr{netip.MustParseAddr("10.8.0.1")}
+	bin, log := t.TempDir(), filepath.Join(t.TempDir(), "log")
+	t.Setenv("PATH", bin)
+	sock := filepath.Join(t.TempDir(), "io.systemd.Resolve")
+	old := resolvedSocket
+	resolvedSocket = sock
+	t.Cleanup(func() { resolvedSocket = old })
+	full := DNSOptions{DefaultRoute: true}
+
+	check := func(domains []string, wantMethod string, wantLog ...string) {
+		t.Helper()
+		_ = os.Remove(log)
+		undo, method, err := ApplyDNS("stun0", servers, domains, full)
+		if err != nil || method != wantMethod {
+			t.Fatalf("ApplyDNS(%q) = %q, %v; want %q", domains, method, err, wantMethod)
+		}
+		must(t, undo())
+		got, _ := os.ReadFile(log)
+		if want := strings.Join(wantLog, ""); string(got) != want {
+			t.Errorf("%s, domains %q: tool calls\n%s\nwant\n%s", method, domains, got, want)
+		}
+	}
+
+	fakeTool(t, bin, "resolvconf", log)
+	check([]string{"corp.example", "~corp2.example"}, DNSResolvconf,
+		"resolvconf -a stun0\n", "nameserver 10.8.0.1\nsearch corp.example\n", "resolvconf -d stun0 -f\n")
+
+	fakeTool(t, bin, "resolvectl", log)
+	must(t, os.WriteFile(sock, nil, 0o600))
+	domains := make([]string, 2, 3)
+	domains[0], domains[1] = "corp.example", "~corp2.example"
+	check(domains, DNSResolved,
+		"resolvectl dns stun0 10.8.0.1\n",
+		"resolvectl domain stun0 corp.example ~corp2.example ~.\n",
+		"resolvectl default-route stun0 yes\n",
+		"resolvectl revert stun0\n")
+	if spare := domains[:3][2]; spare != "" {
+		t.Errorf("ApplyDNS wrote %q into the caller's domains slice", spare)
+	}
+	check([]string{"~.", "corp.example"}, DNSResolved,
+		"resolvectl dns stun0 10.8.0.1\n",
+		"resolvectl domain stun0 ~. corp.example\n",
+		"resolvectl default-route stun0 yes\n",
+		"resolvectl revert stun0\n")
+	check(nil, DNSResolved,
+		"resolvectl dns stun0 10.8.0.1\n",
+		"resolvectl domain stun0 ~.\n",
+		"resolvectl default-route stun0 yes\n",
+		"resolvectl revert stun0\n")
+
+	script := "#!/bin/sh\necho \"resolvectl $*\" >> " + log + "\n" +
+		"if [ \"$1\" = default-route ]; then echo 'Failed to set default route: boom' >&2; exit 1; fi\n"
+	must(t, os.WriteFile(filepath.Join(bin, "resolvectl"), []byte(script), 0o755))
+	_ = os.Remove(log)
+	undo, _, err := ApplyDNS("stun0", servers, nil, full)
+	if err == nil || undo != nil || !strings.Contains(err.Error(), "boom") {
+		t.Errorf("failing default-route: undo %v, err %v; want no undo and the tool's message", undo != nil, err)
+	}
+	if got, _ := os.ReadFile(log); !strings.HasSuffix(string(got), "resolvectl default-route stun0 yes\nresolvectl revert stun0\n") {
+		t.Errorf("failing default-route: tool calls\n%s\nwant a revert after it", got)
+	}
+
+	if _, _, err := ApplyDNS("stun0", nil, []string{"~."}, full); err == nil {
+		t.Error("a default DNS route without servers was accepted")
+	}
+	if _, _, err := ApplyDNS("stun0", servers, nil, full, full); err == nil {
+		t.Error("two DNSOptions were accepted")
+	}
+}
+
+// TestValidDomain proves which domains ApplyDNS accepts: names, with a
+// trailing dot, with underscores, routing-only ones with "~", and "~.";
+// but no empty labels, lone dots or tildes, double tildes, labels starting
+// or ending with "-" (an option to a tool), overlong labels, spaces,
+// newlines or other characters.
+func TestValidDomain(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // should validation fail to refuse, no real tool runs
+	for _, d := range []string{"corp.example", "corp.example.", "~corp.example", "~.", "_sip._udp.example", "a-b.c", "x"} {
+		if !validDomain(d) {
+			t.Errorf("validDomain(%q) = false, want true", d)
+		}
+	}
+	for _, d := range []string{"", ".", "..", "~", "~~x", "~..", "a..b", ".a", "-x", "~-x", "x-.y", "a b",
+		"evil\nnameserver 6.6.6.6", "é.example", strings.Repeat("a", 64) + ".example"} {
+		if validDomain(d) {
+			t.Errorf("validDomain(%q) = true, want false", d)
+		}
+	}
+	if _, _, err := ApplyDNS("-stun0", []netip.Addr{netip.MustParseAddr("10.8.0.1")}, nil); err == nil {
+		t.Error(`device "-stun0" accepted: a tool would take it for an option`)
+	}
+}

@@ -42,6 +42,10 @@ func runHelper(role, arg string) int {
 		_, err = Claim(dir, res)
 	case "forward":
 		_, err = EnableForwarding(arg, true, true)
+	case "guard": // arg: dev, dev:persist, or dev:plain (persist as on a kernel without NFT_TABLE_F_PERSIST)
+		dev, mode, _ := strings.Cut(arg, ":")
+		persistUnsupported.Store(mode == "plain")
+		_, err = ApplyLeakGuard(LeakGuard{Dev: dev, FwMark: testMark, Persist: mode == "persist" || mode == "plain"})
 	default:
 		err = fmt.Errorf("unknown helper role %q", role)
 	}

@@ -19,6 +19,15 @@ const nsPrefix = "salvo-t-"
 // 10.8.0.2/24 and fd08::2/64. Everything is torn down by t.Cleanup.
 func lan(t *testing.T) (c, peer *netns.NS) {
 	t.Helper()
+	c, peer, _ = lanTun(t)
+	return c, peer
+}
+
+// lanTun is lan that also returns stun0's TUN file (non-blocking, so reads
+// take deadlines): what is read from it is what the namespace sent into the
+// tunnel.
+func lanTun(t *testing.T) (c, peer *netns.NS, tun *os.File) {
+	t.Helper()
 	c = netns.ForTest(t, nsPrefix)
 	peer = netns.ForTest(t, nsPrefix)
 	must(t, netns.Veth(c, "eth0", peer, "eth0"))
@@ -28,13 +37,13 @@ func lan(t *testing.T) (c, peer *netns.NS) {
 	must(t, peer.AddAddr("eth0", "fd50::1/64"))
 	must(t, c.AddRoute("default", "10.50.0.1"))
 	must(t, c.AddRoute("default", "fd50::1"))
-	openTun(t, c, "stun0")
+	tun = openTunFile(t, c, "stun0")
 	must(t, c.Do(func() error {
 		return ConfigureLink("stun0", 1400, []netip.Prefix{
 			netip.MustParsePrefix("10.8.0.2/24"), netip.MustParsePrefix("fd08::2/64"),
 		})
 	}))
-	return c, peer
+	return c, peer, tun
 }
 
 // openTun creates a TUN device inside ns the way the engine does (open
@@ -43,9 +52,17 @@ func lan(t *testing.T) (c, peer *netns.NS) {
 // the device as when a tunnel process dies), so the link has carrier.
 func openTun(t *testing.T, ns *netns.NS, name string) (closeTun func()) {
 	t.Helper()
+	f := openTunFile(t, ns, name)
+	return func() { f.Close() }
+}
+
+// openTunFile is openTun returning the TUN's file, non-blocking so that
+// reads can have deadlines. Cleanup closes it.
+func openTunFile(t *testing.T, ns *netns.NS, name string) *os.File {
+	t.Helper()
 	var f *os.File
 	must(t, ns.Do(func() error {
-		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 		if err != nil {
 			return err
 		}
@@ -63,7 +80,7 @@ func openTun(t *testing.T, ns *netns.NS, name string) (closeTun func()) {
 		return nil
 	}))
 	t.Cleanup(func() { f.Close() })
-	return func() { f.Close() }
+	return f
 }
 
 func must(t *testing.T, err error) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	mnl "github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,14 +49,14 @@ func EnableNAT(n NAT) (undo func() error, err error) {
 	if err != nil {
 		return nil, err
 	}
-	name := natTableName(n.TunDev)
-	t := &ownedTable{family: byte(nftables.TableFamilyINet), name: name, label: "inet " + name, conn: c}
-	if err := createNATTable(t, n); err != nil {
+	t := natTable(n)
+	if err := createNATTable(c, t, n); err != nil {
 		_ = c.Close()
 		return nil, err
 	}
+	held := newHeldTable(t, c)
 	u := &undoStack{}
-	u.push(t.release)
+	u.push(held.release)
 	return u.run, nil
 }
 
@@ -77,61 +78,70 @@ func (n NAT) validate() error {
 	return nil
 }
 
-// createNATTable sends table, chain and rules in one batch over t.conn.
-func createNATTable(t *ownedTable, n NAT) error {
-	st, err := queryTable(t.conn, t.family, t.name)
-	if err != nil {
-		return fmt.Errorf("netcfg: look up nftables table %s: %w", t.label, err)
+// natTable describes the owned table: one postrouting NAT chain with a
+// masquerade rule per source prefix.
+func natTable(n NAT) *nftTable {
+	ch := nftChain{
+		name: "postrouting",
+		typ:  string(nftables.ChainTypeNAT),
+		hook: uint32(*nftables.ChainHookPostrouting),
+		prio: int32(*nftables.ChainPriorityNATSource),
 	}
-	if st.owned {
-		return &TableOwnedError{Table: t.label, OwnerPort: st.ownerPort}
-	}
-	b := &nftBatch{family: t.family}
-	if st.exists {
-		// Left by a Salvo without owned tables that crashed. Deleting it in
-		// the same batch keeps the replacement atomic; had another process
-		// made it owned in the meantime, the delete fails with EPERM and the
-		// whole batch with it.
-		b.delTable(t.name)
-	}
-	b.newTable(t.name, nftTableFlagOwner)
-	b.newBaseChain(t.name, "postrouting", string(nftables.ChainTypeNAT),
-		uint32(*nftables.ChainHookPostrouting), uint32(*nftables.ChainPriorityNATSource))
 	for _, p := range n.Sources {
-		b.appendRule(t.name, "postrouting", masqExprs(normPrefix(p), n.TunDev, n.OutInterface))
+		ch.rules = append(ch.rules, masqExprs(normPrefix(p), n.TunDev, n.OutInterface))
 	}
-	if err := b.send(t.conn); err != nil {
+	return &nftTable{
+		family: byte(nftables.TableFamilyINet),
+		name:   natTableName(n.TunDev),
+		flags:  nftTableFlagOwner,
+		chains: []nftChain{ch},
+		role:   roleGateway,
+	}
+}
+
+// createNATTable creates t over c, replacing a table of that name without
+// the owner flag (left by a Salvo without owned tables that crashed) in the
+// same batch.
+func createNATTable(c *mnl.Conn, t *nftTable, n NAT) error {
+	replace, err := t.replaceable(c)
+	if err != nil {
+		return err
+	}
+	if err := t.create(c, replace); err != nil {
 		if errors.Is(err, unix.EOPNOTSUPP) {
 			err = fmt.Errorf("%w (owned tables need Linux 5.12 or later)", err)
 		}
-		return fmt.Errorf("netcfg: create owned nftables table %s (sources %v): %w", t.label, n.Sources, err)
+		return fmt.Errorf("netcfg: create owned nftables table %s (sources %v): %w", t.label(), n.Sources, err)
 	}
 	return nil
-}
-
-// TableOwnedError reports that an nftables table Salvo wants to create
-// already exists and is owned by another live process: typically a second
-// gateway was started with the tun_name of a running one.
-type TableOwnedError struct {
-	Table     string // family and name, e.g. "inet salvo_salvo0"
-	OwnerPort uint32 // netlink port ID of the owning socket (often the owner's PID); 0 if not reported
-}
-
-func (e *TableOwnedError) Error() string {
-	owner := ""
-	if e.OwnerPort != 0 {
-		owner = fmt.Sprintf(" (netlink port %d, often the owner's PID)", e.OwnerPort)
-	}
-	return fmt.Sprintf("netcfg: nftables table %s is owned by another running Salvo gateway or other process%s; "+
-		"each gateway on a host needs its own tun_name", e.Table, owner)
 }
 
 // masqExprs builds: meta nfproto <fam> <fam> saddr <p> oifname != tun
 // [oifname == out] counter masquerade.
 func masqExprs(p netip.Prefix, tun, out string) []expr.Any {
+	e := prefixMatch(p, false)
+	e = append(e,
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(tun)},
+	)
+	if out != "" {
+		e = append(e,
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(out)},
+		)
+	}
+	return append(e, &expr.Counter{}, &expr.Masq{})
+}
+
+// prefixMatch builds: meta nfproto <fam> <fam> saddr|daddr <p>, for a
+// masked, unmapped prefix.
+func prefixMatch(p netip.Prefix, dst bool) []expr.Any {
 	nfproto, off, alen := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4) // IPv4 saddr
 	if p.Addr().Is6() {
 		nfproto, off, alen = unix.NFPROTO_IPV6, 8, 16 // IPv6 saddr
+	}
+	if dst {
+		off += alen // daddr follows saddr in both headers
 	}
 	e := []expr.Any{
 		// inet tables see both families: check it before reading the header.
@@ -143,18 +153,7 @@ func masqExprs(p netip.Prefix, tun, out string) []expr.Any {
 		mask := netipMask(p)
 		e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: alen, Mask: mask, Xor: make([]byte, alen)})
 	}
-	e = append(e,
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()},
-		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(tun)},
-	)
-	if out != "" {
-		e = append(e,
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(out)},
-		)
-	}
-	return append(e, &expr.Counter{}, &expr.Masq{})
+	return append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()})
 }
 
 func netipMask(p netip.Prefix) []byte {

@@ -1,6 +1,6 @@
 // Package netcfg configures the operating system for Salvo's gateway and
-// client: the tunnel link, policy routing for split and full tunnels, NAT,
-// IP forwarding and DNS.
+// client: the tunnel link, policy routing for split and full tunnels, the
+// client's leak guard, NAT, IP forwarding and DNS.
 //
 // Every function acts on the network namespace of the calling OS thread at
 // the time of the call, and the undo function it returns acts on that same
@@ -69,3 +69,26 @@ const (
 	DNSResolvconf = "resolvconf"
 	DNSNone       = "none"
 )
+
+// LeakGuard describes the client's leak guard: an nftables filter that
+// lets the host's own traffic leave only through the tunnel, so that a LAN
+// that injects routes (TunnelVision, CVE-2024-3661) or claims address space
+// (TunnelCrack LocalNet) cannot pull it out of the tunnel. Routing decides
+// where a packet goes; the guard decides whether it may go there.
+type LeakGuard struct {
+	Dev string // tunnel device; need not exist yet (matched by name)
+	// FwMark is the SO_MARK of the client's own encrypted UDP (see SetMark),
+	// the only traffic allowed onto the LAN besides what keeps the link up.
+	// Non-zero: "mark 0" would let every unmarked packet through.
+	FwMark uint32
+	// AllowLAN are destinations reachable outside the tunnel (a printer, the
+	// LAN's DNS for captive portals). What the LAN says it is can be chosen
+	// by an attacker (see LANPrefixes), so only what the user asked for
+	// belongs here. A /0 is refused: it would switch the guard off.
+	AllowLAN []netip.Prefix
+	// Persist keeps the guard after the process dies, however it dies (the
+	// kill switch): non-tunnel traffic stays blocked until the client is back
+	// or RemoveLeakGuard lifts it. Without Persist the guard dies with the
+	// process.
+	Persist bool
+}

@@ -211,7 +211,8 @@ func gone(err error) bool {
 // zero are skipped: with FwMark 0 no rule is touched, with Table 0 no route.
 //
 // NAT needs no cleanup: EnableNAT's table is owned by the gateway process and
-// disappears with it.
+// disappears with it. Neither does the leak guard: ApplyLeakGuard takes over
+// the one a crashed client left, and RemoveLeakGuard lifts it.
 //
 // Call it at startup, before ApplyRoutes.
 func CleanupStale(rs RouteSetup) error {
