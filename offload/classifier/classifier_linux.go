@@ -29,12 +29,13 @@ type Classifier struct {
 
 	sessions  *ebpf.Map // HASH: 4 wire bytes of a receiver index -> 1 (presence only)
 	counters  *ebpf.Map // PERCPU_ARRAY: drop reason -> u64
+	sources   *ebpf.Map // LRU_HASH: sourceKeyLen key -> u64 theoretical arrival time; nil without HandshakeRate
 	routes    *ebpf.Map // LPM_TRIE: routeKeyLen key -> u32 queue; nil without TUNSteering
 	reuseport *ebpf.Program
 	earlyDrop *ebpf.Program
 	steering  *ebpf.Program // nil without TUNSteering
 
-	groups [][]syscall.RawConn // attached reuseport groups (selector + early drop)
+	groups [][]syscall.RawConn // attached reuseport groups (selector + early drop), Config.GroupSize() each
 	tuns   []syscall.RawConn   // TUN fds with the steering program
 }
 
@@ -54,15 +55,53 @@ func Load(cfg Config) (*Classifier, error) {
 	if cfg.MaxSessions < 1 || cfg.MaxSessions > 1<<24 {
 		return nil, fmt.Errorf("classifier: MaxSessions = %d, want 1..%d", cfg.MaxSessions, 1<<24)
 	}
+	lim, err := handshakeLimit(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	c := &Classifier{cfg: cfg}
-	if err := c.load(); err != nil {
+	if err := c.load(lim); err != nil {
 		c.closeObjects()
 		return nil, err
 	}
 	return c, nil
 }
 
-func (c *Classifier) load() error {
+// handshakeLimit checks the login-limit fields, fills in their defaults and returns the limit the filter
+// compiles in (zero without HandshakeRate).
+func handshakeLimit(cfg *Config) (limit, error) {
+	const maxRate, maxBurst = 1e9, 1e9
+	r := cfg.HandshakeRate
+	if r == 0 {
+		return limit{}, nil
+	}
+	if !(r >= 1e-3 && r <= maxRate) { // also NaN
+		return limit{}, fmt.Errorf("classifier: HandshakeRate = %v, want 0 (no limit) or 0.001..%g per second", r, float64(maxRate))
+	}
+	if cfg.HandshakeBurst == 0 {
+		cfg.HandshakeBurst = DefaultHandshakeBurst
+	}
+	if cfg.HandshakeBurst < 1 || cfg.HandshakeBurst > maxBurst {
+		return limit{}, fmt.Errorf("classifier: HandshakeBurst = %d, want 1..%d", cfg.HandshakeBurst, int(maxBurst))
+	}
+	if cfg.HandshakeSources == 0 {
+		cfg.HandshakeSources = DefaultHandshakeSources
+	}
+	if cfg.HandshakeSources < 1 || cfg.HandshakeSources > 1<<24 {
+		return limit{}, fmt.Errorf("classifier: HandshakeSources = %d, want 1..%d", cfg.HandshakeSources, 1<<24)
+	}
+	interval := max(uint64(math.Round(1e9/r)), 1)
+	// A slow rate with a big burst could overflow the filter's 64-bit time arithmetic (now + up to
+	// burst tokens' worth of ns must stay far from 2^64).
+	if bn := float64(interval) * float64(cfg.HandshakeBurst); bn > 1<<62 {
+		return limit{}, fmt.Errorf("classifier: HandshakeBurst %d at HandshakeRate %v takes %.3g s to refill, want at most %.3g s",
+			cfg.HandshakeBurst, r, bn/1e9, float64(1<<62)/1e9)
+	}
+	b := uint64(cfg.HandshakeBurst)
+	return limit{interval: interval, burst: b, burstNs: interval * b}, nil
+}
+
+func (c *Classifier) load(lim limit) error {
 	var err error
 	// Preallocated (the default for HASH): no allocation in AddSession's kernel path can fail later at
 	// packet time, and lookups are the fastest kind.
@@ -80,10 +119,21 @@ func (c *Classifier) load() error {
 	if err != nil {
 		return kernelErr("create drop counter map", err)
 	}
-	if c.reuseport, err = loadProg("salvo_reuseport", reuseportInsns(c.cfg.Sockets)); err != nil {
+	if c.cfg.HandshakeRate > 0 {
+		// LRU maps are always preallocated: HandshakeSources entries of memory from the start, and a
+		// new source at packet time evicts instead of allocating.
+		c.sources, err = ebpf.NewMap(&ebpf.MapSpec{
+			Name: "salvo_loginsrc", Type: ebpf.LRUHash,
+			KeySize: sourceKeyLen, ValueSize: 8, MaxEntries: uint32(c.cfg.HandshakeSources),
+		})
+		if err != nil {
+			return kernelErr("create login source map", err)
+		}
+	}
+	if c.reuseport, err = loadProg("salvo_reuseport", reuseportInsns(c.cfg.Sockets, c.cfg.HandshakeSocket)); err != nil {
 		return err
 	}
-	if c.earlyDrop, err = loadProg("salvo_earlydrop", earlyDropInsns(c.sessions, c.counters, c.cfg.UnknownSample)); err != nil {
+	if c.earlyDrop, err = loadProg("salvo_earlydrop", earlyDropInsns(c.sessions, c.counters, c.sources, c.cfg.UnknownSample, lim)); err != nil {
 		return err
 	}
 	if !c.cfg.TUNSteering {
@@ -122,9 +172,11 @@ func kernelErr(what string, err error) error {
 }
 
 // Supported reports whether this kernel and these privileges can load the classifier: nil, or an error
-// that wraps ErrUnsupported or ErrPermission. It loads and discards a minimal classifier.
+// that wraps ErrUnsupported or ErrPermission. It loads and discards a minimal classifier with every
+// program and map (handshake socket, login limit, TUN steering).
 func Supported() error {
-	c, err := Load(Config{Sockets: 1, MaxSessions: 1, TUNSteering: true})
+	c, err := Load(Config{Sockets: 1, MaxSessions: 1, TUNSteering: true, HandshakeSocket: true,
+		HandshakeRate: 1, HandshakeSources: 16})
 	if err != nil {
 		return err
 	}
@@ -132,11 +184,17 @@ func Supported() error {
 }
 
 // AttachGroup attaches the selector to one reuseport group and the early-drop filter to each of its
-// sockets. conns are the group's sockets in bind order (conns[i] is worker i's socket) and there must be
-// exactly Config.Sockets of them, all already bound. SO_ATTACH_BPF replaces any filter a socket had.
-// On error nothing of this call stays attached.
+// sockets. conns are the group's sockets in bind order, which is the order of reuseport indexes:
+// conns[i] is worker i's socket for i < Config.Sockets, and with Config.HandshakeSocket conns[Sockets],
+// bound last, is the handshake socket. There must be exactly Config.GroupSize() of them, all already
+// bound, and the group must have no other members. SO_ATTACH_BPF replaces any filter a socket had. On
+// error nothing of this call stays attached.
 func (c *Classifier) AttachGroup(conns []syscall.RawConn) error {
-	if len(conns) != c.cfg.Sockets {
+	if n := c.cfg.GroupSize(); len(conns) != n {
+		if c.cfg.HandshakeSocket {
+			return fmt.Errorf("classifier: AttachGroup with %d sockets, want %d (Config.Sockets = %d workers + the handshake socket)",
+				len(conns), n, c.cfg.Sockets)
+		}
 		return fmt.Errorf("classifier: AttachGroup with %d sockets, Config.Sockets is %d", len(conns), c.cfg.Sockets)
 	}
 	c.mu.Lock()
@@ -153,8 +211,9 @@ func (c *Classifier) AttachGroup(conns []syscall.RawConn) error {
 	}
 	// The selector belongs to the group, not to a socket: setting it on any member sets it for all. A
 	// single socket is no reuseport group (it may not even have SO_REUSEPORT: the kernel refuses the
-	// program with EINVAL then) and has nothing to select between: it only gets the filter.
-	if c.cfg.Sockets == 1 {
+	// program with EINVAL then) and has nothing to select between: it only gets the filter. (With a
+	// handshake socket even one worker makes a group of two.)
+	if c.cfg.GroupSize() == 1 {
 		c.groups = append(c.groups, append([]syscall.RawConn(nil), conns...))
 		return nil
 	}
@@ -215,6 +274,23 @@ func (c *Classifier) RemoveSession(index uint32) error {
 func sessionKey(index uint32) [4]byte {
 	var k [4]byte
 	binary.LittleEndian.PutUint32(k[:], index)
+	return k
+}
+
+// sourceKey is the source map key of addr (see sourceKeyLen): the IPv4 address, or the /64 of an IPv6
+// one. An IPv4-mapped IPv6 address counts as IPv4, as the filter sees such a client's IPv4 header.
+func sourceKey(addr netip.Addr) [sourceKeyLen]byte {
+	var k [sourceKeyLen]byte
+	addr = addr.Unmap()
+	if addr.Is4() {
+		binary.NativeEndian.PutUint32(k[:4], familyV4)
+		a := addr.As4()
+		copy(k[8:], a[:])
+	} else {
+		binary.NativeEndian.PutUint32(k[:4], familyV6)
+		a := addr.As16()
+		copy(k[4:], a[:8])
+	}
 	return k
 }
 
@@ -304,6 +380,7 @@ func (c *Classifier) Stats() (Stats, error) {
 		DroppedBadCode:        sums[reasonBadCode],
 		DroppedShort:          sums[reasonShort],
 		DroppedUnknownSession: sums[reasonUnknownSession],
+		DroppedRateLimited:    sums[reasonRateLimited],
 	}, nil
 }
 
@@ -319,7 +396,7 @@ func (c *Classifier) Close() error {
 	c.closed = true
 	var errs []error
 	for _, g := range c.groups {
-		errs = append(errs, detachGroup(g, c.cfg.Sockets > 1))
+		errs = append(errs, detachGroup(g, c.cfg.GroupSize() > 1))
 	}
 	for _, t := range c.tuns {
 		if err := setSteering(t, -1); err != nil && !gone(err) {
@@ -363,7 +440,7 @@ func (c *Classifier) closeObjects() error {
 			errs = append(errs, p.Close())
 		}
 	}
-	for _, m := range []*ebpf.Map{c.sessions, c.counters, c.routes} {
+	for _, m := range []*ebpf.Map{c.sessions, c.counters, c.sources, c.routes} {
 		if m != nil {
 			errs = append(errs, m.Close())
 		}

@@ -21,11 +21,14 @@ import (
 //
 //	program      prog.Run input            offset 0 in prog.Run      offset 0 on the real hook
 //	early drop   eth(14) | udp(8) | pay    UDP header                UDP header (sk_filter on UDP)
+//	  its IP header (BPF_HDR_START_NET)    the same UDP header       IP header, in front of the UDP header
 //	reuseport    eth(14) | pay             Salvo payload             Salvo payload (UDP header pulled)
 //	TUN steer    eth(14) | IP packet       IP header                 IP header (TUN has no L2 header)
 //
 // BPF_PROG_TEST_RUN builds an skb from the input, runs eth_type_trans on it (which pulls the 14-byte
-// Ethernet header) and, for socket-filter programs (not "L2" types like SCHED_CLS), does not push it back.
+// Ethernet header), resets the network header to where the data now starts and, for socket-filter
+// programs (not "L2" types like SCHED_CLS), does not push it back. So in prog.Run the early-drop filter's
+// IP header and UDP header are the same bytes (see loginFrom in handshake_linux_test.go).
 
 // etherExperimental is an EtherType the test-run code does not parse (0x0800/0x86dd make it read an IP
 // header from the input).
@@ -369,10 +372,18 @@ func TestKernelErrClassification(t *testing.T) {
 
 func BenchmarkEarlyDrop(b *testing.B) {
 	c := loadForTest(b, Config{Sockets: 4})
+	lim := loadForTest(b, Config{Sockets: 4, HandshakeSocket: true, HandshakeRate: 1e9, HandshakeBurst: 1e9})
+	empty := loadForTest(b, Config{Sockets: 4, HandshakeRate: 0.001, HandshakeBurst: 1})
 	for i := range uint32(1000) {
 		if err := c.AddSession(i); err != nil {
 			b.Fatal(err)
 		}
+		if err := lim.AddSession(i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if run(b, empty.earlyDrop, loginFrom(netip.MustParseAddr("192.0.2.1"), 200)) != passed {
+		b.Fatal("first login refused")
 	}
 	for _, bc := range []struct {
 		name string
@@ -384,6 +395,15 @@ func BenchmarkEarlyDrop(b *testing.B) {
 		{"earlydrop/badcode", c.earlyDrop, frame(etherExperimental, udpHeader, packet(9, 1, 64))},
 		{"earlydrop/handshake", c.earlyDrop, frame(etherExperimental, udpHeader, packet(protocol.CodeClientAuthRequest, 1, 200))},
 		{"reuseport/data", c.reuseport, frame(etherExperimental, packet(protocol.CodeData, 500, 1420))},
+		// The login limit: a source whose bucket never empties (so every run takes the admit path and
+		// stores), one whose bucket is empty (lookup, refuse, count), data under the limit (unchanged
+		// path), and the selector's handshake verdict.
+		{"earlydrop/login-limited-pass", lim.earlyDrop, loginFrom(netip.MustParseAddr("192.0.2.1"), 200)},
+		{"earlydrop/login-limited-drop", empty.earlyDrop, loginFrom(netip.MustParseAddr("192.0.2.1"), 200)},
+		{"earlydrop/login-limited-v6-pass", lim.earlyDrop, loginFrom(netip.MustParseAddr("100::1"), 200)},
+		{"earlydrop/data-known-with-limit", lim.earlyDrop, frame(etherExperimental, udpHeader, packet(protocol.CodeData, 500, 1420))},
+		{"reuseport/handshake", lim.reuseport, frame(etherExperimental, packet(protocol.CodeClientAuthRequest, 1, 200))},
+		{"reuseport/data-with-handshake-socket", lim.reuseport, frame(etherExperimental, packet(protocol.CodeData, 500, 1420))},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			// The kernel repeats the program b.N times in one syscall and reports the mean run time, so
