@@ -34,7 +34,13 @@ type Config struct {
 	Faults []string `json:"faults,omitempty"`
 	// FaultsOnly skips the main measurements and runs only the fault benchmark.
 	FaultsOnly bool `json:"faults_only,omitempty"`
+	// Floods and FloodRates, if set, add the flood benchmark (see floods.go): the victim's TCP throughput
+	// while an attacker floods the gateway, each kind at each rate. FloodsOnly skips everything else.
+	Floods     []string `json:"floods,omitempty"`
+	FloodRates []string `json:"flood_rates,omitempty"`
+	FloodsOnly bool     `json:"floods_only,omitempty"`
 	faultSpecs []FaultSpec
+	floodSpecs []FloodSpec // parsed Floods x FloodRates
 
 	RepoDir  string    `json:"-"` // Salvo checkout, for `go build ./cmd/salvo`
 	CacheDir string    `json:"-"` // where the pinned wireguard-go is built once
@@ -69,6 +75,15 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Systems) == 0 {
 		return errors.New("no system selected")
+	}
+	if len(c.Floods) > 0 {
+		specs, err := ParseFloods(strings.Join(c.Floods, ","), strings.Join(c.FloodRates, ","))
+		if err != nil {
+			return err
+		}
+		c.floodSpecs = specs
+	} else if c.FloodsOnly {
+		return errors.New("floods-only without a flood list")
 	}
 	if c.FaultsOnly && len(c.Faults) == 0 {
 		return errors.New("faults-only without a fault list")
@@ -128,6 +143,8 @@ type SystemResult struct {
 	Summary map[string]Stat `json:"summary"`
 	// FaultSummary is the fault benchmark by fault name (absent without --faults, and for bare).
 	FaultSummary map[string]FaultStat `json:"fault_summary,omitempty"`
+	// FloodSummary is the flood benchmark by flood name (absent without --floods, and for bare).
+	FloodSummary map[string]FloodStat `json:"flood_summary,omitempty"`
 }
 
 // RunResult is one repetition on a fresh topology.
@@ -143,6 +160,8 @@ type RunResult struct {
 	Memory     *MemResult        `json:"memory,omitempty"` // nil for bare
 	// Faults is the fault benchmark of this run, on its own topology with the relay (--faults).
 	Faults []*FaultResult `json:"faults,omitempty"`
+	// Floods is the flood benchmark of this run (--floods).
+	Floods []*FloodResult `json:"floods,omitempty"`
 }
 
 const (
@@ -235,7 +254,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				continue
 			}
 			rr := &RunResult{Run: run}
-			if !cfg.FaultsOnly {
+			if !cfg.FaultsOnly && !cfg.FloodsOnly {
 				cfg.progressf("[run %d/%d] %s: bringing up", run, cfg.Runs, s.name())
 				rr, err = runOnce(ctx, &cfg, s, run, work)
 				if ctx.Err() != nil {
@@ -259,8 +278,20 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 					continue
 				}
 			}
-			if cfg.FaultsOnly && len(rr.Faults) == 0 {
-				continue // bare, in a faults-only run: nothing to measure
+			if len(cfg.floodSpecs) > 0 && faultSystem(s.name()) && !cfg.FaultsOnly {
+				cfg.progressf("[run %d/%d] %s: bringing up beside an attacker", run, cfg.Runs, s.name())
+				rr.Floods, err = runFloods(ctx, &cfg, s, run, work)
+				if ctx.Err() != nil {
+					return res, ctx.Err()
+				}
+				if err != nil {
+					sr.Status, sr.Error = statusFailed, fmt.Sprintf("run %d, floods: %v", run, err)
+					cfg.progressf("[run %d/%d] %s FAILED under floods: %v", run, cfg.Runs, s.name(), err)
+					continue
+				}
+			}
+			if (cfg.FaultsOnly || cfg.FloodsOnly) && len(rr.Faults) == 0 && len(rr.Floods) == 0 {
+				continue // bare, in a faults- or floods-only run: nothing to measure
 			}
 			sr.Runs = append(sr.Runs, rr)
 		}
@@ -270,6 +301,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			sr.Summary = summarize(sr.Runs)
 			if len(cfg.faultSpecs) > 0 && faultSystem(sr.Name) {
 				sr.FaultSummary = summarizeFaults(sr.Runs)
+			}
+			if len(cfg.floodSpecs) > 0 && faultSystem(sr.Name) {
+				sr.FloodSummary = summarizeFloods(sr.Runs)
 			}
 		}
 	}

@@ -195,6 +195,15 @@ func (r *Results) Table() string {
 		}
 		tw.Flush()
 	}
+	if fh, frows := r.floodRows(); len(frows) > 0 {
+		b.WriteString("\nVictim TCP throughput under floods\n")
+		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.ToUpper(strings.Join(fh, "\t")))
+		for _, rw := range frows {
+			fmt.Fprintln(tw, strings.Join(rw, "\t"))
+		}
+		tw.Flush()
+	}
 	r.writeFailures(&b, "")
 	fmt.Fprintf(&b, "%d run(s) of %s per test; ratios are medians over the reference's median.\n", r.Config.Runs, r.Duration)
 	return b.String()
@@ -237,6 +246,15 @@ func (r *Results) Markdown() string {
 		}
 		b.WriteString("### TCP throughput under faults\n\n")
 		b.WriteString(r.faultNote() + "\n\n")
+		b.WriteString("| " + strings.Join(fh, " | ") + " |\n")
+		b.WriteString(strings.Repeat("|---", len(fh)) + "|\n")
+		for _, rw := range frows {
+			b.WriteString("| " + strings.Join(rw, " | ") + " |\n")
+		}
+	}
+	if fh, frows := r.floodRows(); len(frows) > 0 {
+		b.WriteString("\n### Victim TCP throughput under floods\n\n")
+		b.WriteString(floodNote + "\n\n")
 		b.WriteString("| " + strings.Join(fh, " | ") + " |\n")
 		b.WriteString(strings.Repeat("|---", len(fh)) + "|\n")
 		for _, rw := range frows {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
@@ -141,7 +142,7 @@ func RunStorm(ctx context.Context, cfg StormConfig) (StormResult, error) {
 	budget := float64(engine.DefaultHashBudget) / float64(cfg.Params.Cost())
 	res.Capacity = min(float64(parallel)/hash.Seconds(), budget)
 
-	clients, err := startStormClients(ctx, topo, cfg.Clients, pub, password)
+	clients, err := startStormClients(ctx, topo, cfg.Clients, pub, password, "")
 	if err != nil {
 		return res, err
 	}
@@ -217,7 +218,8 @@ type nopSetup struct{}
 
 func (nopSetup) Apply(tun.Device, handshake.Settings) (func(), error) { return func() {}, nil }
 
-func startStormClients(ctx context.Context, topo *Topology, n int, pub handshake.Key, password string) (*stormClients, error) {
+// startStormClients starts n client engines; login "" means the storm's users (storm0, storm1...).
+func startStormClients(ctx context.Context, topo *Topology, n int, pub handshake.Key, password, login string) (*stormClients, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	sc := &stormClients{cancel: cancel}
 	server := netip.MustParseAddrPort(addrB4 + ":51820")
@@ -245,7 +247,7 @@ func startStormClients(ctx context.Context, topo *Topology, n int, pub handshake
 	for i, c := range conns {
 		cl := engine.NewClient(engine.ClientConfig{
 			Server: server.String(), ServerAddr: server,
-			Handshake: handshake.ClientConfig{ServerPublic: pub, Login: fmt.Sprintf("storm%d", i%stormUsers(n)), Password: password},
+			Handshake: handshake.ClientConfig{ServerPublic: pub, Login: cmp.Or(login, fmt.Sprintf("storm%d", i%stormUsers(n))), Password: password},
 			OpenTUN: func(int) (tun.Device, error) {
 				return enginetest.NewTUN("storm", 1420, enginetest.WithBatchSize(8)), nil
 			},

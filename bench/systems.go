@@ -359,6 +359,8 @@ func (s *salvoSystem) stateDirLine(dir string) string {
 type salvoTunnel struct {
 	ds         []*daemon
 	clientAddr string
+	// What another client needs to log in to this gateway (the flood benchmark times a newcomer's login).
+	publicKey, password, serverSock string
 }
 
 func (t *salvoTunnel) target() string     { return salvoGatewayTun }
@@ -453,6 +455,7 @@ control_socket = %q
 		return nil, err
 	}
 
+	tun.publicKey, tun.password, tun.serverSock = pub, password, serverSock
 	srv, err := startDaemon(ctx, t.B, filepath.Join(dir, "server.log"), s.env, s.bin, "server", "--config", serverConf)
 	if err != nil {
 		return nil, err

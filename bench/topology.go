@@ -39,6 +39,8 @@ type Topology struct {
 	// Relay, when valid, is a fault relay in B (see faults.go): a system's client in A sends its UDP there
 	// instead of to the server, and the server must not be told A's address (it learns the relay's).
 	Relay netip.AddrPort
+	// extra are further namespaces a measurement added (the flood benchmark's attacker); closed with A and B.
+	extra []*netns.NS
 }
 
 // serverEndpoint is where a client in A sends a server's UDP on port: the relay, if there is one.
@@ -95,7 +97,7 @@ func NewTopology() (t *Topology, err error) {
 // Close kills whatever still runs in the namespaces and deletes them.
 func (t *Topology) Close() error {
 	var errs []error
-	for _, ns := range []*netns.NS{t.A, t.B} {
+	for _, ns := range append([]*netns.NS{t.A, t.B}, t.extra...) {
 		if ns != nil {
 			errs = append(errs, ns.Close())
 		}

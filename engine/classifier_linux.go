@@ -17,17 +17,28 @@ import (
 // so a restarted gateway can tell its old clients (notice unknownSession) to log in again.
 const unknownSessionSample = 100 * time.Millisecond
 
+// Per-source limit on login requests in the kernel. A genuine client sends about one a second while it
+// logs in; many clients behind one NAT address share the bucket, so it is generous: a thousand clients
+// coming back together after a gateway restart need two or three each. A flood from one source is still
+// cut by three orders of magnitude before it costs user space anything.
+const (
+	handshakeRatePerSource  = 200
+	handshakeBurstPerSource = 400
+)
+
 // attachClassifier loads and attaches the eBPF classifier as the config asks: "off" never loads it, "on"
 // fails loudly when it cannot, "auto" falls back (and logs why) when the kernel or privileges refuse.
-// conns are the gateway's sockets, listen-address-major with `workers` sockets per address in bind order.
-func attachClassifier(cfg *config.Server, workers int, conns []PacketConn, queues []tun.Device, log *slog.Logger) (*classifier.Classifier, error) {
+// conns are the gateway's worker sockets, listen-address-major with `workers` sockets per address in bind
+// order; hsConns the handshake socket of each address, bound after its workers.
+func attachClassifier(cfg *config.Server, workers int, conns, hsConns []PacketConn, queues []tun.Device, log *slog.Logger) (*classifier.Classifier, error) {
 	if cfg.EBPF == "off" {
 		return nil, nil
 	}
 	steer := cfg.EBPFTunSteering && len(queues) > 1
-	cls, err := classifier.Load(classifier.Config{Sockets: workers, TUNSteering: steer, UnknownSample: unknownSessionSample})
+	cls, err := classifier.Load(classifier.Config{Sockets: workers, TUNSteering: steer, UnknownSample: unknownSessionSample,
+		HandshakeSocket: true, HandshakeRate: handshakeRatePerSource, HandshakeBurst: handshakeBurstPerSource})
 	if err == nil {
-		err = attachAll(cls, workers, conns, queues, steer)
+		err = attachAll(cls, workers, conns, hsConns, queues, steer)
 		if err != nil {
 			cls.Close()
 		}
@@ -39,15 +50,17 @@ func attachClassifier(cfg *config.Server, workers int, conns []PacketConn, queue
 		}
 		return nil, fmt.Errorf("ebpf = %q: %w", cfg.EBPF, err)
 	}
-	log.Info("eBPF classifier attached", "reuseport_groups", len(conns)/workers, "sockets_per_group", workers,
+	log.Info("eBPF classifier attached", "reuseport_groups", len(conns)/workers, "workers_per_group", workers,
+		"handshake_socket", true, "login_limit_per_source", fmt.Sprintf("%d/s, burst %d", handshakeRatePerSource, handshakeBurstPerSource),
 		"early_drop", true, "tun_steering", steer)
 	return cls, nil
 }
 
-func attachAll(cls *classifier.Classifier, workers int, conns []PacketConn, queues []tun.Device, steer bool) error {
+func attachAll(cls *classifier.Classifier, workers int, conns, hsConns []PacketConn, queues []tun.Device, steer bool) error {
 	for g := 0; g < len(conns); g += workers {
-		raws := make([]syscall.RawConn, 0, workers)
-		for _, c := range conns[g : g+workers] {
+		group := append(append([]PacketConn(nil), conns[g:g+workers]...), hsConns[g/workers])
+		raws := make([]syscall.RawConn, 0, len(group))
+		for _, c := range group {
 			bc, ok := c.(*batch.Conn)
 			if !ok {
 				return fmt.Errorf("%w: socket is not a batch.Conn", classifier.ErrUnsupported)

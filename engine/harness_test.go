@@ -49,6 +49,8 @@ type world struct {
 	mod func(*ServerConfig)
 	// wrapTUN, if set, wraps the gateway's TUN device (fault injection).
 	wrapTUN func(tun.Device) tun.Device
+	// handshakeSockets gives each listen address a handshake socket, on the next port.
+	handshakeSockets bool
 
 	srv     *Server
 	srvTUN  *enginetest.TUN
@@ -110,6 +112,13 @@ func (w *world) startServer() *Server {
 	}
 	if w.mod != nil {
 		w.mod(&cfg)
+	}
+	if w.handshakeSockets {
+		for _, a := range []netip.AddrPort{gatewayAddr, gatewayAddr6} {
+			hc, err := w.net.Listen(netip.AddrPortFrom(a.Addr(), a.Port()+1))
+			must(w.t, err)
+			cfg.HandshakeConns = append(cfg.HandshakeConns, hc)
+		}
 	}
 	var dev tun.Device = w.srvTUN
 	if w.wrapTUN != nil {

@@ -39,9 +39,19 @@ const maxHandshakeAge = 2 * time.Second
 type handshakeJob struct {
 	buf  []byte // the request, in a buffer of the queue
 	src  netip.AddrPort
-	conn int
+	from intakeSocket
 	at   time.Time // when the receive loop read it
 	node *hsNode
+}
+
+// intakeSocket is the socket a request arrived on: the one its answer goes out of, and where a session it
+// creates lives.
+type intakeSocket struct {
+	via   *sender // answers are sent through it (same address and port as the request's destination)
+	group int     // the listen address (reuseport group) it belongs to
+	// worker is the worker whose socket it is, or -1 for a group's handshake socket: the session then goes
+	// to a worker chosen in turn.
+	worker int
 }
 
 type hsNode struct {
@@ -62,7 +72,7 @@ func newHandshakeQueue(n int) *handshakeQueue {
 
 // push queues a copy of b (at most MaxRequestLen bytes: the caller checked the length). It reports what
 // had to go: dropped is a full queue's oldest request, replaced a stale request of the same source.
-func (q *handshakeQueue) push(b []byte, src netip.AddrPort, conn int, now time.Time) (dropped, replaced bool) {
+func (q *handshakeQueue) push(b []byte, src netip.AddrPort, from intakeSocket, now time.Time) (dropped, replaced bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if old := q.bySrc[src]; old != nil {
@@ -78,7 +88,7 @@ func (q *handshakeQueue) push(b []byte, src netip.AddrPort, conn int, now time.T
 	}
 	nd := q.free
 	q.free = nd.next
-	nd.job = handshakeJob{buf: nd.store[:copy(nd.store, b)], src: src, conn: conn, at: now, node: nd}
+	nd.job = handshakeJob{buf: nd.store[:copy(nd.store, b)], src: src, from: from, at: now, node: nd}
 	nd.prev, nd.next = q.tail, nil
 	if q.tail != nil {
 		q.tail.next = nd

@@ -17,13 +17,13 @@ func TestHandshakeQueue(t *testing.T) {
 	q := newHandshakeQueue(4)
 	now := time.Now()
 	for i := range 3 {
-		q.push([]byte(fmt.Sprint("req", i)), hsSrc(i), 0, now)
+		q.push([]byte(fmt.Sprint("req", i)), hsSrc(i), intakeSocket{}, now)
 	}
-	if _, replaced := q.push([]byte("req0-retry"), hsSrc(0), 0, now); !replaced || q.len() != 3 {
+	if _, replaced := q.push([]byte("req0-retry"), hsSrc(0), intakeSocket{}, now); !replaced || q.len() != 3 {
 		t.Fatalf("a retry from the same source did not replace its stale request (len %d)", q.len())
 	}
-	q.push([]byte("req3"), hsSrc(3), 0, now)
-	if dropped, _ := q.push([]byte("req4"), hsSrc(4), 0, now); !dropped {
+	q.push([]byte("req3"), hsSrc(3), intakeSocket{}, now)
+	if dropped, _ := q.push([]byte("req4"), hsSrc(4), intakeSocket{}, now); !dropped {
 		t.Fatal("a full queue took a fifth request without dropping")
 	}
 	var order []string
@@ -38,8 +38,8 @@ func TestHandshakeQueue(t *testing.T) {
 	if want := "[req4 req3 req0-retry req2]"; fmt.Sprint(order) != want {
 		t.Fatalf("served %v, want %s (newest first; req1, the oldest, dropped)", order, want)
 	}
-	q.push([]byte("old"), hsSrc(9), 0, now)
-	q.push([]byte("new"), hsSrc(10), 0, now.Add(maxHandshakeAge))
+	q.push([]byte("old"), hsSrc(9), intakeSocket{}, now)
+	q.push([]byte("new"), hsSrc(10), intakeSocket{}, now.Add(maxHandshakeAge))
 	job, expired, ok := q.pop(now.Add(maxHandshakeAge + time.Millisecond))
 	if !ok || string(job.buf) != "new" || expired != 1 {
 		t.Fatalf("pop after the age limit: %q, %d expired", job.buf, expired)
@@ -57,7 +57,7 @@ func TestHandshakeQueueAllocatesNothing(t *testing.T) {
 	i := 0
 	if a := testing.AllocsPerRun(1000, func() {
 		i++
-		q.push(req, hsSrc(i%300), 0, now) // wraps: replaces, fills and drops
+		q.push(req, hsSrc(i%300), intakeSocket{}, now) // wraps: replaces, fills and drops
 		if i%3 == 0 {
 			if job, _, ok := q.pop(now); ok {
 				q.done(job)
@@ -76,6 +76,6 @@ func BenchmarkHandshakeQueuePush(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		i++
-		q.push(req, hsSrc(i%1000), 0, now) // a flood from many sources keeps the queue full
+		q.push(req, hsSrc(i%1000), intakeSocket{}, now) // a flood from many sources keeps the queue full
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/salvovpn/salvo/engine/enginetest"
 	"github.com/salvovpn/salvo/engine/users"
+	"github.com/salvovpn/salvo/protocol/handshake"
 )
 
 // panickyTUN panics in its first Write, as a bug reached by some packet would.
@@ -135,5 +136,40 @@ func TestNATedClientsComeBackAfterRestart(t *testing.T) {
 	})
 	if st := w.srv.Status(); st.Logins.RateLimited != 0 {
 		t.Fatalf("%d handshakes rate limited", st.Logins.RateLimited)
+	}
+}
+
+// TestHandshakeSocket: a login that arrives on a listen address's handshake socket (where the classifier
+// steers login requests, so that a flood of them does not share a queue with data) is answered from that
+// socket and gets a session on a worker of that address.
+func TestHandshakeSocket(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	w.handshakeSockets = true
+	w.startServer()
+	p := w.rawPeer(netip.MustParseAddrPort("198.18.3.1:4000"))
+	cfg := handshake.ClientConfig{ServerPublic: w.static.Public, Login: "alice", Password: testPassword, InstanceID: 7}
+	hs := netip.AddrPortFrom(gatewayAddr.Addr(), gatewayAddr.Port()+1)
+	h, msg, err := handshake.NewLogin(&cfg, 9, time.Now(), nil)
+	must(t, err)
+	p.send(hs, msg)
+	var resp []byte
+	select {
+	case resp = <-p.in:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer from the handshake socket")
+	}
+	if res, _, _, err := h.ConsumeResponse(resp); err != nil || res != handshake.ResultOK {
+		t.Fatalf("login on the handshake socket: %v %v", res, err)
+	}
+	w.srv.mu.Lock()
+	defer w.srv.mu.Unlock()
+	if len(w.srv.pending) != 1 {
+		t.Fatalf("%d pending logins", len(w.srv.pending))
+	}
+	for _, sess := range w.srv.pending {
+		if ep := sess.endpoint.Load(); ep.conn != sess.worker || ep.addr != p.conn.LocalAddr() {
+			t.Fatalf("session endpoint %+v on worker %d", ep, sess.worker)
+		}
 	}
 }

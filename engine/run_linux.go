@@ -155,27 +155,46 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 		}
 		undos = append(undos, undo)
 	}
-	// One socket per worker and listen address; the workers of one address form a SO_REUSEPORT group.
-	var conns []PacketConn
+	// One socket per worker and listen address; the workers of one address form a SO_REUSEPORT group. With
+	// the classifier, each group gets a handshake socket too, bound last (the classifier steers login
+	// requests to it by bind position, so a flood of them never shares a queue with the workers' data).
+	var conns, hsConns []PacketConn
+	closeAll := func() {
+		for _, c := range append(conns, hsConns...) {
+			c.Close()
+		}
+	}
 	for _, addr := range cfg.ListenAddrs {
 		for w := range sc.Workers {
-			c, err := listenUDP(addr.String(), 0, cfg.BatchSize, sc.Workers > 1, w)
+			c, err := listenUDP(addr.String(), 0, cfg.BatchSize, true, w)
 			if err != nil {
-				for _, c := range conns {
-					c.Close()
-				}
+				closeAll()
 				return err
 			}
 			conns = append(conns, c)
 		}
-	}
-	cls, err := attachClassifier(cfg, sc.Workers, conns, queues, log)
-	if err != nil {
-		for _, c := range conns {
-			c.Close()
+		if cfg.EBPF != "off" {
+			c, err := listenHandshake(addr.String())
+			if err != nil {
+				closeAll()
+				return err
+			}
+			hsConns = append(hsConns, c)
 		}
+	}
+	cls, err := attachClassifier(cfg, sc.Workers, conns, hsConns, queues, log)
+	if err != nil {
+		closeAll()
 		return err
 	}
+	if cls == nil {
+		// No classifier to steer to them: without it the kernel's hash would send data there too.
+		for _, c := range hsConns {
+			c.Close()
+		}
+		hsConns = nil
+	}
+	sc.HandshakeConns = hsConns
 	if cls != nil {
 		undos = append(undos, cls.Close)
 		sc.Watcher = cls
@@ -305,6 +324,21 @@ func listenUDP(addr string, mark uint32, batchSize int, reusePort bool, worker i
 		DisableGSO: os.Getenv(EnvNoUDPGSO) != "", EnableGRO: os.Getenv(EnvNoUDPGRO) == ""})
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// listenHandshake opens a listen address's handshake socket: a member of the address's reuseport group
+// that only receives login requests (small, one at a time: no GRO, small buffers).
+func listenHandshake(addr string) (*batch.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	network := "udp4"
+	if err == nil && ap.Addr().Is6() {
+		network = "udp6"
+	}
+	c, err := batch.Listen(network, addr, batch.Options{BatchSize: 32, ReusePort: true, RecvBuffer: 1 << 20, SendBuffer: 1 << 20})
+	if err != nil {
+		return nil, fmt.Errorf("listen %s (handshake socket): %w", addr, err)
 	}
 	return c, nil
 }

@@ -41,6 +41,10 @@ type ServerConfig struct {
 	// Workers is the number of per-core workers: each has one socket per listen address and, with a
 	// multi-queue TUN, its own queue. 0 means 1.
 	Workers int
+	// HandshakeConns, if set, are one more socket per listen address (in the order of the listen
+	// addresses), in the address's reuseport group, to which the classifier steers login requests: a flood
+	// of them then fills that socket's queue, not the one the workers' data arrives on.
+	HandshakeConns []PacketConn
 	// Watcher, if set, is told every receiver index that becomes live or is retired.
 	Watcher IndexWatcher
 	// Routes, if set, is told which worker owns each tunnel address.
@@ -73,11 +77,14 @@ type Server struct {
 	// conns are the UDP sockets, listen-address-major: socket L*workers+w is worker w's socket on listen
 	// address L (one SO_REUSEPORT group per address).
 	conns   []*sender
+	hsConns []*sender // ServerConfig.HandshakeConns
 	workers int
-	log     *slog.Logger
-	drops   dropLogger
-	panics  panicGuard
-	global  Counters
+	// nextWorker hands sessions that logged in on a handshake socket to the workers in turn.
+	nextWorker atomic.Uint32
+	log        *slog.Logger
+	drops      dropLogger
+	panics     panicGuard
+	global     Counters
 	// crossWorker counts data packets processed by a worker that does not own their session (the
 	// kernel's reuseport hash put them on another socket). They are processed where they land: replay
 	// windows and counters are safe under concurrency, and handing them over costs more than it saves on
@@ -160,6 +167,12 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 	for _, c := range conns {
 		s.conns = append(s.conns, &sender{conn: c})
 	}
+	if len(cfg.HandshakeConns) != 0 && len(cfg.HandshakeConns) != len(conns)/cfg.Workers {
+		return nil, fmt.Errorf("engine: %d handshake sockets for %d listen addresses", len(cfg.HandshakeConns), len(conns)/cfg.Workers)
+	}
+	for _, c := range cfg.HandshakeConns {
+		s.hsConns = append(s.hsConns, &sender{conn: c})
+	}
 	restored, skipped, err := s.leases.restore(cfg.Users, time.Now())
 	if err != nil {
 		return nil, err
@@ -181,7 +194,7 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(s.conns)+len(s.queues)+handshakeWorkers+1)
+	errc := make(chan error, len(s.conns)+len(s.hsConns)+len(s.queues)+handshakeWorkers+1)
 	start := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -200,6 +213,9 @@ func (s *Server) Run(ctx context.Context) error {
 	for q := range s.queues {
 		start("tun read", func() error { return s.tunLoop(ctx, q) })
 	}
+	for g := range s.hsConns {
+		start("handshake intake", func() error { return s.intakeLoop(g) })
+	}
 	for range handshakeWorkers {
 		start("handshake", func() error { s.handshakeWorker(ctx); return nil })
 	}
@@ -207,7 +223,7 @@ func (s *Server) Run(ctx context.Context) error {
 	<-ctx.Done()
 	s.shutdown()
 	// Unblock the loops stuck in read calls.
-	for _, c := range s.conns {
+	for _, c := range append(s.conns, s.hsConns...) {
 		c.conn.Close()
 	}
 	for _, q := range s.queues {

@@ -26,7 +26,8 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 	// flows back to the same worker.
 	worker := conn % s.workers
 	r := &inboundState{ctx: ctx, conn: conn, worker: worker, dev: s.queues[worker%len(s.queues)],
-		v: newVector(s.cfg.BatchSize, bufSize)}
+		v:      newVector(s.cfg.BatchSize, bufSize),
+		intake: intakeSocket{via: s.conns[conn], group: conn / s.workers, worker: worker}}
 	c := s.conns[conn].conn
 	for {
 		n, err := c.ReadBatch(r.v.bufs, r.v.sizes, r.v.addrs)
@@ -46,6 +47,7 @@ type inboundState struct {
 	v       *vector
 	pending []confirmation
 	cross   uint64
+	intake  intakeSocket // this socket, for the handshakes it receives
 }
 
 // inbound processes the n datagrams of one received vector. A panic in here (a bug reached by some input)
@@ -71,7 +73,7 @@ func (s *Server) inbound(r *inboundState, n int) {
 		switch code {
 		case protocol.CodeData, protocol.CodeDisconnect:
 		case protocol.CodeClientAuthRequest:
-			s.intakeHandshake(b, v.addrs[i], r.conn, now)
+			s.intakeHandshake(b, v.addrs[i], r.intake, now)
 			continue
 		default:
 			s.global.drop(DropMalformed)

@@ -51,6 +51,8 @@ type loginGuard struct {
 	failurePad atomic.Int64
 	hashes     atomic.Uint64 // password hashes computed, for tests and status
 	stats      loginCounters
+	// pressureUntil (unix ns) keeps cookies demanded for a while after the budgets were last under pressure.
+	pressureUntil atomic.Int64
 }
 
 // loginCounters count what happened to handshakes, for the status (and the flood and storm tests).
@@ -79,6 +81,9 @@ func (g *loginGuard) snapshot() LoginStats {
 // default 64 MiB, or the most expensive one in the users file if that is larger (a hash is never refused
 // for its size: it takes the whole cap and runs alone).
 const HashMemoryCap = 64 * 1024
+
+// pressureHold is how long the gateway keeps demanding cookies after its budgets were last under pressure.
+const pressureHold = 10 * time.Second
 
 // bigHashMemory is the argon2id memory (KiB) from which a hash's memory is collected at once (see login).
 const bigHashMemory = 8 * 1024
@@ -135,18 +140,25 @@ func (g *loginGuard) observe(took time.Duration) {
 	}
 }
 
-// underPressure reports whether requests must prove their source before any work is done for them.
+// underPressure reports whether requests must prove their source before any work is done for them: while
+// either budget is under half full, and for pressureHold after (otherwise a flood would be let back in to
+// spend the unproven budget each time it refilled past half).
 func (g *loginGuard) underPressure(now time.Time) bool {
-	return g.budget.Level(now) < budgetPressure || g.unproven.Level(now) < budgetPressure
+	if g.budget.Level(now) < budgetPressure || g.unproven.Level(now) < budgetPressure {
+		g.pressureUntil.Store(now.Add(pressureHold).UnixNano())
+		return true
+	}
+	return now.UnixNano() < g.pressureUntil.Load()
 }
 
 // noticeGuard bounds the unauthenticated answers the gateway sends to senders it cannot verify (notices,
 // cookie replies): a few per second per source prefix, and a global cap, so a flood from spoofed random
 // sources cannot turn the gateway into a reflector or make it spend its time in sendmsg.
 type noticeGuard struct {
-	perSource *ratelimit.Limiter[netip.Prefix]
-	total     *ratelimit.Budget // notices
-	cookies   *ratelimit.Budget // cookie replies
+	perSource  *ratelimit.Limiter[netip.Prefix] // notices
+	total      *ratelimit.Budget                // notices
+	cookies    *ratelimit.Budget                // cookie replies
+	cookiesSrc *ratelimit.Limiter[netip.Prefix] // cookie replies: a client needs one cookie per 2 minutes
 }
 
 // Global caps per second; bursts of one second's worth.
@@ -163,7 +175,13 @@ func (n *noticeGuard) init() error {
 	if n.total, err = ratelimit.NewBudget(maxNoticesPerSecond, maxNoticesPerSecond); err != nil {
 		return err
 	}
-	n.cookies, err = ratelimit.NewBudget(maxCookieRepliesPerSecond, maxCookieRepliesPerSecond)
+	if n.cookies, err = ratelimit.NewBudget(maxCookieRepliesPerSecond, maxCookieRepliesPerSecond); err != nil {
+		return err
+	}
+	// A genuine client answers its first cookie at once and keeps it for 2 minutes, so a source needs few;
+	// but many clients may share one NAT address, so the limit is the same order as the kernel's per-source
+	// limit on login requests (20 a second, bursts of 40), and the global cap above is what bounds a flood.
+	n.cookiesSrc, err = ratelimit.New[netip.Prefix](50*time.Millisecond, 40, 1<<16)
 	return err
 }
 
@@ -175,18 +193,53 @@ func (n *noticeGuard) allow(src netip.Addr, now time.Time) bool {
 // intakeHandshake is the receive loop's part of a login or resume request: the length and mac1 checks
 // (no allocation, ~0.5 µs), then a copy into the handshake queue. A wrong mac1 means the sender pinned
 // another gateway key: it may get a keyMismatch notice, rate-limited.
-func (s *Server) intakeHandshake(b []byte, src netip.AddrPort, conn int, now time.Time) {
+func (s *Server) intakeHandshake(b []byte, src netip.AddrPort, from intakeSocket, now time.Time) {
 	if err := s.hs.CheckMac1(b); err != nil {
 		s.global.drop(DropMalformed)
 		if errors.Is(err, handshake.ErrMac1) && s.notices.allow(src.Addr(), now) {
-			_ = s.conns[conn].writeOne(handshake.NewNotice(handshake.NoticeKeyMismatch, binary.LittleEndian.Uint32(b[4:8])), src)
+			_ = from.via.writeOne(handshake.NewNotice(handshake.NoticeKeyMismatch, binary.LittleEndian.Uint32(b[4:8])), src)
 		}
 		return
 	}
-	if dropped, _ := s.hsq.push(b, src, conn, now); dropped {
+	if s.underLoad(now) && handshake.Mac2Missing(b) && !s.notices.cookiesSrc.Check(ratelimit.SourcePrefix(src.Addr()), now) {
+		// Under load such a request can only be answered with a cookie, and this source has had its share of
+		// cookies for now: drop it here rather than spend a queue slot and a worker on it. This is most of a
+		// login flood from a few hundred sources.
+		s.global.drop(DropHandshakeQueue)
+		return
+	}
+	if dropped, _ := s.hsq.push(b, src, from, now); dropped {
 		s.global.drop(DropHandshakeQueue)
 		if s.drops.due() {
 			s.drops.logf(DropHandshakeQueue, "from", src)
+		}
+	}
+}
+
+// intakeLoop reads a group's handshake socket, to which the classifier steers login requests; anything
+// else that lands there (the kernel's hash may put a stray datagram on it) is junk to it. Its vector is
+// small: requests are small, and what matters under a flood is that the workers' sockets stay clear.
+func (s *Server) intakeLoop(group int) error {
+	via := s.hsConns[group]
+	from := intakeSocket{via: via, group: group, worker: -1}
+	const n = 32
+	bufs, sizes, addrs := make([][]byte, n), make([]int, n), make([]netip.AddrPort, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, handshake.MaxRequestLen+1) // one more: an oversized datagram still fails the length check
+	}
+	for {
+		k, err := via.conn.ReadBatch(bufs, sizes, addrs)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		for i := range k {
+			b := bufs[i][:sizes[i]]
+			if code, err := protocol.ParseCode(b); err != nil || code != protocol.CodeClientAuthRequest {
+				s.global.drop(DropMalformed)
+				continue
+			}
+			s.intakeHandshake(b, addrs[i], from, now)
 		}
 	}
 }
@@ -240,7 +293,7 @@ func (s *Server) handleHandshake(job handshakeJob) {
 	if out == nil {
 		return // answered later (a padded failure), or not at all
 	}
-	if err := s.conns[job.conn].writeOne(out, job.src); err != nil {
+	if err := job.from.via.writeOne(out, job.src); err != nil {
 		s.log.Warn("sending handshake response", "to", job.src, "err", err)
 	}
 }
@@ -268,9 +321,9 @@ func (s *Server) demandCookie(req *handshake.Request, job handshakeJob, now time
 // sendCookie sends a cookie reply within the global cap (a flood of valid-mac1 requests from spoofed
 // sources would otherwise have the gateway send as many replies as it receives).
 func (s *Server) sendCookie(reply []byte, job handshakeJob, now time.Time) {
-	if reply != nil && s.notices.cookies.Take(1, now) {
+	if reply != nil && s.notices.cookiesSrc.Allow(ratelimit.SourcePrefix(job.src.Addr()), now) && s.notices.cookies.Take(1, now) {
 		s.logins.stats.cookies.Add(1)
-		_ = s.conns[job.conn].writeOne(reply, job.src)
+		_ = job.from.via.writeOne(reply, job.src)
 	}
 }
 
@@ -288,7 +341,7 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 	if !req.SourceProven {
 		// A login that others are failing at, or any login once the budget runs low, is hashed only for
 		// senders that proved their address; and unproven senders share a small part of the budget.
-		if !g.failedByLogin.Check(req.Login, now) || g.budget.Level(now) < budgetPressure || !g.unproven.Take(cost, now) {
+		if !g.failedByLogin.Check(req.Login, now) || g.underPressure(now) || !g.unproven.Take(cost, now) {
 			return s.demandCookie(req, job, now)
 		}
 	}
@@ -342,7 +395,7 @@ func (s *Server) sendAt(t time.Time, out []byte, job handshakeJob) {
 	if out == nil {
 		return
 	}
-	send := func() { _ = s.conns[job.conn].writeOne(out, job.src) }
+	send := func() { _ = job.from.via.writeOne(out, job.src) }
 	if d := time.Until(t); d > 0 {
 		time.AfterFunc(d, send)
 		return
@@ -370,8 +423,13 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 	sess := &serverSession{user: user.Login, instance: req.InstanceID, hash: user.Hash, lease: l,
 		addr4: l.addr4, addr6: l.addr6, created: now}
 	// A session belongs to the worker whose socket received its login (the kernel's reuseport hash put its
-	// 4-tuple there, so without a classifier its data arrives there too).
-	sess.worker = job.conn % s.workers
+	// 4-tuple there, so without a classifier its data arrives there too); a login that came in on a
+	// handshake socket (the classifier steers data by index anyway) goes to the workers in turn.
+	sess.worker = job.from.worker
+	if sess.worker < 0 {
+		sess.worker = int(s.nextWorker.Add(1) % uint32(s.workers))
+	}
+	conn := job.from.group*s.workers + sess.worker
 	idx := s.newIndex(sess.worker)
 	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), now)
 	if err == nil {
@@ -382,7 +440,7 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 				s.removeLocked(old)
 			}
 			sess.next.Store(kp)
-			sess.endpoint.Store(&endpoint{addr: job.src, conn: job.conn})
+			sess.endpoint.Store(&endpoint{addr: job.src, conn: conn})
 			sess.lastRecv.Store(now.UnixNano())
 			sess.lastHandshake.Store(now.UnixNano())
 			s.pending[key] = sess

@@ -278,6 +278,12 @@ func (s *Server) CheckMac1(datagram []byte) error {
 	return nil
 }
 
+// Mac2Missing reports whether a request that passed CheckMac1 carries no mac2 (all zeros: its sender holds
+// no cookie).
+func Mac2Missing(datagram []byte) bool {
+	return len(datagram) >= MinRequestLen && allZero(datagram[len(datagram)-macLen:])
+}
+
 // fresh reports whether ts is strictly newer than everything accepted for k (read only).
 func (s *Server) fresh(k replayKey, ts [tai64nLen]byte) bool {
 	s.mu.Lock()

@@ -47,6 +47,9 @@ func run() int {
 	fs.StringVar(&cfg.Ref, "ref", "", "also measure salvo built from this git revision (system salvo-ref), for a before/after in one run")
 	faults := fs.String("faults", "", "also measure TCP throughput (1 stream) of every system but bare through a fault relay, each fault against its no-fault baseline: comma-separated "+bench.FaultForms+"; e.g. loss1,loss5,reorder10,dup5,blackout2")
 	fs.BoolVar(&cfg.FaultsOnly, "faults-only", false, "with --faults: skip the main measurements")
+	floods := fs.String("floods", "", "also measure the victim's TCP throughput under floods of these kinds: junk, junk-0x01, unknown-index, login")
+	floodRates := fs.String("flood-rates", "max,20000", "datagrams per second of each flood (max: as fast as the generator goes)")
+	fs.BoolVar(&cfg.FloodsOnly, "floods-only", false, "run only the flood benchmark")
 	short := fs.Bool("short", false, "smoke run in seconds: duration 1s, 1 run, 50 pings (overrides those flags)")
 	jsonOut := fs.String("json", "", "write raw results as JSON to this file")
 	mdOut := fs.String("markdown", "", "write the report as a Markdown section to this file")
@@ -71,6 +74,10 @@ func run() int {
 		if f = strings.TrimSpace(f); f != "" {
 			cfg.Faults = append(cfg.Faults, f)
 		}
+	}
+	if *floods != "" {
+		cfg.Floods = strings.Split(*floods, ",")
+		cfg.FloodRates = strings.Split(*floodRates, ",")
 	}
 	if cfg.Ref != "" && !slices.Contains(cfg.Systems, bench.SysSalvoRef) {
 		cfg.Systems = append(cfg.Systems, bench.SysSalvoRef)
