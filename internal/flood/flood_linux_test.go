@@ -50,7 +50,8 @@ func TestFloodArrivesFromForgedSources(t *testing.T) {
 			go func() {
 				buf := make([]byte, 2048)
 				n := 0
-				_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+				// Building the login pool takes seconds under -race before the first datagram goes out.
+				_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second))
 				for {
 					m, from, err := conn.ReadFromUDPAddrPort(buf)
 					if err != nil {
