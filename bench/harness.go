@@ -35,7 +35,8 @@ type Config struct {
 	// FaultsOnly skips the main measurements and runs only the fault benchmark.
 	FaultsOnly bool `json:"faults_only,omitempty"`
 	// Floods and FloodRates, if set, add the flood benchmark (see floods.go): the victim's TCP throughput
-	// while an attacker floods the gateway, each kind at each rate. FloodsOnly skips everything else.
+	// while an attacker floods the gateway, each kind at each rate. FloodsOnly, like FaultsOnly, skips the
+	// main measurements.
 	Floods     []string `json:"floods,omitempty"`
 	FloodRates []string `json:"flood_rates,omitempty"`
 	FloodsOnly bool     `json:"floods_only,omitempty"`
@@ -278,7 +279,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 					continue
 				}
 			}
-			if len(cfg.floodSpecs) > 0 && faultSystem(s.name()) && !cfg.FaultsOnly {
+			if len(cfg.floodSpecs) > 0 && faultSystem(s.name()) {
 				cfg.progressf("[run %d/%d] %s: bringing up beside an attacker", run, cfg.Runs, s.name())
 				rr.Floods, err = runFloods(ctx, &cfg, s, run, work)
 				if ctx.Err() != nil {

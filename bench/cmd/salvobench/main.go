@@ -49,7 +49,7 @@ func run() int {
 	fs.BoolVar(&cfg.FaultsOnly, "faults-only", false, "with --faults: skip the main measurements")
 	floods := fs.String("floods", "", "also measure the victim's TCP throughput under floods of these kinds: junk, junk-0x01, unknown-index, login")
 	floodRates := fs.String("flood-rates", "max,20000", "datagrams per second of each flood (max: as fast as the generator goes)")
-	fs.BoolVar(&cfg.FloodsOnly, "floods-only", false, "run only the flood benchmark")
+	fs.BoolVar(&cfg.FloodsOnly, "floods-only", false, "with --floods: skip the main measurements")
 	short := fs.Bool("short", false, "smoke run in seconds: duration 1s, 1 run, 50 pings (overrides those flags)")
 	jsonOut := fs.String("json", "", "write raw results as JSON to this file")
 	mdOut := fs.String("markdown", "", "write the report as a Markdown section to this file")
