@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -369,11 +368,9 @@ func (r *recordingSetup) history() []handshake.Settings {
 	return append([]handshake.Settings(nil), r.applied...)
 }
 
-// testLogger logs to the test's output only when -v is given, so failures stay readable.
+// testLogger logs to the test's output, which go test shows for a failed test (and with -v): a rare failure
+// comes with the story of how it happened.
 func testLogger(t *testing.T, who string) *slog.Logger {
-	if !testing.Verbose() {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("who", who)
 }
 

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/salvovpn/salvo/engine/enginetest"
 	"github.com/salvovpn/salvo/engine/users"
 	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/handshake"
@@ -164,6 +166,36 @@ func TestGatewayStopTellsClients(t *testing.T) {
 		t.Fatalf("address %v after the restart, was %v", a4, v4)
 	}
 	waitUntil(t, 5*time.Second, "traffic", func() bool { return c.sendUp(hostV4, "back") == nil })
+}
+
+// TestPendingSessionsAreTold: a session whose login the gateway accepted but whose first packet has not
+// arrived yet (the client thinks it is connected) is told too when the gateway stops or kicks its user:
+// it must not be left to a dead-peer timeout, nor carry on as if nothing happened.
+func TestPendingSessionsAreTold(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	w.startServer()
+	// The client's data never arrives, so its session stays pending at the gateway.
+	w.net.SetFilter(func(_, to netip.AddrPort, b []byte) enginetest.Verdict {
+		if to == gatewayAddr && len(b) > 0 && protocol.Code(b[0]) == protocol.CodeData {
+			return enginetest.Drop
+		}
+		return enginetest.Deliver
+	})
+	c := w.startClient(clientOpts{})
+	c.waitState("connected", 10*time.Second)
+	if n := len(w.srv.Status().Sessions); n != 0 {
+		t.Fatalf("%d live sessions; the test needs the session pending", n)
+	}
+	w.stopServer()
+	c.waitState("reconnecting", 5*time.Second)
+
+	w.startServer()
+	c.waitState("connected", 15*time.Second)
+	if n := w.srv.Kick("alice"); n != 1 {
+		t.Fatalf("kick ended %d sessions, want the pending one", n)
+	}
+	wantEnded(t, c, protocol.DisconnectKicked)
 }
 
 // TestSettingsReplaced: when the gateway pushes other settings (here: its leases were lost and its pool

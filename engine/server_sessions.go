@@ -244,13 +244,16 @@ func (s *Server) saveLeases() error {
 }
 
 // shutdown tells every client the gateway is going away, so they reconnect (with backoff, to this gateway
-// when it is back: their leases are kept) instead of waiting for a dead-peer timeout.
+// when it is back: their leases are kept) instead of waiting for a dead-peer timeout. Pending sessions are
+// told too: their clients already count themselves connected.
 func (s *Server) shutdown() {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, sess := range s.live {
-		s.sendControl(sess, protocol.CodeDisconnect, protocol.DisconnectShutdown, now)
+	for _, m := range []map[instanceKey]*serverSession{s.live, s.pending} {
+		for _, sess := range m {
+			s.sendControl(sess, protocol.CodeDisconnect, protocol.DisconnectShutdown, now)
+		}
 	}
 }
 

@@ -89,9 +89,13 @@ func (s *serverSession) status(now time.Time) SessionStatus {
 }
 
 // sealControl seals a keepalive (code data, no payload) or a disconnect with its reason under the session's
-// current key, into a fresh buffer. ok is false when the session has no usable key.
+// current key (a pending session's next one), into a fresh buffer. ok is false when the session has no usable
+// key.
 func (s *serverSession) sealControl(code protocol.Code, reason protocol.DisconnectReason, now time.Time) ([]byte, bool) {
 	kp := s.current.Load()
+	if kp == nil {
+		kp = s.next.Load() // a pending session: the client already uses these keys
+	}
 	if kp == nil {
 		return nil, false
 	}
