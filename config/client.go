@@ -7,6 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
+
+	"github.com/salvovpn/salvo/internal/dnsname"
 )
 
 // Client is the client configuration. Fields tagged toml:"-" are derived
@@ -137,7 +140,7 @@ func (l *loader) parseServer(s string) (string, uint16) {
 		if a.Is4In6() {
 			l.failf("server", "%q: write IPv4-mapped addresses as plain IPv4", s)
 		}
-	} else if err := checkHostname(host); err != nil {
+	} else if err := dnsname.CheckName(strings.TrimSuffix(host, ".")); err != nil { // a fully qualified name may end in "."
 		l.failf("server", "%q: host is neither an IP address nor a DNS name: %v", s, err)
 	}
 	return host, uint16(p)

@@ -371,27 +371,3 @@ func (l *loader) parsePrefixes(key string, list []string) []netip.Prefix {
 	}
 	return out
 }
-
-// checkHostname checks DNS name syntax (RFC 1123 labels; '_' tolerated
-// because search domains and internal names use it). A trailing dot is fine.
-func checkHostname(name string) error {
-	n := strings.TrimSuffix(name, ".")
-	if n == "" || len(n) > 253 {
-		return fmt.Errorf("%q is not a valid DNS name (1..253 characters)", name)
-	}
-	for _, label := range strings.Split(n, ".") {
-		if label == "" || len(label) > 63 {
-			return fmt.Errorf("%q is not a valid DNS name: labels must be 1..63 characters", name)
-		}
-		if label[0] == '-' || label[len(label)-1] == '-' {
-			return fmt.Errorf("%q is not a valid DNS name: a label starts or ends with '-'", name)
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("%q is not a valid DNS name: %q is not allowed", name, label[i:i+1])
-			}
-		}
-	}
-	return nil
-}

@@ -79,7 +79,7 @@ routes = [
 ]
 excluded_routes = ["192.168.0.0/16"]
 dns = ["10.9.0.1", "fd09::1"]
-search_domains = ["corp.example.", "lab_1.example"]
+search_domains = ["corp.example", "lab_1.example", "~.", "~git.example"]
 nat = true
 nat_interface = "eth0"
 client_to_client = true
@@ -184,6 +184,8 @@ func TestServerErrors(t *testing.T) {
 		{`dns = ["dns.google"]`, 4, "dns", "not an IP address"},
 		{`search_domains = ["bad domain"]`, 4, "search_domains", "not a valid DNS name"},
 		{`search_domains = ["-x.example"]`, 4, "search_domains", "starts or ends with '-'"},
+		{`search_domains = ["corp.example."]`, 4, "search_domains", "labels must be 1..63"}, // clients refuse a trailing dot
+		{`search_domains = ["~"]`, 4, "search_domains", "not a valid DNS name"},
 		{`nat_interface = ""`, 4, "nat_interface", "1..15"},
 		{`max_sessions_per_user = 0`, 4, "max_sessions_per_user", "outside 1..1024"},
 		{`max_session_age = "5m"`, 4, "max_session_age", "at least 10m"},

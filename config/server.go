@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/salvovpn/salvo/internal/dnsname"
 )
 
 // Server is the gateway configuration. Fields tagged toml:"-" are derived
@@ -136,7 +138,7 @@ func LoadServer(path string) (*Server, error) {
 		s.DNSAddrs = append(s.DNSAddrs, a)
 	}
 	for _, d := range s.SearchDomains {
-		if err := checkHostname(d); err != nil {
+		if err := dnsname.CheckDomain(d); err != nil {
 			l.failElem("search_domains", d, err.Error())
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+
+	"github.com/salvovpn/salvo/internal/dnsname"
 )
 
 // resolvedSocket exists while systemd-resolved runs (its varlink socket).
@@ -85,8 +87,8 @@ func checkDNS(dev string, servers []netip.Addr, domains []string, opts []DNSOpti
 		}
 	}
 	for _, d := range domains {
-		if !validDomain(d) {
-			return DNSOptions{}, fmt.Errorf("netcfg: DNS for %s: invalid domain %q", dev, d)
+		if err := dnsname.CheckDomain(d); err != nil {
+			return DNSOptions{}, fmt.Errorf("netcfg: DNS for %s: %w", dev, err)
 		}
 	}
 	if o.DefaultRoute && len(servers) == 0 {
@@ -147,42 +149,6 @@ func applyResolvconf(path, dev string, servers []netip.Addr, domains []string) (
 	u := &undoStack{}
 	u.push(func() error { return runTool(path, nil, "-d", dev, "-f") })
 	return u.run, nil
-}
-
-// validDomain accepts DNS names (an optional trailing dot, labels of 1 to
-// 63 letters, digits, "-" and "_", not starting or ending with "-"),
-// each optionally with resolved's routing-only "~" in front, and "~.";
-// nothing that could break out of a resolv.conf line or be taken for a
-// command-line option.
-func validDomain(d string) bool {
-	if d == "~." {
-		return true
-	}
-	d = strings.TrimPrefix(d, "~")
-	d = strings.TrimSuffix(d, ".")
-	if d == "" || len(d) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(d, ".") {
-		if !validLabel(label) {
-			return false
-		}
-	}
-	return true
-}
-
-func validLabel(l string) bool {
-	if l == "" || len(l) > 63 || strings.HasPrefix(l, "-") || strings.HasSuffix(l, "-") {
-		return false
-	}
-	for _, c := range l {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 func fileExists(p string) bool {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/salvovpn/salvo/internal/dnsname"
 )
 
 // Limits on pushed tunnel settings. They keep a response bounded and refuse absurd configurations on both
@@ -68,40 +70,11 @@ func (s *Settings) Validate() error {
 		return settingsErr("more than 8 search domains")
 	}
 	for _, d := range s.SearchDomains {
-		if !validDomain(d) {
+		if dnsname.CheckDomain(d) != nil {
 			return settingsErr("invalid search domain")
 		}
 	}
 	return nil
-}
-
-// validDomain accepts 1..253 bytes of LDH labels (underscore allowed), each 1..63 long. Stricter than
-// "bytes" in PROTOCOL.md on purpose: the client writes these into resolver configuration, where a newline or
-// a space would inject extra directives.
-func validDomain(d string) bool {
-	if len(d) < 1 || len(d) > MaxDomainLen {
-		return false
-	}
-	label := 0
-	for i := 0; i < len(d); i++ {
-		c := d[i]
-		switch {
-		case c == '.':
-			if label == 0 {
-				return false
-			}
-			label = 0
-			continue
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-		default:
-			return false
-		}
-		label++
-		if label > 63 {
-			return false
-		}
-	}
-	return label > 0
 }
 
 func appendAddr(b []byte, a netip.Addr) []byte {

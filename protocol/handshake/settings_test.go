@@ -17,6 +17,8 @@ func TestSettingsRoundTrip(t *testing.T) {
 		{MTU: 576},
 		{MTU: 65535, Keepalive: MaxKeepalive, IPv4: netip.MustParsePrefix("10.0.0.1/32")},
 		{MTU: 1280, IPv6: netip.MustParsePrefix("fd00::1/128"), Routes: []netip.Prefix{mapped}, DNS: []netip.Addr{netip.MustParseAddr("::ffff:1.1.1.1")}},
+		// Routing-only domains, and "~." (every query to the tunnel's servers).
+		{MTU: 1400, DNS: []netip.Addr{netip.MustParseAddr("10.8.0.1")}, SearchDomains: []string{"corp.example", "~lab.example", "~."}},
 		maxSettings(),
 	} {
 		b, err := appendSettings(nil, &s)
@@ -80,6 +82,10 @@ func TestSettingsValidation(t *testing.T) {
 		"newline domain":  func(s *Settings) { s.SearchDomains = []string{"a\nnameserver 6.6.6.6"} },
 		"empty label":     func(s *Settings) { s.SearchDomains = []string{"a..b"} },
 		"trailing dot":    func(s *Settings) { s.SearchDomains = []string{"a.b."} },
+		"lone tilde":      func(s *Settings) { s.SearchDomains = []string{"~"} },
+		"double tilde":    func(s *Settings) { s.SearchDomains = []string{"~~a"} },
+		"tilde dot dot":   func(s *Settings) { s.SearchDomains = []string{"~.."} },
+		"option domain":   func(s *Settings) { s.SearchDomains = []string{"-x"} },
 	}
 	for name, m := range bad {
 		s := fullSettings()
