@@ -43,7 +43,9 @@ var ErrNoLeakGuard = errors.New("no leak guard installed")
 //	icmpv6 type 133, 135, 136, 143     router solicitation, neighbor
 //	                                   solicitation and advertisement, MLDv2
 //	                                   reports: what keeps the link up
-//	ip/ip6 daddr AllowLAN              what the user allowed on the LAN
+//	ip/ip6 daddr AllowLAN              what the user allowed on the LAN,
+//	                                   except DNS (tcp/udp dport 53, 853)
+//	                                   unless LANDNS
 //
 // and then count and refuse everything else, so that applications fail
 // fast instead of timing out: TCP with a reset handed back to the socket
@@ -260,19 +262,43 @@ func guardRules(g LeakGuard) [][]expr.Any {
 	for _, typ := range []byte{icmp6RouterSolicit, icmp6NeighborSolicit, icmp6NeighborAdvert, icmp6MLDv2Report} {
 		rules = append(rules, icmpv6TypeAccept(typ))
 	}
+	if len(g.AllowLAN) > 0 && !g.LANDNS {
+		for _, port := range []uint16{53, 853} {
+			rules = append(rules,
+				append(dportMatch(unix.IPPROTO_TCP, port), refuse(unix.IPPROTO_TCP)...),
+				append(dportMatch(unix.IPPROTO_UDP, port), refuse(unix.IPPROTO_UDP)...))
+		}
+	}
 	for _, p := range g.AllowLAN {
 		rules = append(rules, append(prefixMatch(normPrefix(p), true), accept()))
 	}
-	// A dropped SYN does not fail connect(): TCP ignores the error and
-	// retransmits until it gives up, minutes later. A reset handed back to
-	// the socket fails it at once.
-	tcpReset := []expr.Any{
+	tcp := append([]expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Counter{},
-		&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
+	}, refuse(unix.IPPROTO_TCP)...)
+	return append(rules, tcp, refuse(0))
+}
+
+// refuse counts a packet and refuses it. A dropped SYN does not fail
+// connect(): TCP ignores the error and retransmits until it gives up,
+// minutes later, so TCP (proto) gets a reset handed back to the socket,
+// which fails it at once. Anything else is dropped, which fails sendmsg with
+// EPERM.
+func refuse(proto byte) []expr.Any {
+	if proto == unix.IPPROTO_TCP {
+		return []expr.Any{&expr.Counter{}, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}
 	}
-	return append(rules, tcpReset, []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}})
+	return []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}
+}
+
+// dportMatch builds: meta l4proto <proto> th dport <port>.
+func dportMatch(proto byte, port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, port)},
+	}
 }
 
 func accept() expr.Any { return &expr.Verdict{Kind: expr.VerdictAccept} }

@@ -321,6 +321,16 @@ func TestLeakGuardAllows(t *testing.T) {
 		t.Error("the kernel's neighbor solicitations did not reach the peer")
 	}
 
+	// DNS to the LAN stays refused even inside AllowLAN (no LANDNS).
+	wantEPERM(t, "DNS to 10.50.0.1 (inside AllowLAN)", sendUDP(c, 0, "", "10.50.0.1:53"))
+	wantEPERM(t, "DNS over TLS to fd50::1 (inside AllowLAN)", sendUDP(c, 0, "", "[fd50::1]:853"))
+	if err := dialTCP(c, "10.50.0.1:53"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("TCP DNS to 10.50.0.1: %v, want connection refused", err)
+	}
+	if got := delta("tcp"); got != 0 {
+		t.Errorf("%d TCP packets to port 53 reached the peer", got)
+	}
+
 	must(t, sendUDP(c, 0, "10.50.0.2:68", "10.50.0.200:67"))
 	must(t, sendUDP(c, 0, "[fd50::2]:546", "[fd50::1:1]:547"))
 	wantEPERM(t, "UDP from port 68 to port 53", sendUDP(c, 0, "10.50.0.2:68", "10.50.0.200:53"))
@@ -355,6 +365,18 @@ func TestLeakGuardAllows(t *testing.T) {
 	must(t, pc.SetReadDeadline(time.Now().Add(3*time.Second)))
 	if _, _, err := pc.ReadFrom(make([]byte, 64)); err != nil {
 		t.Errorf("peer could not reach the client over IPv6 (neighbor advertisement blocked?): %v", err)
+	}
+
+	// With LANDNS, DNS to AllowLAN goes through; elsewhere it stays refused.
+	udp0 := delta("udp")
+	applyGuardIn(t, c, LeakGuard{Dev: "stun0", FwMark: testMark, LANDNS: true, AllowLAN: []netip.Prefix{
+		netip.MustParsePrefix("10.50.0.0/25"), netip.MustParsePrefix("fd50::/112"),
+	}})
+	must(t, sendUDP(c, 0, "", "10.50.0.1:53"))
+	must(t, sendUDP(c, 0, "", "[fd50::1]:853"))
+	wantEPERM(t, "DNS to 10.50.0.200 (outside AllowLAN)", sendUDP(c, 0, "", "10.50.0.200:53"))
+	if got := settle("udp", udp0+2) - udp0; got != 2 {
+		t.Errorf("with LANDNS the peer got %d DNS datagrams, want 2", got)
 	}
 }
 

@@ -81,11 +81,17 @@ type LeakGuard struct {
 	// the only traffic allowed onto the LAN besides what keeps the link up.
 	// Non-zero: "mark 0" would let every unmarked packet through.
 	FwMark uint32
-	// AllowLAN are destinations reachable outside the tunnel (a printer, the
-	// LAN's DNS for captive portals). What the LAN says it is can be chosen
-	// by an attacker (see LANPrefixes), so only what the user asked for
-	// belongs here. A /0 is refused: it would switch the guard off.
+	// AllowLAN are destinations reachable outside the tunnel (a printer, a
+	// NAS). What the LAN says it is can be chosen by an attacker (see
+	// LANPrefixes), so only what the user asked for belongs here. A /0 is
+	// refused: it would switch the guard off.
 	AllowLAN []netip.Prefix
+	// LANDNS lets DNS (TCP and UDP port 53, DNS over TLS on 853) to AllowLAN
+	// through too. Without it the guard refuses DNS to the LAN even where
+	// AllowLAN allows everything else: a resolver on the LAN would otherwise
+	// see every name the host looks up, which is what a full tunnel is for
+	// hiding.
+	LANDNS bool
 	// Persist keeps the guard after the process dies, however it dies (the
 	// kill switch): non-tunnel traffic stays blocked until the client is back
 	// or RemoveLeakGuard lifts it. Without Persist the guard dies with the
