@@ -23,14 +23,21 @@ type Client struct {
 	TunName             string   `toml:"tun_name"`      // default "salvo1"
 	Routes              string   `toml:"routes"`        // "pushed" (default) | "none"
 	ExtraExcludedRoutes []string `toml:"extra_excluded_routes"`
-	DNS                 bool     `toml:"dns"`            // apply pushed DNS; default true
-	FwMark              uint32   `toml:"fwmark"`         // default 0x5a17
-	RouteTable          int      `toml:"route_table"`    // default 51820
-	RulePriority        int      `toml:"rule_priority"`  // default 10000: the two policy rules take this and the next
-	ControlSocket       string   `toml:"control_socket"` // default "/run/salvo/client.sock"
-	LogFormat           string   `toml:"log_format"`     // "text" (default) | "json"
-	LogLevel            string   `toml:"log_level"`      // debug | info (default) | warn | error
-	BatchSize           int      `toml:"batch_size"`     // packets per vector; default 128 (see config.DefaultBatchSize)
+	DNS                 bool     `toml:"dns"`           // apply pushed DNS; default true
+	FwMark              uint32   `toml:"fwmark"`        // default 0x5a17
+	RouteTable          int      `toml:"route_table"`   // default 51820
+	RulePriority        int      `toml:"rule_priority"` // default 10000: the two policy rules take this and the next
+	// Full-tunnel protection (see README, "Full tunnel: what it guarantees").
+	LeakGuard              string `toml:"leak_guard"`               // "auto" (default: on for a full tunnel) | "on" | "off"
+	KillSwitch             bool   `toml:"kill_switch"`              // default true with the guard: it outlives a crash until the client is back or `salvo client --down`
+	AllowLAN               bool   `toml:"allow_lan"`                // default false: with the guard, reach the LAN's private prefixes outside the tunnel
+	DNSFailOpen            bool   `toml:"dns_fail_open"`            // default false: a full tunnel whose DNS cannot be applied refuses to run
+	AcceptLANRoutes        bool   `toml:"accept_lan_routes"`        // default false: apply pushed routes over the LAN or the gateway's address
+	AcceptCoveringExcludes bool   `toml:"accept_covering_excludes"` // default false: apply excluded routes that cover pushed ones
+	ControlSocket          string `toml:"control_socket"`           // default "/run/salvo/client.sock"
+	LogFormat              string `toml:"log_format"`               // "text" (default) | "json"
+	LogLevel               string `toml:"log_level"`                // debug | info (default) | warn | error
+	BatchSize              int    `toml:"batch_size"`               // packets per vector; default 128 (see config.DefaultBatchSize)
 
 	Path                  string         `toml:"-"` // absolute path of the file loaded
 	ServerHost            string         `toml:"-"` // host part of Server, unbracketed
@@ -109,6 +116,20 @@ func LoadClient(path string) (*Client, error) {
 		c.RulePriority = DefaultRulePriority
 	} else if c.RulePriority < 1 || c.RulePriority+1 >= mainRulePriority {
 		l.failf("rule_priority", "%d is outside 1..%d (both rules must come before main's at %d)", c.RulePriority, mainRulePriority-2, mainRulePriority)
+	}
+
+	if !l.defined("leak_guard") {
+		c.LeakGuard = "auto"
+	} else if c.LeakGuard != "auto" && c.LeakGuard != "on" && c.LeakGuard != "off" {
+		l.failf("leak_guard", "%q is not one of \"auto\", \"on\", \"off\"", c.LeakGuard)
+	}
+	if !l.defined("kill_switch") {
+		c.KillSwitch = c.LeakGuard != "off"
+	} else if c.KillSwitch && c.LeakGuard == "off" {
+		l.fail("kill_switch", "needs the leak guard (leak_guard = \"auto\" or \"on\"): the kill switch is the guard outliving the client")
+	}
+	if c.AllowLAN && c.LeakGuard == "off" {
+		l.fail("allow_lan", "only means something with the leak guard (without it nothing is blocked)")
 	}
 
 	l.checkSocket("control_socket", &c.ControlSocket, "/run/salvo/client.sock")

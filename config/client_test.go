@@ -24,7 +24,8 @@ func TestClientDefaults(t *testing.T) {
 	}
 	if c.TunName != "salvo1" || c.Routes != "pushed" || !c.DNS || c.FwMark != 0x5a17 || c.RouteTable != 51820 || c.RulePriority != 10000 ||
 		c.ControlSocket != "/run/salvo/client.sock" || c.LogFormat != "text" || c.LogLevel != "info" ||
-		c.PasswordFile != "" || c.PasswordEnv != "" || len(c.ExtraExcludedPrefixes) != 0 {
+		c.PasswordFile != "" || c.PasswordEnv != "" || len(c.ExtraExcludedPrefixes) != 0 ||
+		c.LeakGuard != "auto" || !c.KillSwitch || c.AllowLAN || c.DNSFailOpen || c.AcceptLANRoutes || c.AcceptCoveringExcludes {
 		t.Fatalf("defaults wrong: %+v", c)
 	}
 	if c.ServerHost != "vpn.example.com" || c.ServerPort != 51820 || string(c.ServerKey[:6]) != "Change" || c.Path != path {
@@ -46,14 +47,35 @@ route_table = 100
 control_socket = "/tmp/c.sock"
 log_format = "json"
 log_level = "error"
+leak_guard = "on"
+kill_switch = false
+allow_lan = true
+dns_fail_open = true
+accept_lan_routes = true
+accept_covering_excludes = true
 `)
 	c, err := LoadClient(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.LeakGuard != "on" || c.KillSwitch || !c.AllowLAN || !c.DNSFailOpen || !c.AcceptLANRoutes || !c.AcceptCoveringExcludes {
+		t.Fatalf("full-tunnel settings wrong: %+v", c)
+	}
 	if c.ServerHost != "2001:db8::1" || c.ServerPort != 443 || c.DNS || c.FwMark != 7 || c.RouteTable != 100 ||
 		c.Routes != "none" || c.PasswordFile != filepath.Join(filepath.Dir(path), "secret") || len(c.ExtraExcludedPrefixes) != 1 {
 		t.Fatalf("values wrong: %+v", c)
+	}
+}
+
+// TestClientGuardOff proves that switching the guard off switches the kill switch (the guard outliving
+// the client) off with it, rather than failing on a default.
+func TestClientGuardOff(t *testing.T) {
+	c, err := LoadClient(write(t, "client.toml", minimalClient+"leak_guard = \"off\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LeakGuard != "off" || c.KillSwitch {
+		t.Fatalf("leak_guard off: %+v", c)
 	}
 }
 
@@ -82,6 +104,9 @@ func TestClientErrors(t *testing.T) {
 		{`control_socket = "c.sock"`, 4, "control_socket", "absolute"},
 		{`log_level = "loud"`, 4, "log_level", "not one of"},
 		{`usr = "x"`, 4, "usr", "unknown key"},
+		{`leak_guard = "yes"`, 4, "leak_guard", `"yes" is not one of`},
+		{"leak_guard = \"off\"\nkill_switch = true", 5, "kill_switch", "needs the leak guard"},
+		{"leak_guard = \"off\"\nallow_lan = true", 5, "allow_lan", "only means something with the leak guard"},
 	} {
 		path := write(t, "client.toml", minimalClient+tc.extra+"\n")
 		_, err := LoadClient(path)

@@ -81,6 +81,16 @@ fwmark = 0x5a17                    # marks tunnel packets for full-tunnel policy
 route_table = 51820                # routing table for full-tunnel routes
 rule_priority = 10000              # the two policy rules take this priority and the next
 
+# Full tunnel (the gateway pushes 0.0.0.0/0 or ::/0): nothing may leave outside the tunnel.
+leak_guard = "auto"                # "auto": an nftables guard for full tunnels; "on": always; "off"
+kill_switch = true                 # the guard stays after a crash until the client is back or
+                                   # "salvo client --down" removes it
+allow_lan = false                  # let the LAN's private ranges (RFC 1918, fc00::/7, link-local)
+                                   # through the guard; a LAN claiming public space is never trusted
+dns_fail_open = false              # full tunnel without applicable DNS: refuse (false) or go on
+accept_lan_routes = false          # apply pushed routes over the LAN or the gateway's address
+accept_covering_excludes = false   # apply excluded routes that take pushed routes back out
+
 control_socket = "/run/salvo/client.sock"
 log_format = "text"
 log_level = "info"

@@ -55,7 +55,12 @@ type TunnelSetup interface {
 type ClientConfig struct {
 	Server     string // host:port, for messages
 	ServerAddr netip.AddrPort
-	Handshake  handshake.ClientConfig
+	// Resolve, if set, finds the gateway's address again before each reconnect (its name may point
+	// elsewhere now); an error keeps the address it had.
+	Resolve   func(context.Context) (netip.AddrPort, error)
+	Handshake handshake.ClientConfig
+	// LeakGuard, if set, reports the leak guard for Status (nil when none is up).
+	LeakGuard func() *LeakGuardStatus
 	// OpenTUN creates the device once the first login succeeded (so a failed login leaves nothing behind).
 	OpenTUN func(mtu int) (tun.Device, error)
 	Setup   TunnelSetup
@@ -74,6 +79,9 @@ type Client struct {
 	cfg  ClientConfig
 	conn *sender
 	log  *slog.Logger
+	// server is the gateway's address: cfg.ServerAddr, or what Resolve found at the last reconnect. The
+	// data path loads it once per vector.
+	server atomic.Pointer[netip.AddrPort]
 
 	// dev is written once, by Run, before devReady is closed; other goroutines read it only after devReady
 	// (see device).
@@ -123,8 +131,13 @@ func NewClient(cfg ClientConfig, conn PacketConn) *Client {
 		ended: make(chan protocol.DisconnectReason, 1)}
 	c.drops.log = cfg.Log
 	c.state.Store("connecting")
+	addr := cfg.ServerAddr
+	c.server.Store(&addr)
 	return c
 }
+
+// serverAddr is the gateway's current address.
+func (c *Client) serverAddr() netip.AddrPort { return *c.server.Load() }
 
 // Run logs in (failing with a *LoginError after LoginTimeout), sets up the tunnel and runs until ctx ends.
 // On return everything it added to the system is removed again and a disconnect has been sent.
@@ -265,7 +278,7 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 		if len(attempts) > maxPendingAttempts {
 			attempts = attempts[1:]
 		}
-		if err := c.conn.writeOne(msg, c.cfg.ServerAddr); err != nil {
+		if err := c.conn.writeOne(msg, c.serverAddr()); err != nil {
 			c.log.Debug("sending handshake", "err", err)
 		}
 		// Back off 1, 2, 4 s, at most 4 s, so a slow gateway can answer and a dead one is not flooded, with
@@ -537,6 +550,7 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 func (c *Client) reconnect(ctx context.Context, tryResume bool) error {
 	c.state.Store("reconnecting")
 	for ctx.Err() == nil {
+		c.reresolve(ctx)
 		lctx, cancel := context.WithTimeout(ctx, c.cfg.LoginTimeout)
 		err := c.login(lctx, tryResume)
 		cancel()
@@ -558,6 +572,23 @@ func (c *Client) reconnect(ctx context.Context, tryResume bool) error {
 	return nil
 }
 
+// reresolve looks the gateway's name up again (Resolve), so a reconnect follows a gateway that moved.
+func (c *Client) reresolve(ctx context.Context) {
+	if c.cfg.Resolve == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	addr, err := c.cfg.Resolve(rctx)
+	cancel()
+	switch {
+	case err != nil:
+		c.log.Warn("resolving the gateway again failed; keeping its address", "server", c.cfg.Server, "address", c.serverAddr(), "err", err)
+	case addr != c.serverAddr():
+		c.log.Info("the gateway's address changed", "server", c.cfg.Server, "from", c.serverAddr(), "to", addr)
+		c.server.Store(&addr)
+	}
+}
+
 // stopsClient reports whether err ends the client instead of another attempt: the gateway refused our
 // credentials, or ended the session for good.
 func stopsClient(err error) bool {
@@ -572,7 +603,7 @@ func (c *Client) sendKeepalive(kp *transport.Keypair, now time.Time) {
 	if err != nil {
 		return
 	}
-	if c.conn.writeOne(b[:m], c.cfg.ServerAddr) == nil {
+	if c.conn.writeOne(b[:m], c.serverAddr()) == nil {
 		c.lastSend.Store(now.UnixNano())
 	}
 }
@@ -587,7 +618,7 @@ func (c *Client) sendDisconnect() {
 	b[protocol.Headroom] = byte(protocol.DisconnectShutdown)
 	m, err := kp.Seal(protocol.CodeDisconnect, b[:], 1, time.Now())
 	if err == nil {
-		_ = c.conn.writeOne(b[:m], c.cfg.ServerAddr)
+		_ = c.conn.writeOne(b[:m], c.serverAddr())
 	}
 }
 
@@ -603,7 +634,7 @@ func (c *Client) Status() Status {
 	c.mu.Lock()
 	settings := c.settings
 	c.mu.Unlock()
-	ss := SessionStatus{User: c.cfg.Handshake.Login, Endpoint: c.cfg.ServerAddr.String(), Counters: c.counters.Snapshot(),
+	ss := SessionStatus{User: c.cfg.Handshake.Login, Endpoint: c.serverAddr().String(), Counters: c.counters.Snapshot(),
 		LastHandshake: time.Unix(0, c.lastHandshake.Load()), LastReceive: time.Unix(0, c.lastRecv.Load())}
 	for _, p := range []netip.Prefix{settings.IPv4, settings.IPv6} {
 		if p.IsValid() {
@@ -615,5 +646,8 @@ func (c *Client) Status() Status {
 		ss.Suite = kp.Suite().String()
 	}
 	st.Sessions = []SessionStatus{ss}
+	if c.cfg.LeakGuard != nil {
+		st.LeakGuard = c.cfg.LeakGuard()
+	}
 	return st
 }

@@ -27,11 +27,12 @@ func (c *Client) receiveLoop() error {
 // Server.inbound).
 func (c *Client) inbound(v *vector, n int) {
 	defer c.panics.recoverVector(c.log, "udp receive")
+	server := c.serverAddr()
 	now := time.Now()
 	out := v.outBufs[:0]
 	for i := range n {
 		b := v.bufs[i][:v.sizes[i]]
-		if v.addrs[i] != c.cfg.ServerAddr {
+		if v.addrs[i] != server {
 			c.global.drop(DropMalformed) // not from our gateway
 			continue
 		}
@@ -113,9 +114,6 @@ func (c *Client) inbound(v *vector, n int) {
 // current key and sent with one sendmmsg.
 func (c *Client) tunLoop(ctx context.Context) error {
 	v := newVector(c.cfg.BatchSize, bufSize)
-	for i := range v.addrs {
-		v.addrs[i] = c.cfg.ServerAddr
-	}
 	dev := c.device()
 	for {
 		n, err := dev.Read(v.bufs, v.sizes, protocol.Headroom)
@@ -147,6 +145,10 @@ func (c *Client) outbound(v *vector, n int) {
 	for i := range n {
 		bytes += uint64(v.sizes[i] - protocol.DataOverhead)
 		out = append(out, v.bufs[i][:v.sizes[i]])
+	}
+	server := c.serverAddr()
+	for i := range n {
+		v.addrs[i] = server
 	}
 	sent, err := c.conn.write(out, v.addrs[:n])
 	if err != nil {

@@ -50,6 +50,8 @@ type world struct {
 	wrapTUN func(tun.Device) tun.Device
 	// handshakeSockets gives each listen address a handshake socket, on the next port.
 	handshakeSockets bool
+	// addr4, if valid, is where the next startServer listens instead of gatewayAddr (a gateway that moved).
+	addr4 netip.AddrPort
 
 	srv     *Server
 	srvTUN  *enginetest.TUN
@@ -98,7 +100,11 @@ func (w *world) pool6() *ippool.Pool {
 // store and the state directory, as a restarted process would find them).
 func (w *world) startServer() *Server {
 	w.t.Helper()
-	conn, err := w.net.Listen(gatewayAddr)
+	addr4 := gatewayAddr
+	if w.addr4.IsValid() {
+		addr4 = w.addr4
+	}
+	conn, err := w.net.Listen(addr4)
 	must(w.t, err)
 	conn6, err := w.net.Listen(gatewayAddr6)
 	must(w.t, err)
@@ -193,6 +199,7 @@ type clientOpts struct {
 	addr           netip.AddrPort // "" picks 198.51.100.N:0
 	rekeyAfter     time.Duration
 	loginTimeout   time.Duration
+	resolve        func(context.Context) (netip.AddrPort, error)
 }
 
 var clientSeq struct {
@@ -219,7 +226,7 @@ func (w *world) startClient(o clientOpts) *tclient {
 	must(w.t, err)
 	c := &tclient{t: w.t, w: w, conn: conn, tun: enginetest.NewTUN("salvo1", 1420), setup: &recordingSetup{}}
 	c.cl = NewClient(ClientConfig{
-		Server: gatewayAddr.String(), ServerAddr: gatewayAddr,
+		Server: gatewayAddr.String(), ServerAddr: gatewayAddr, Resolve: o.resolve,
 		Handshake:    handshake.ClientConfig{ServerPublic: w.static.Public, Login: o.user, Password: o.password},
 		OpenTUN:      func(int) (tun.Device, error) { return c.tun, nil },
 		Setup:        c.setup,

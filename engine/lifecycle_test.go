@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,6 +198,55 @@ func TestPendingSessionsAreTold(t *testing.T) {
 		t.Fatalf("kick ended %d sessions, want the pending one", n)
 	}
 	wantEnded(t, c, protocol.DisconnectKicked)
+}
+
+// TestReconnectFollowsMovedGateway: before each reconnect the client looks the gateway's name up again, so
+// a gateway that comes back at another address (its DNS name now points there) gets its clients back; a
+// failed look-up keeps the address the client had.
+func TestReconnectFollowsMovedGateway(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	w.startServer()
+	moved := netip.MustParseAddrPort("192.0.2.77:51820")
+	var answer atomic.Pointer[netip.AddrPort]
+	answer.Store(&gatewayAddr)
+	var lookups atomic.Int32
+	c := w.connect(clientOpts{resolve: func(context.Context) (netip.AddrPort, error) {
+		lookups.Add(1)
+		if a := answer.Load(); a != nil {
+			return *a, nil
+		}
+		return netip.AddrPort{}, errors.New("SERVFAIL")
+	}})
+	v4, _ := c.addrs()
+	w.waitLeaseSaved("alice")
+
+	// A failing resolver during a reconnect keeps the old address: the gateway comes back there.
+	answer.Store(nil)
+	w.stopServer()
+	c.waitState("reconnecting", 5*time.Second)
+	w.startServer()
+	c.waitState("connected", 15*time.Second)
+	if lookups.Load() == 0 {
+		t.Fatal("the client did not look the gateway up again before reconnecting")
+	}
+	if ep := c.cl.Status().Sessions[0].Endpoint; ep != gatewayAddr.String() {
+		t.Fatalf("endpoint %s after a failed look-up, want %s", ep, gatewayAddr)
+	}
+
+	answer.Store(&moved)
+	w.stopServer()
+	c.waitState("reconnecting", 5*time.Second)
+	w.addr4 = moved
+	w.startServer()
+	c.waitState("connected", 15*time.Second)
+	if ep := c.cl.Status().Sessions[0].Endpoint; ep != moved.String() {
+		t.Fatalf("endpoint %s, want the moved gateway %s", ep, moved)
+	}
+	if a4, _ := c.addrs(); a4 != v4 {
+		t.Fatalf("address %v after the move, was %v", a4, v4)
+	}
+	waitUntil(t, 5*time.Second, "traffic through the moved gateway", func() bool { return c.sendUp(hostV4, "moved") == nil })
 }
 
 // TestSettingsReplaced: when the gateway pushes other settings (here: its leases were lost and its pool

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -343,40 +342,24 @@ func listenHandshake(addr string) (*batch.Conn, error) {
 	return c, nil
 }
 
-// ResolveServer turns host:port (names, IPv4, [IPv6]) into one address.
-func ResolveServer(ctx context.Context, hostport string) (netip.AddrPort, error) {
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("server %q: %w", hostport, err)
-	}
-	pn, err := net.LookupPort("udp", port)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("server %q: bad port: %w", hostport, err)
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		return netip.AddrPortFrom(a.Unmap(), uint16(pn)), nil
-	}
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil || len(addrs) == 0 {
-		return netip.AddrPort{}, fmt.Errorf("server %q: cannot resolve %s: %v", hostport, host, err)
-	}
-	return netip.AddrPortFrom(addrs[0].Unmap(), uint16(pn)), nil
-}
-
 // RunClient logs in to the gateway of cfg and runs the tunnel until ctx ends.
 func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *slog.Logger) error {
 	serverPub, err := handshake.ParseKey(cfg.ServerPublicKey)
 	if err != nil {
 		return fmt.Errorf("server_public_key: %w", err)
 	}
-	addr, err := ResolveServer(ctx, cfg.Server)
+	resolver, err := newGatewayResolver(cfg.Server, cfg.FwMark)
+	if err != nil {
+		return err
+	}
+	addr, err := resolver.Resolve(ctx)
 	if err != nil {
 		return err
 	}
 	// Claim what this client's routing is made of, so that a second client with an overlapping config fails
 	// here before it touches anything; holding the claims, what is found under them is a crashed earlier
 	// run's and ours to remove.
-	release, err := netcfg.Claim(ClaimsDir, "tun-"+cfg.TunName, fmt.Sprintf("table-%d", cfg.RouteTable), fmt.Sprintf("fwmark-%#x", cfg.FwMark))
+	release, err := netcfg.Claim(ClaimsDir, clientClaims(cfg)...)
 	if err != nil {
 		return err
 	}
@@ -385,8 +368,12 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 			log.Warn("cleanup", "err", err)
 		}
 	}()
-	if err := netcfg.CleanupStale(netcfg.RouteSetup{Dev: cfg.TunName, Table: cfg.RouteTable, FwMark: cfg.FwMark, RulePriority: cfg.RulePriority}); err != nil {
+	if err := netcfg.CleanupStale(clientRouting(cfg)); err != nil {
 		log.Warn("removing leftovers of an earlier run", "err", err)
+	}
+	staleGuard, err := takeOverStaleGuard(cfg, log)
+	if err != nil {
+		return err
 	}
 	local := "0.0.0.0:0"
 	if addr.Addr().Is6() {
@@ -396,15 +383,21 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 	if err != nil {
 		return err
 	}
-	setup := &clientSystem{cfg: cfg, log: log}
+	var cl *Client
+	setup := &clientSystem{cfg: cfg, log: log, staleGuard: staleGuard, gateway: func() netip.Addr { return cl.serverAddr().Addr() }}
+	defer setup.Close()
 	var rekeyAfter time.Duration
 	if v := os.Getenv(EnvRekeyAfter); v != "" {
 		if rekeyAfter, err = time.ParseDuration(v); err != nil {
 			return fmt.Errorf("%s: %w", EnvRekeyAfter, err)
 		}
 	}
-	cl := NewClient(ClientConfig{
-		Server: cfg.Server, ServerAddr: addr,
+	var resolve func(context.Context) (netip.AddrPort, error)
+	if _, err := netip.ParseAddr(cfg.ServerHost); err != nil {
+		resolve = resolver.Resolve
+	}
+	cl = NewClient(ClientConfig{
+		Server: cfg.Server, ServerAddr: addr, Resolve: resolve, LeakGuard: setup.GuardStatus,
 		Handshake: handshake.ClientConfig{ServerPublic: serverPub, Login: cfg.Username, Password: string(password)},
 		OpenTUN: func(mtu int) (tun.Device, error) {
 			if mtu == 0 {
@@ -434,59 +427,53 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 	return nil
 }
 
-// clientSystem applies pushed settings to the OS through netcfg.
-type clientSystem struct {
-	cfg *config.Client
-	log *slog.Logger
+// takeOverStaleGuard deals with a leak guard an earlier run left (the kill switch after a crash): with the
+// guard off it is lifted now; otherwise it keeps blocking until this run's guard replaces it, and the
+// caller is told it is there.
+func takeOverStaleGuard(cfg *config.Client, log *slog.Logger) (stale bool, err error) {
+	installed, err := netcfg.LeakGuardInstalled(cfg.TunName)
+	if err != nil || !installed {
+		return false, err
+	}
+	if cfg.LeakGuard == "off" {
+		if err := netcfg.RemoveLeakGuard(cfg.TunName); err != nil {
+			return false, err
+		}
+		log.Info("lifted the leak guard an earlier run left (leak_guard = \"off\")", "dev", cfg.TunName)
+		return false, nil
+	}
+	log.Warn("a leak guard an earlier run left blocks traffic outside the tunnel until this client is connected (kill switch)",
+		"dev", cfg.TunName)
+	return true, nil
 }
 
-func (s *clientSystem) Apply(dev tun.Device, st handshake.Settings) (func(), error) {
-	name, err := dev.Name()
+// ClientDown removes what a client with configuration cfg left behind after a crash: the leak guard that
+// the kill switch keeps, and the policy rules. It refuses while that client runs. It reports whether a
+// guard was lifted.
+func ClientDown(cfg *config.Client) (guardLifted bool, err error) {
+	release, err := netcfg.Claim(ClaimsDir, clientClaims(cfg)...)
 	if err != nil {
-		return nil, err
+		return false, err
 	}
-	var addrs []netip.Prefix
-	for _, p := range []netip.Prefix{st.IPv4, st.IPv6} {
-		if p.IsValid() {
-			addrs = append(addrs, p)
+	defer func() { err = errors.Join(err, release()) }()
+	installed, err := netcfg.LeakGuardInstalled(cfg.TunName)
+	if err != nil {
+		return false, err
+	}
+	if installed {
+		if err := netcfg.RemoveLeakGuard(cfg.TunName); err != nil {
+			return false, err
 		}
 	}
-	mtu := int(st.MTU)
-	if mtu == 0 {
-		mtu = 1420
-	}
-	if err := netcfg.ConfigureLink(name, mtu, addrs); err != nil {
-		return nil, err
-	}
-	var undos []func() error
-	undo := func() {
-		for i := len(undos) - 1; i >= 0; i-- {
-			if err := undos[i](); err != nil {
-				s.log.Warn("cleanup", "err", err)
-			}
-		}
-	}
-	if s.cfg.Routes != "none" && len(st.Routes) > 0 {
-		excluded := append(append([]netip.Prefix(nil), st.ExcludedRoutes...), s.cfg.ExtraExcludedPrefixes...)
-		u, err := netcfg.ApplyRoutes(netcfg.RouteSetup{Dev: name, Table: s.cfg.RouteTable, FwMark: s.cfg.FwMark,
-			RulePriority: s.cfg.RulePriority, Routes: st.Routes, Excluded: excluded})
-		if err != nil {
-			undo()
-			return nil, err
-		}
-		undos = append(undos, u)
-	}
-	if s.cfg.DNS && len(st.DNS) > 0 {
-		u, method, err := netcfg.ApplyDNS(name, st.DNS, st.SearchDomains)
-		switch {
-		case err != nil:
-			s.log.Warn("DNS not applied", "err", err)
-		case method == "none":
-			s.log.Info("DNS not applied: neither systemd-resolved nor resolvconf is available", "servers", fmt.Sprint(st.DNS))
-		default:
-			s.log.Info("DNS applied", "method", method, "servers", fmt.Sprint(st.DNS))
-			undos = append(undos, u)
-		}
-	}
-	return undo, nil
+	return installed, netcfg.CleanupStale(clientRouting(cfg))
+}
+
+// clientClaims are what a client's routing is made of (see netcfg.Claim): two clients must not share any.
+func clientClaims(cfg *config.Client) []string {
+	return []string{"tun-" + cfg.TunName, fmt.Sprintf("table-%d", cfg.RouteTable), fmt.Sprintf("fwmark-%#x", cfg.FwMark)}
+}
+
+// clientRouting is the routing a client sets up, without the routes (for CleanupStale).
+func clientRouting(cfg *config.Client) netcfg.RouteSetup {
+	return netcfg.RouteSetup{Dev: cfg.TunName, Table: cfg.RouteTable, FwMark: cfg.FwMark, RulePriority: cfg.RulePriority}
 }

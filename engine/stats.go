@@ -98,6 +98,16 @@ type Status struct {
 	Logins *LoginStats `json:"logins,omitempty"`
 	// Sockets is what the gateway's UDP sockets counted.
 	Sockets *SocketStats `json:"sockets,omitempty"`
+	// LeakGuard is the client's leak guard, when one is up.
+	LeakGuard *LeakGuardStatus `json:"leak_guard,omitempty"`
+}
+
+// LeakGuardStatus is a client's leak guard: up, whether it outlives a crash, and how many packets it
+// stopped from leaving outside the tunnel. A count that grows while the tunnel is up means something on
+// the host or the LAN is routing traffic around the tunnel (injected routes, a LAN claiming public space).
+type LeakGuardStatus struct {
+	KillSwitch bool   `json:"kill_switch"`
+	Blocked    uint64 `json:"blocked"`
 }
 
 // SocketStats are the batched UDP sockets' own counters.

@@ -32,6 +32,7 @@ Usage:
   salvo user SUBCOMMAND ...               manage the gateway's users file: add, del, passwd, disable, enable, list
   salvo server --config server.toml       run the gateway
   salvo client --config client.toml       run the client
+  salvo client --down --config FILE       lift what a crashed client left (its leak guard: the kill switch)
   salvo status [--socket PATH] [--json]   show a running gateway's or client's sessions and counters
   salvo kick [--socket PATH] USER         end USER's sessions on a running gateway (they are told and stop)
   salvo version

@@ -54,14 +54,27 @@ func cmdServer(args []string, stderr io.Writer) error {
 }
 
 func cmdClient(args []string, stdin io.Reader, stderr io.Writer) error {
-	fs := newFlags("client", "Usage: salvo client --config client.toml\n\nLogs in to the gateway (failing after 10 s with the reason), creates the TUN\ndevice, applies addresses, routes and DNS, and keeps the tunnel up (keepalive,\nrekey, reconnect). SIGINT/SIGTERM remove everything it added and exit 0.\nThe password comes from password_file, the variable named by password_env,\nor a prompt.\n\nExample configuration:\n\n"+config.ExampleClient()+"\n", stderr)
+	fs := newFlags("client", "Usage: salvo client --config client.toml\n\nLogs in to the gateway (failing after 10 s with the reason), creates the TUN\ndevice, applies addresses, routes and DNS, and keeps the tunnel up (keepalive,\nrekey, reconnect). SIGINT/SIGTERM remove everything it added and exit 0.\nThe password comes from password_file, the variable named by password_env,\nor a prompt.\n\nIn a full tunnel a leak guard blocks everything outside the tunnel; after a\ncrash it stays (kill_switch) until the client is back or\n'salvo client --down --config client.toml' lifts it.\n\nExample configuration:\n\n"+config.ExampleClient()+"\n", stderr)
 	path := fs.String("config", "/etc/salvo/client.toml", "configuration file")
+	down := fs.Bool("down", false, "remove what a client with this configuration left after a crash (its leak guard and policy rules) and exit")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg, err := config.LoadClient(*path)
 	if err != nil {
 		return usageError{err}
+	}
+	if *down {
+		lifted, err := engine.ClientDown(cfg)
+		if err != nil {
+			return err
+		}
+		if lifted {
+			fmt.Fprintf(stderr, "salvo: lifted the leak guard of %s; traffic flows outside the tunnel again\n", cfg.TunName)
+		} else {
+			fmt.Fprintf(stderr, "salvo: no leak guard for %s; removed any stale policy rules\n", cfg.TunName)
+		}
+		return nil
 	}
 	log := newLogger(cfg.LogFormat, cfg.LogLevel, stderr)
 	pw, err := config.ResolvePassword(cfg, func() ([]byte, error) {
@@ -154,7 +167,11 @@ func printStatus(w io.Writer, st engine.Status) {
 	if len(st.Listen) > 0 {
 		fmt.Fprintf(w, ", listening on %s", strings.Join(st.Listen, " "))
 	}
-	fmt.Fprintf(w, "\n%d session(s)\n", len(st.Sessions))
+	fmt.Fprintln(w)
+	if g := st.LeakGuard; g != nil {
+		fmt.Fprintf(w, "leak guard up (kill switch %s): %d packets blocked outside the tunnel\n", onOff(g.KillSwitch), g.Blocked)
+	}
+	fmt.Fprintf(w, "%d session(s)\n", len(st.Sessions))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "USER\tADDRESSES\tENDPOINT\tRX\tTX\tHANDSHAKE\tDROPS")
 	for _, s := range st.Sessions {
@@ -178,4 +195,11 @@ func drops(m map[string]uint64) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, " ")
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
