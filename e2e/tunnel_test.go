@@ -56,6 +56,9 @@ func assertClean(t *testing.T, c *client) {
 			t.Fatalf("policy rules left behind (%s):\n%s", fam, out)
 		}
 	}
+	if guardInstalled(c) {
+		t.Fatal("leak guard left behind")
+	}
 }
 
 // TestWrongPassword: the client exits non-zero with a clear message and leaves nothing behind.
