@@ -136,8 +136,8 @@ func NewClient(cfg ClientConfig, conn PacketConn) *Client {
 	return c
 }
 
-// serverAddr is the gateway's current address.
-func (c *Client) serverAddr() netip.AddrPort { return *c.server.Load() }
+// ServerAddr is the gateway's current address (a reconnect may have looked its name up again).
+func (c *Client) ServerAddr() netip.AddrPort { return *c.server.Load() }
 
 // Run logs in (failing with a *LoginError after LoginTimeout), sets up the tunnel and runs until ctx ends.
 // On return everything it added to the system is removed again and a disconnect has been sent.
@@ -278,7 +278,7 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 		if len(attempts) > maxPendingAttempts {
 			attempts = attempts[1:]
 		}
-		if err := c.conn.writeOne(msg, c.serverAddr()); err != nil {
+		if err := c.conn.writeOne(msg, c.ServerAddr()); err != nil {
 			c.log.Debug("sending handshake", "err", err)
 		}
 		// Back off 1, 2, 4 s, at most 4 s, so a slow gateway can answer and a dead one is not flooded, with
@@ -582,9 +582,9 @@ func (c *Client) reresolve(ctx context.Context) {
 	cancel()
 	switch {
 	case err != nil:
-		c.log.Warn("resolving the gateway again failed; keeping its address", "server", c.cfg.Server, "address", c.serverAddr(), "err", err)
-	case addr != c.serverAddr():
-		c.log.Info("the gateway's address changed", "server", c.cfg.Server, "from", c.serverAddr(), "to", addr)
+		c.log.Warn("resolving the gateway again failed; keeping its address", "server", c.cfg.Server, "address", c.ServerAddr(), "err", err)
+	case addr != c.ServerAddr():
+		c.log.Info("the gateway's address changed", "server", c.cfg.Server, "from", c.ServerAddr(), "to", addr)
 		c.server.Store(&addr)
 	}
 }
@@ -603,7 +603,7 @@ func (c *Client) sendKeepalive(kp *transport.Keypair, now time.Time) {
 	if err != nil {
 		return
 	}
-	if c.conn.writeOne(b[:m], c.serverAddr()) == nil {
+	if c.conn.writeOne(b[:m], c.ServerAddr()) == nil {
 		c.lastSend.Store(now.UnixNano())
 	}
 }
@@ -618,7 +618,7 @@ func (c *Client) sendDisconnect() {
 	b[protocol.Headroom] = byte(protocol.DisconnectShutdown)
 	m, err := kp.Seal(protocol.CodeDisconnect, b[:], 1, time.Now())
 	if err == nil {
-		_ = c.conn.writeOne(b[:m], c.serverAddr())
+		_ = c.conn.writeOne(b[:m], c.ServerAddr())
 	}
 }
 
@@ -634,7 +634,7 @@ func (c *Client) Status() Status {
 	c.mu.Lock()
 	settings := c.settings
 	c.mu.Unlock()
-	ss := SessionStatus{User: c.cfg.Handshake.Login, Endpoint: c.serverAddr().String(), Counters: c.counters.Snapshot(),
+	ss := SessionStatus{User: c.cfg.Handshake.Login, Endpoint: c.ServerAddr().String(), Counters: c.counters.Snapshot(),
 		LastHandshake: time.Unix(0, c.lastHandshake.Load()), LastReceive: time.Unix(0, c.lastRecv.Load())}
 	for _, p := range []netip.Prefix{settings.IPv4, settings.IPv6} {
 		if p.IsValid() {

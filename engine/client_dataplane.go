@@ -27,7 +27,7 @@ func (c *Client) receiveLoop() error {
 // Server.inbound).
 func (c *Client) inbound(v *vector, n int) {
 	defer c.panics.recoverVector(c.log, "udp receive")
-	server := c.serverAddr()
+	server := c.ServerAddr()
 	now := time.Now()
 	out := v.outBufs[:0]
 	for i := range n {
@@ -146,7 +146,7 @@ func (c *Client) outbound(v *vector, n int) {
 		bytes += uint64(v.sizes[i] - protocol.DataOverhead)
 		out = append(out, v.bufs[i][:v.sizes[i]])
 	}
-	server := c.serverAddr()
+	server := c.ServerAddr()
 	for i := range n {
 		v.addrs[i] = server
 	}

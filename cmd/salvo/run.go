@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/salvovpn/salvo/config"
+	"github.com/salvovpn/salvo/daemon"
 	"github.com/salvovpn/salvo/engine"
 	"github.com/salvovpn/salvo/engine/control"
 	"golang.org/x/term"
@@ -50,7 +51,7 @@ func cmdServer(args []string, stderr io.Writer) error {
 	defer stopProfile()
 	ctx, stop := signalContext()
 	defer stop()
-	return engine.RunServer(ctx, cfg, log)
+	return daemon.RunServer(ctx, cfg, log)
 }
 
 func cmdClient(args []string, stdin io.Reader, stderr io.Writer) error {
@@ -65,7 +66,7 @@ func cmdClient(args []string, stdin io.Reader, stderr io.Writer) error {
 		return usageError{err}
 	}
 	if *down {
-		lifted, err := engine.ClientDown(cfg)
+		lifted, err := daemon.ClientDown(cfg)
 		if err != nil {
 			return err
 		}
@@ -97,7 +98,7 @@ func cmdClient(args []string, stdin io.Reader, stderr io.Writer) error {
 	defer stopProfile()
 	ctx, stop := signalContext()
 	defer stop()
-	err = engine.RunClient(ctx, cfg, pw, log)
+	err = daemon.RunClient(ctx, cfg, pw, log)
 	clear(pw)
 	var le *engine.LoginError
 	if errors.As(err, &le) {

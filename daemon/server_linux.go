@@ -1,8 +1,7 @@
-package engine
+package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -11,10 +10,9 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
-	"time"
 
-	"github.com/salvovpn/salvo/batch"
 	"github.com/salvovpn/salvo/config"
+	"github.com/salvovpn/salvo/engine"
 	"github.com/salvovpn/salvo/engine/control"
 	"github.com/salvovpn/salvo/engine/ippool"
 	"github.com/salvovpn/salvo/engine/users"
@@ -22,25 +20,7 @@ import (
 	"github.com/salvovpn/salvo/netcfg"
 	"github.com/salvovpn/salvo/offload"
 	"github.com/salvovpn/salvo/protocol/handshake"
-	"golang.zx2c4.com/wireguard/tun"
 )
-
-// Offload switches, for tests and for kernels or devices that misbehave. Each forces one offload off.
-const (
-	EnvNoTunOffload = "SALVO_NO_TUN_OFFLOAD" // open the TUN without IFF_VNET_HDR
-	EnvNoUDPGSO     = "SALVO_NO_UDP_GSO"     // send every datagram separately (no UDP_SEGMENT)
-	EnvNoUDPGRO     = "SALVO_NO_UDP_GRO"     // receive every datagram separately (no UDP_GRO)
-	// EnvTunImpl picks the TUN offload code: "salvo" (default, package offload) or "wireguard" (the
-	// wireguard-go tun package), so both can be measured in one benchmark run.
-	EnvTunImpl = "SALVO_TUN_IMPL"
-	// EnvRekeyAfter shortens the client's rekey interval (a Go duration, at most 120s) so tests can watch
-	// rekeys happen under load.
-	EnvRekeyAfter = "SALVO_REKEY_AFTER"
-)
-
-func tunOptions() offload.Options {
-	return offload.Options{VNetHdr: os.Getenv(EnvNoTunOffload) == "", Impl: os.Getenv(EnvTunImpl)}
-}
 
 // ClaimsDir holds the lock files by which Salvo processes claim per-namespace resources (TUN names, routing
 // tables, fwmarks) and share IP forwarding (netcfg.Claim, netcfg.EnableForwarding). It is one fixed place
@@ -69,6 +49,10 @@ func LoadStaticKey(path string) (handshake.StaticKeypair, error) {
 
 // RunServer runs a gateway from its configuration until ctx ends, then removes everything it set up.
 func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err error) {
+	sw, err := readSwitches()
+	if err != nil {
+		return err
+	}
 	static, err := LoadStaticKey(cfg.PrivateKeyFile)
 	if err != nil {
 		return err
@@ -95,7 +79,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	sc := ServerConfig{Static: static, Users: store, ClientToClient: cfg.ClientToClient,
+	sc := engine.ServerConfig{Static: static, Users: store, ClientToClient: cfg.ClientToClient,
 		MaxSessionsPerUser: cfg.MaxSessionsPerUser, MaxSessionAge: cfg.MaxSessionAge.Duration,
 		HashBudget: cfg.HashBudget * 1024, StateDir: cfg.StateDir, BatchSize: cfg.BatchSize, Log: log}
 	var tunAddrs []netip.Prefix
@@ -122,7 +106,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	}
 	// One TUN queue per worker: the kernel spreads flows over the queues and sends a flow's packets to
 	// the queue that last wrote it, so each worker mostly sees its own flows in both directions.
-	queues, err := offload.OpenQueues(cfg.TunName, cfg.MTU, sc.Workers, tunOptions())
+	queues, err := offload.OpenQueues(cfg.TunName, cfg.MTU, sc.Workers, sw.tun)
 	if err != nil {
 		return err
 	}
@@ -157,7 +141,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	// One socket per worker and listen address; the workers of one address form a SO_REUSEPORT group. With
 	// the classifier, each group gets a handshake socket too, bound last (the classifier steers login
 	// requests to it by bind position, so a flood of them never shares a queue with the workers' data).
-	var conns, hsConns []PacketConn
+	var conns, hsConns []engine.PacketConn
 	closeAll := func() {
 		for _, c := range append(conns, hsConns...) {
 			c.Close()
@@ -165,7 +149,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	}
 	for _, addr := range cfg.ListenAddrs {
 		for w := range sc.Workers {
-			c, err := listenUDP(addr.String(), 0, cfg.BatchSize, true, w)
+			c, err := listenUDP(sw, addr.String(), 0, cfg.BatchSize, true, w)
 			if err != nil {
 				closeAll()
 				return err
@@ -208,8 +192,8 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 			return st
 		}
 	}
-	sc.SocketStats = func() SocketStats { return socketStats(conns) }
-	srv, err := NewServer(sc, queues, conns)
+	sc.SocketStats = func() engine.SocketStats { return socketStats(conns) }
+	srv, err := engine.NewServer(sc, queues, conns)
 	if err != nil {
 		return err
 	}
@@ -262,7 +246,7 @@ func loadUsers(path string) (*users.Store, error) {
 
 // reloadUsersOnHUP rereads the users file on SIGHUP, keeps the pools' reserved addresses in step with the
 // users' fixed addresses, and ends the sessions of users who were removed, disabled or given a new password.
-func reloadUsersOnHUP(ctx context.Context, srv *Server, store *users.Store, path string, pool4, pool6 *ippool.Pool, log *slog.Logger) {
+func reloadUsersOnHUP(ctx context.Context, srv *engine.Server, store *users.Store, path string, pool4, pool6 *ippool.Pool, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -294,186 +278,4 @@ func reloadUsersOnHUP(ctx context.Context, srv *Server, store *users.Store, path
 			log.Info("users file reloaded", "file", path, "sessions_revoked", revoked)
 		}
 	}
-}
-
-// socketStats sums what the batched sockets counted.
-func socketStats(conns []PacketConn) SocketStats {
-	var st SocketStats
-	for _, c := range conns {
-		if bc, ok := c.(*batch.Conn); ok {
-			s := bc.Stats()
-			st.GSORefused += s.GSORefused
-			st.GROTruncated += s.GROTruncated
-		}
-	}
-	return st
-}
-
-// listenUDP opens a batched socket; an IPv6 address gets an IPv6-only socket so a separate IPv4 listener
-// on the same port does not collide with it.
-// worker is the socket's worker in a reuseport group (its SO_INCOMING_CPU), or -1.
-func listenUDP(addr string, mark uint32, batchSize int, reusePort bool, worker int) (*batch.Conn, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	network := "udp4"
-	if err == nil && ap.Addr().Is6() {
-		network = "udp6"
-	}
-	c, err := batch.Listen(network, addr, batch.Options{Mark: mark, BatchSize: batchSize, ReusePort: reusePort,
-		SetIncomingCPU: reusePort && worker >= 0 && worker < runtime.NumCPU(), IncomingCPU: worker,
-		DisableGSO: os.Getenv(EnvNoUDPGSO) != "", EnableGRO: os.Getenv(EnvNoUDPGRO) == ""})
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
-	}
-	return c, nil
-}
-
-// listenHandshake opens a listen address's handshake socket: a member of the address's reuseport group
-// that only receives login requests (small, one at a time: no GRO, small buffers).
-func listenHandshake(addr string) (*batch.Conn, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	network := "udp4"
-	if err == nil && ap.Addr().Is6() {
-		network = "udp6"
-	}
-	c, err := batch.Listen(network, addr, batch.Options{BatchSize: 32, ReusePort: true, RecvBuffer: 1 << 20, SendBuffer: 1 << 20})
-	if err != nil {
-		return nil, fmt.Errorf("listen %s (handshake socket): %w", addr, err)
-	}
-	return c, nil
-}
-
-// RunClient logs in to the gateway of cfg and runs the tunnel until ctx ends.
-func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *slog.Logger) error {
-	serverPub, err := handshake.ParseKey(cfg.ServerPublicKey)
-	if err != nil {
-		return fmt.Errorf("server_public_key: %w", err)
-	}
-	resolver, err := newGatewayResolver(cfg.Server, cfg.FwMark)
-	if err != nil {
-		return err
-	}
-	addr, err := resolver.Resolve(ctx)
-	if err != nil {
-		return err
-	}
-	// Claim what this client's routing is made of, so that a second client with an overlapping config fails
-	// here before it touches anything; holding the claims, what is found under them is a crashed earlier
-	// run's and ours to remove.
-	release, err := netcfg.Claim(ClaimsDir, clientClaims(cfg)...)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := release(); err != nil {
-			log.Warn("cleanup", "err", err)
-		}
-	}()
-	if err := netcfg.CleanupStale(clientRouting(cfg)); err != nil {
-		log.Warn("removing leftovers of an earlier run", "err", err)
-	}
-	staleGuard, err := takeOverStaleGuard(cfg, log)
-	if err != nil {
-		return err
-	}
-	local := "0.0.0.0:0"
-	if addr.Addr().Is6() {
-		local = "[::]:0"
-	}
-	conn, err := listenUDP(local, cfg.FwMark, cfg.BatchSize, false, -1)
-	if err != nil {
-		return err
-	}
-	var cl *Client
-	setup := &clientSystem{cfg: cfg, log: log, staleGuard: staleGuard, gateway: func() netip.Addr { return cl.serverAddr().Addr() }}
-	defer setup.Close()
-	var rekeyAfter time.Duration
-	if v := os.Getenv(EnvRekeyAfter); v != "" {
-		if rekeyAfter, err = time.ParseDuration(v); err != nil {
-			return fmt.Errorf("%s: %w", EnvRekeyAfter, err)
-		}
-	}
-	var resolve func(context.Context) (netip.AddrPort, error)
-	if _, err := netip.ParseAddr(cfg.ServerHost); err != nil {
-		resolve = resolver.Resolve
-	}
-	cl = NewClient(ClientConfig{
-		Server: cfg.Server, ServerAddr: addr, Resolve: resolve, LeakGuard: setup.GuardStatus,
-		Handshake: handshake.ClientConfig{ServerPublic: serverPub, Login: cfg.Username, Password: string(password)},
-		OpenTUN: func(mtu int) (tun.Device, error) {
-			if mtu == 0 {
-				mtu = 1420
-			}
-			return offload.Open(cfg.TunName, mtu, tunOptions())
-		},
-		Setup: setup, Log: log, RekeyAfter: rekeyAfter, BatchSize: cfg.BatchSize,
-	}, conn)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		if err := control.Serve(ctx, cfg.ControlSocket, cl.API()); err != nil {
-			log.Warn("status socket unavailable", "err", err)
-		}
-	}()
-	log.Info("connecting", "server", cfg.Server, "address", addr, "user", cfg.Username)
-	err = cl.Run(ctx)
-	var le *LoginError
-	if errors.As(err, &le) {
-		return err
-	}
-	if err != nil {
-		return err
-	}
-	log.Info("client stopped; tunnel removed")
-	return nil
-}
-
-// takeOverStaleGuard deals with a leak guard an earlier run left (the kill switch after a crash): with the
-// guard off it is lifted now; otherwise it keeps blocking until this run's guard replaces it, and the
-// caller is told it is there.
-func takeOverStaleGuard(cfg *config.Client, log *slog.Logger) (stale bool, err error) {
-	installed, err := netcfg.LeakGuardInstalled(cfg.TunName)
-	if err != nil || !installed {
-		return false, err
-	}
-	if cfg.LeakGuard == "off" {
-		if err := netcfg.RemoveLeakGuard(cfg.TunName); err != nil {
-			return false, err
-		}
-		log.Info("lifted the leak guard an earlier run left (leak_guard = \"off\")", "dev", cfg.TunName)
-		return false, nil
-	}
-	log.Warn("a leak guard an earlier run left blocks traffic outside the tunnel until this client is connected (kill switch)",
-		"dev", cfg.TunName)
-	return true, nil
-}
-
-// ClientDown removes what a client with configuration cfg left behind after a crash: the leak guard that
-// the kill switch keeps, and the policy rules. It refuses while that client runs. It reports whether a
-// guard was lifted.
-func ClientDown(cfg *config.Client) (guardLifted bool, err error) {
-	release, err := netcfg.Claim(ClaimsDir, clientClaims(cfg)...)
-	if err != nil {
-		return false, err
-	}
-	defer func() { err = errors.Join(err, release()) }()
-	installed, err := netcfg.LeakGuardInstalled(cfg.TunName)
-	if err != nil {
-		return false, err
-	}
-	if installed {
-		if err := netcfg.RemoveLeakGuard(cfg.TunName); err != nil {
-			return false, err
-		}
-	}
-	return installed, netcfg.CleanupStale(clientRouting(cfg))
-}
-
-// clientClaims are what a client's routing is made of (see netcfg.Claim): two clients must not share any.
-func clientClaims(cfg *config.Client) []string {
-	return []string{"tun-" + cfg.TunName, fmt.Sprintf("table-%d", cfg.RouteTable), fmt.Sprintf("fwmark-%#x", cfg.FwMark)}
-}
-
-// clientRouting is the routing a client sets up, without the routes (for CleanupStale).
-func clientRouting(cfg *config.Client) netcfg.RouteSetup {
-	return netcfg.RouteSetup{Dev: cfg.TunName, Table: cfg.RouteTable, FwMark: cfg.FwMark, RulePriority: cfg.RulePriority}
 }

@@ -1,4 +1,4 @@
-package engine
+package daemon
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/salvovpn/salvo/config"
+	"github.com/salvovpn/salvo/engine"
 	"github.com/salvovpn/salvo/engine/tunnelpolicy"
 	"github.com/salvovpn/salvo/netcfg"
 	"github.com/salvovpn/salvo/protocol/handshake"
@@ -250,14 +251,14 @@ func (s *clientSystem) applyDNS(dev string, st handshake.Settings, full bool) (f
 }
 
 // GuardStatus reports the guard this process holds, nil if none.
-func (s *clientSystem) GuardStatus() *LeakGuardStatus {
+func (s *clientSystem) GuardStatus() *engine.LeakGuardStatus {
 	s.mu.Lock()
 	up := s.guardUndo != nil
 	s.mu.Unlock()
 	if !up {
 		return nil
 	}
-	st := &LeakGuardStatus{KillSwitch: s.cfg.KillSwitch}
+	st := &engine.LeakGuardStatus{KillSwitch: s.cfg.KillSwitch}
 	n, err := netcfg.LeakGuardDrops(s.cfg.TunName)
 	if err != nil {
 		s.log.Debug("reading the leak guard's counters", "err", err)

@@ -1,4 +1,4 @@
-package engine
+package daemon
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/salvovpn/salvo/batch"
 	"github.com/salvovpn/salvo/config"
+	"github.com/salvovpn/salvo/engine"
 	"github.com/salvovpn/salvo/offload/classifier"
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -30,7 +31,7 @@ const (
 // fails loudly when it cannot, "auto" falls back (and logs why) when the kernel or privileges refuse.
 // conns are the gateway's worker sockets, listen-address-major with `workers` sockets per address in bind
 // order; hsConns the handshake socket of each address, bound after its workers.
-func attachClassifier(cfg *config.Server, workers int, conns, hsConns []PacketConn, queues []tun.Device, log *slog.Logger) (*classifier.Classifier, error) {
+func attachClassifier(cfg *config.Server, workers int, conns, hsConns []engine.PacketConn, queues []tun.Device, log *slog.Logger) (*classifier.Classifier, error) {
 	if cfg.EBPF == "off" {
 		return nil, nil
 	}
@@ -56,9 +57,9 @@ func attachClassifier(cfg *config.Server, workers int, conns, hsConns []PacketCo
 	return cls, nil
 }
 
-func attachAll(cls *classifier.Classifier, workers int, conns, hsConns []PacketConn, queues []tun.Device, steer bool) error {
+func attachAll(cls *classifier.Classifier, workers int, conns, hsConns []engine.PacketConn, queues []tun.Device, steer bool) error {
 	for g := 0; g < len(conns); g += workers {
-		group := append(append([]PacketConn(nil), conns[g:g+workers]...), hsConns[g/workers])
+		group := append(append([]engine.PacketConn(nil), conns[g:g+workers]...), hsConns[g/workers])
 		raws := make([]syscall.RawConn, 0, len(group))
 		for _, c := range group {
 			bc, ok := c.(*batch.Conn)
