@@ -14,10 +14,13 @@ const (
 	ProtoICMPv6 = 58
 )
 
-// ICMP echo request types: the builders make requests, since the engine forwards any packet alike.
+// ICMP echo types: the builders make requests, since the engine forwards any packet alike; EchoReply
+// answers them as a host would.
 const (
 	icmpv4EchoRequest = 8
+	icmpv4EchoReply   = 0
 	icmpv6EchoRequest = 128
+	icmpv6EchoReply   = 129
 )
 
 const (
@@ -72,6 +75,27 @@ func IPv6ICMPEcho(src, dst netip.Addr, id, seq uint16, payload []byte) []byte {
 	putEcho(icmp, icmpv6EchoRequest, id, seq, payload)
 	binary.BigEndian.PutUint16(icmp[2:], checksum(icmp, pseudoHeaderSum(src, dst, ProtoICMPv6, len(icmp))))
 	return pkt
+}
+
+// EchoReply returns the reply a host sends to the ICMP or ICMPv6 echo request req (addresses swapped, same
+// id, sequence and payload, valid checksums); ok is false if req is not an echo request.
+func EchoReply(req []byte) (reply []byte, ok bool) {
+	p, ok := ParsePacket(req)
+	switch {
+	case ok && p.Proto == ProtoICMP && p.ICMPType == icmpv4EchoRequest:
+		reply = IPv4ICMPEcho(p.Dst, p.Src, p.ID, p.Seq, p.Payload)
+		icmp := reply[ipv4HeaderLen:]
+		icmp[0], icmp[2], icmp[3] = icmpv4EchoReply, 0, 0
+		binary.BigEndian.PutUint16(icmp[2:], checksum(icmp, 0))
+	case ok && p.Proto == ProtoICMPv6 && p.ICMPType == icmpv6EchoRequest:
+		reply = IPv6ICMPEcho(p.Dst, p.Src, p.ID, p.Seq, p.Payload)
+		icmp := reply[ipv6HeaderLen:]
+		icmp[0], icmp[2], icmp[3] = icmpv6EchoReply, 0, 0
+		binary.BigEndian.PutUint16(icmp[2:], checksum(icmp, pseudoHeaderSum(p.Dst, p.Src, ProtoICMPv6, len(icmp))))
+	default:
+		return nil, false
+	}
+	return reply, true
 }
 
 // ipv4Packet returns a packet of a 20-byte IPv4 header (with its checksum) followed by l4Len zero bytes.

@@ -231,3 +231,35 @@ func TestBuildersPanicOnMistakes(t *testing.T) {
 	IPv4UDP(v4a, v4b, 1, 2, make([]byte, 65535-28))
 	IPv6UDP(v6a, v6b, 1, 2, make([]byte, 65535-8))
 }
+
+// TestEchoReply: a reply swaps the addresses, keeps id, sequence and payload, has the reply type and
+// valid checksums, for both families; anything but an echo request gets none.
+func TestEchoReply(t *testing.T) {
+	for _, tc := range []struct {
+		req  []byte
+		typ  uint8
+		name string
+	}{
+		{IPv4ICMPEcho(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), 7, 9, []byte("hello")), 0, "ipv4"},
+		{IPv6ICMPEcho(netip.MustParseAddr("fd00::1"), netip.MustParseAddr("fd00::2"), 7, 9, []byte("hello")), 129, "ipv6"},
+	} {
+		reply, ok := EchoReply(tc.req)
+		if !ok {
+			t.Fatalf("%s: no reply", tc.name)
+		}
+		if err := VerifyChecksums(reply); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		q, _ := ParsePacket(tc.req)
+		r, _ := ParsePacket(reply)
+		if r.Src != q.Dst || r.Dst != q.Src || r.ICMPType != tc.typ || r.ID != 7 || r.Seq != 9 || string(r.Payload) != "hello" {
+			t.Fatalf("%s: reply %+v to %+v", tc.name, r, q)
+		}
+		if _, ok := EchoReply(reply); ok {
+			t.Fatalf("%s: a reply was answered", tc.name)
+		}
+	}
+	if _, ok := EchoReply(UDPPacket(netip.MustParseAddrPort("10.0.0.1:1"), netip.MustParseAddrPort("10.0.0.2:2"), nil)); ok {
+		t.Fatal("a UDP packet was answered")
+	}
+}
