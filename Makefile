@@ -67,9 +67,9 @@ fuzz:
 fuzz-ci:
 	$(MAKE) fuzz FUZZTIME=20s
 
+# gofmt, vet, staticcheck (pinned; installed if missing) and the layering rules (scripts/lint.sh).
 lint:
-	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
-	$(GO) vet $(PKGS)
+	GO=$(GO) ./scripts/lint.sh
 
 clean:
 	rm -rf bin
