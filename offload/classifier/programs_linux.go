@@ -16,7 +16,8 @@ import (
 // offLen is the offset of __sk_buff.len, the only context field the programs read.
 const offLen = 0
 
-// License of the programs as the kernel sees it; none of the helpers used is GPL-only.
+// License of the programs as the kernel sees it (the source is MIT, see LICENSE); none of the helpers used
+// is GPL-only.
 const progLicense = "Dual MIT/GPL"
 
 // passAll is the socket-filter verdict "keep the whole datagram": sk_filter_trim_cap trims to the return
