@@ -250,10 +250,12 @@ const (
 )
 
 func guardRules(g LeakGuard) [][]expr.Any {
+	// Every locally sent packet runs this chain, so the tunnel's own packets (into the TUN, then its
+	// marked UDP) are accepted first, at one comparison each; loopback comes after them.
 	rules := [][]expr.Any{
-		oifAccept("lo"),
 		oifAccept(g.Dev),
 		markAccept(g.FwMark),
+		oifAccept("lo"),
 		// DHCP renewals go over UDP sockets, unicast to the server; without
 		// them the lease runs out and the link goes down.
 		udpPortsAccept(unix.NFPROTO_IPV4, 68, 67),
