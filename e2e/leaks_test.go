@@ -284,14 +284,38 @@ func TestLeakOtherFamily(t *testing.T) {
 	stopClean(t, c)
 }
 
-// lanResolver makes the client namespace's resolv.conf point at the LAN router (ip netns exec bind-mounts
-// /etc/netns/<name>/resolv.conf), as a DHCP-configured host's would.
-func lanResolver(t *testing.T, c *client) {
+// TestLeakServerIP (TunnelCrack ServerIP): the LAN's DNS answers the gateway's name with the address of
+// a destination the attacker wants in the clear, and the attacker relays the tunnel's UDP to the real
+// gateway (here the LAN router is the gateway, at 203.0.113.1 off the client's link). Only the client's
+// marked socket goes outside the tunnel, never a host route to the server's address, so everything else
+// sent to that address goes through the tunnel, even with the guard off.
+func TestLeakServerIP(t *testing.T) {
+	const serverIP = "203.0.113.1"
+	w := newWorld(t)
+	must(t, w.gw.AddAddr("lo", serverIP+"/32"))
+	// Bound to the address, so replies leave from it (a wildcard socket answers from the address the
+	// route picks: see README, "Listen addresses").
+	w.startServer(fullTunnel + "\n" + `listen = ["` + serverIP + `:51820"]`)
+	c := w.addClient()
+	lan := watchLAN(t, w, c, serverIP)
+	netnsEtc(t, c, "hosts", serverIP+" vpn.test\n")
+
+	w.connect(c, "alice", "vpn.test:51820", `leak_guard = "off"`)
+	if n := lan.probe(t, serverIP); n != 0 {
+		t.Errorf("%d packets to the server's address left outside the tunnel", n)
+	}
+	must(t, c.ns.Ping(netip.MustParseAddr(hostV4), 5*time.Second))
+	stopClean(t, c)
+}
+
+// netnsEtc gives the client's namespace its own /etc/<name> (ip netns exec bind-mounts
+// /etc/netns/<namespace>/<name> over it), as DHCP or a hostile LAN's DNS would shape a host's.
+func netnsEtc(t *testing.T, c *client, name, content string) {
 	t.Helper()
 	dir := filepath.Join("/etc/netns", c.ns.Name)
 	must(t, os.MkdirAll(dir, 0o755))
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	must(t, os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver "+c.gwV4+"\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644))
 }
 
 // TestLeakDNSNotApplicable: the gateway pushes DNS servers, the client cannot apply them (no
@@ -302,7 +326,7 @@ func lanResolver(t *testing.T, c *client) {
 func TestLeakDNSNotApplicable(t *testing.T) {
 	w := newLeakWorld(t, fullTunnel+"\n"+`dns = ["10.77.0.1"]`)
 	c, lan, gw := w.c, w.lan, w.gwAddr
-	lanResolver(t, c)
+	netnsEtc(t, c, "resolv.conf", "nameserver "+c.gwV4+"\n") // the LAN router resolves
 	w.env = append(w.env, "PATH="+t.TempDir())
 
 	path := w.clientConfig(c, "alice", password, gw, "")
