@@ -226,6 +226,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			s = &salvoSystem{repoDir: cfg.RepoDir, sysName: SysSalvoRef, ref: cfg.Ref}
 		case SysSalvo1Worker:
 			s = &salvoSystem{repoDir: cfg.RepoDir, sysName: SysSalvo1Worker, serverExtra: "workers = 1"}
+		case SysSalvoGuard:
+			s = &salvoSystem{repoDir: cfg.RepoDir, sysName: SysSalvoGuard, clientExtra: `leak_guard = "on"`}
 		case SysSalvoWgTun:
 			s = &salvoSystem{repoDir: cfg.RepoDir, sysName: SysSalvoWgTun, env: []string{"SALVO_TUN_IMPL=wireguard"}}
 		case SysSalvoBaseline:
@@ -247,10 +249,13 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 	// Runs are interleaved (run 1 of every system, then run 2...) rather than
 	// grouped per system, so slow drift on a noisy machine spreads over all
-	// systems instead of biasing whichever ran last.
+	// systems instead of biasing whichever ran last. Each run also starts one
+	// system further along, so no system always follows the same one (a
+	// neighbour's leftovers, page cache and CPU frequency, move with it).
 	for run := 1; run <= cfg.Runs; run++ {
-		for i, s := range systems {
-			sr := res.Systems[i]
+		for k := range systems {
+			i := (k + run - 1) % len(systems)
+			s, sr := systems[i], res.Systems[i]
 			if sr.Status != statusOK {
 				continue
 			}

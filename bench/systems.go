@@ -39,6 +39,10 @@ const SysSalvoWgTun = "salvo-wgtun"
 // per-core worker design in one run.
 const SysSalvo1Worker = "salvo-1worker"
 
+// SysSalvoGuard is Salvo's client with its full-tunnel leak guard up (leak_guard = "on"), to show in one
+// run that the guard's nftables rules do not cost the data path.
+const SysSalvoGuard = "salvo-guard"
+
 // SysSalvoRef is Salvo built from another git revision (Config.Ref), measured beside SysSalvo so a change's
 // before/after comes from one run.
 const SysSalvoRef = "salvo-ref"
@@ -47,7 +51,7 @@ const SysSalvoRef = "salvo-ref"
 var AllSystems = []string{SysBare, SysWireguardGo, SysSalvo}
 
 // KnownSystems is every system --systems accepts, in measurement order.
-var KnownSystems = []string{SysBare, SysWireguardGo, SysSalvoRef, SysSalvoBaseline, SysSalvoWgTun, SysSalvo1Worker, SysSalvo}
+var KnownSystems = []string{SysBare, SysWireguardGo, SysSalvoRef, SysSalvoBaseline, SysSalvoWgTun, SysSalvo1Worker, SysSalvoGuard, SysSalvo}
 
 // salvoBaselineEnv is the environment of the salvo-baseline system.
 var salvoBaselineEnv = []string{"SALVO_NO_UDP_GSO=1", "SALVO_NO_UDP_GRO=1"}
@@ -293,8 +297,9 @@ type salvoSystem struct {
 	bin     string
 	sysName string   // SysSalvo or a variant
 	env     []string // extra environment of the gateway and client processes
-	// serverExtra is appended to the gateway's configuration (e.g. "workers = 1").
-	serverExtra string
+	// serverExtra and clientExtra are appended to the gateway's and the client's configuration (e.g.
+	// "workers = 1").
+	serverExtra, clientExtra string
 	// ref, if set, is the git revision to build instead of the working tree.
 	ref string
 	// hasStateDir: the binary knows the state_dir key (revisions before it refuse unknown keys).
@@ -383,6 +388,9 @@ type salvoStatus struct {
 	Sessions []struct {
 		Addresses []string `json:"addresses"`
 	} `json:"sessions"`
+	LeakGuard *struct {
+		Blocked uint64 `json:"blocked"`
+	} `json:"leak_guard"`
 }
 
 func (s *salvoSystem) up(ctx context.Context, t *Topology, dir string) (_ tunnel, err error) {
@@ -451,7 +459,8 @@ username = %q
 password_file = %q
 tun_name = "salvo1"
 control_socket = %q
-`, t.serverEndpoint("51820"), pub, salvoUser, passFile, clientSock)), 0o600); err != nil {
+%s
+`, t.serverEndpoint("51820"), pub, salvoUser, passFile, clientSock, s.clientExtra)), 0o600); err != nil {
 		return nil, err
 	}
 
@@ -492,6 +501,9 @@ control_socket = %q
 	}
 	if len(st.Sessions) > 0 {
 		tun.clientAddr = strings.Join(st.Sessions[0].Addresses, ",")
+	}
+	if wantGuard := strings.Contains(s.clientExtra, `leak_guard = "on"`); wantGuard != (st.LeakGuard != nil) {
+		return nil, fmt.Errorf("%s: the client's leak guard is up: %v, want %v", s.sysName, st.LeakGuard != nil, wantGuard)
 	}
 	if err := pingUntil(ctx, t.A, salvoGatewayTun, 10*time.Second, tun.ds); err != nil {
 		return nil, fmt.Errorf("salvo tunnel does not pass traffic: %w", err)
