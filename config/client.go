@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/salvovpn/salvo/internal/dnsname"
+	"github.com/salvovpn/salvo/protocol"
 )
 
 // Client is the client configuration. Fields tagged toml:"-" are derived
@@ -190,8 +191,8 @@ func (l *loader) parseKey(s string) [32]byte {
 // checkLogin mirrors the users file's rule for logins, so a client cannot be
 // configured with a name the gateway could never have.
 func checkLogin(s string) error {
-	if s == "" || len(s) > 64 {
-		return fmt.Errorf("%q must be 1..64 characters", s)
+	if s == "" || len(s) > protocol.MaxLoginLen {
+		return fmt.Errorf("%q must be 1..%d characters", s, protocol.MaxLoginLen)
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/salvovpn/salvo/protocol/handshake"
+	"github.com/salvovpn/salvo/protocol"
 )
 
 // handshakeQueue holds login and resume requests between the receive loops and the handshake workers.
@@ -63,7 +63,7 @@ type hsNode struct {
 func newHandshakeQueue(n int) *handshakeQueue {
 	q := &handshakeQueue{nodes: make([]hsNode, n), bySrc: make(map[netip.AddrPort]*hsNode, n), wake: make(chan struct{}, 1)}
 	for i := range q.nodes {
-		q.nodes[i].store = make([]byte, handshake.MaxRequestLen)
+		q.nodes[i].store = make([]byte, protocol.MaxRequestLen)
 		q.nodes[i].next = q.free
 		q.free = &q.nodes[i]
 	}

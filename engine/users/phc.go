@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/salvovpn/salvo/protocol"
 	"golang.org/x/crypto/argon2"
 )
 
@@ -36,9 +37,6 @@ const (
 	saltLen    = 16 // what HashPassword generates
 	keyLen     = 32 // what HashPassword generates
 )
-
-// MaxPasswordLen is the longest password the protocol can carry.
-const MaxPasswordLen = 128
 
 // ErrMalformedHash is wrapped by every error about a hash string.
 var ErrMalformedHash = errors.New("malformed argon2id hash")
@@ -107,8 +105,8 @@ func HashPassword(password []byte, p Params, rand io.Reader) (string, error) {
 	if len(password) == 0 {
 		return "", errors.New("password is empty")
 	}
-	if len(password) > MaxPasswordLen {
-		return "", fmt.Errorf("password is %d bytes; the protocol carries at most %d", len(password), MaxPasswordLen)
+	if len(password) > protocol.MaxPasswordLen {
+		return "", fmt.Errorf("password is %d bytes; the protocol carries at most %d", len(password), protocol.MaxPasswordLen)
 	}
 	salt := make([]byte, saltLen)
 	if _, err := io.ReadFull(rand, salt); err != nil {

@@ -49,6 +49,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/salvovpn/salvo/protocol"
 )
 
 var (
@@ -65,7 +67,6 @@ var (
 )
 
 const (
-	maxLoginLen = 64
 	maxLineLen  = 4096
 	maxFileSize = 64 << 20 // refuse absurd files instead of reading them whole
 )
@@ -114,8 +115,8 @@ func CheckLogin(login string) error {
 	if login == "" {
 		return errors.New("login is empty")
 	}
-	if len(login) > maxLoginLen {
-		return fmt.Errorf("login %q... is %d characters, at most %d allowed", login[:16], len(login), maxLoginLen)
+	if len(login) > protocol.MaxLoginLen {
+		return fmt.Errorf("login %q... is %d characters, at most %d allowed", login[:16], len(login), protocol.MaxLoginLen)
 	}
 	for i := 0; i < len(login); i++ {
 		c := login[i]

@@ -35,7 +35,6 @@ import (
 	"time"
 
 	"github.com/salvovpn/salvo/protocol"
-	"github.com/salvovpn/salvo/protocol/handshake"
 )
 
 // Callers use these to decide between falling back ("auto") and failing loudly ("on").
@@ -170,18 +169,14 @@ const (
 // payload at offset 0. The namespace tests prove both.
 const udpHeaderLen = 8
 
-// serverAuthResponseMinLen mirrors handshake's unexported minResponseLen: header, Noise e, a 1-byte failure
-// body and its tag.
-const serverAuthResponseMinLen = 8 + 32 + 1 + protocol.TagLen
-
 // minLen is the shortest valid datagram of each code (PROTOCOL.md). Only minimums are enforced: with UDP
 // GRO a socket filter sees a whole coalesced super-packet, so exact or maximum sizes would drop valid
 // trains of cookieReply/notice datagrams; user space checks exact sizes anyway.
 var minLen = [...]int{
-	protocol.CodeClientAuthRequest:  handshake.MinRequestLen,
-	protocol.CodeServerAuthResponse: serverAuthResponseMinLen,
+	protocol.CodeClientAuthRequest:  protocol.MinRequestLen,
+	protocol.CodeServerAuthResponse: protocol.MinResponseLen,
 	protocol.CodeData:               protocol.MinDataLen,
-	protocol.CodeCookieReply:        handshake.CookieReplyLen,
+	protocol.CodeCookieReply:        protocol.CookieReplyLen,
 	protocol.CodeDisconnect:         protocol.MinDataLen,
-	protocol.CodeNotice:             handshake.NoticeLen,
+	protocol.CodeNotice:             protocol.NoticeLen,
 }

@@ -15,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/salvovpn/salvo/protocol"
-	"github.com/salvovpn/salvo/protocol/handshake"
 )
 
 // prog.Run tests of the handshake socket (selector) and the per-source login limit (early-drop filter).
@@ -86,7 +85,7 @@ func TestReuseportHandshakeSocket(t *testing.T) {
 			t.Fatalf("GroupSize = %d, want %d", got, sockets+1)
 		}
 		// Every datagram that starts with 0x01 goes to the handshake socket, whatever its length.
-		for _, n := range []int{1, 7, 8, handshake.MinRequestLen - 1, handshake.MinRequestLen, 1420} {
+		for _, n := range []int{1, 7, 8, protocol.MinRequestLen - 1, protocol.MinRequestLen, 1420} {
 			if got := run(t, c.reuseport, frame(etherExperimental, packet(protocol.CodeClientAuthRequest, 3, n))); got != uint32(sockets) {
 				t.Errorf("sockets=%d login len=%d: socket %d, want the handshake socket %d", sockets, n, got, sockets)
 			}
@@ -144,7 +143,7 @@ func TestEarlyDropLoginLimit(t *testing.T) {
 		if !pass {
 			want.DroppedRateLimited++
 		}
-		const seg = handshake.MinRequestLen
+		const seg = protocol.MinRequestLen
 		if segs == 0 {
 			check(label, loginFrom(netip.MustParseAddr(src), seg), 0, pass)
 			return
@@ -167,9 +166,9 @@ func TestEarlyDropLoginLimit(t *testing.T) {
 	v4hdr := []byte{0x45, 0, 0, 0, 0, 0, 0, 0}
 	addrA := binary.LittleEndian.Uint32([]byte{192, 0, 2, 1})
 	for _, p := range [][]byte{
-		packet(protocol.CodeServerAuthResponse, addrA, serverAuthResponseMinLen),
-		packet(protocol.CodeCookieReply, addrA, handshake.CookieReplyLen),
-		packet(protocol.CodeNotice, addrA, handshake.NoticeLen),
+		packet(protocol.CodeServerAuthResponse, addrA, protocol.MinResponseLen),
+		packet(protocol.CodeCookieReply, addrA, protocol.CookieReplyLen),
+		packet(protocol.CodeNotice, addrA, protocol.NoticeLen),
 		packet(protocol.CodeData, known, 200), // its "source" is the index: not A, but not limited either
 	} {
 		check(fmt.Sprintf("v4 A code %d", p[0]), frame(etherExperimental, v4hdr, p), 0, true)
@@ -177,7 +176,7 @@ func TestEarlyDropLoginLimit(t *testing.T) {
 	// Short login requests are dropped as short and cost no token.
 	for i := range 5 {
 		want.DroppedShort++
-		check(fmt.Sprintf("v4 C short #%d", i), loginFrom(netip.MustParseAddr("192.0.2.3"), handshake.MinRequestLen-1), 0, false)
+		check(fmt.Sprintf("v4 C short #%d", i), loginFrom(netip.MustParseAddr("192.0.2.3"), protocol.MinRequestLen-1), 0, false)
 	}
 	for i := range burst {
 		login(fmt.Sprintf("v4 C #%d after short ones", i), "192.0.2.3", 0, true)
@@ -196,7 +195,7 @@ func TestEarlyDropLoginLimit(t *testing.T) {
 	// Not IP (version 0, 5, 7): not limited, no map entry.
 	for _, v := range []byte{0x00, 0x50, 0x70} {
 		for i := range burst + 2 {
-			in := loginFrom(netip.MustParseAddr("192.0.2.1"), handshake.MinRequestLen)
+			in := loginFrom(netip.MustParseAddr("192.0.2.1"), protocol.MinRequestLen)
 			in[14] = v
 			check(fmt.Sprintf("version nibble %d #%d", v>>4, i), in, 0, true)
 		}
@@ -213,7 +212,7 @@ func TestEarlyDropLoginLimit(t *testing.T) {
 	}
 	login("train of 1 from E, empty", "192.0.2.5", 1, false)
 	// 2 full datagrams and a shorter last one are 3.
-	check("train of 2 1/2 from fresh F: 3 of 3 tokens", loginFrom(netip.MustParseAddr("192.0.2.6"), 2*handshake.MinRequestLen+50), handshake.MinRequestLen, true)
+	check("train of 2 1/2 from fresh F: 3 of 3 tokens", loginFrom(netip.MustParseAddr("192.0.2.6"), 2*protocol.MinRequestLen+50), protocol.MinRequestLen, true)
 	login("one more from F", "192.0.2.6", 0, false)
 	// gso_size 1: 3000 one-byte "datagrams" (a forged train) never fit; no overflow either.
 	login("first from G", "192.0.2.7", 0, true)
@@ -260,7 +259,7 @@ func TestEarlyDropLoginLimit(t *testing.T) {
 func TestEarlyDropLoginRefill(t *testing.T) {
 	const interval = 20 * time.Millisecond
 	c := loadForTest(t, Config{Sockets: 1, HandshakeRate: float64(time.Second / interval), HandshakeBurst: 2})
-	in := loginFrom(netip.MustParseAddr("198.51.100.7"), handshake.MinRequestLen)
+	in := loginFrom(netip.MustParseAddr("198.51.100.7"), protocol.MinRequestLen)
 	// A verdict that depends on time is only checked when the machine was quick enough for it to be
 	// certain. The second round proves the cap: five intervals of idling are worth two tokens, not five.
 	for _, round := range []string{"fresh", "after idling 5 intervals"} {
@@ -296,7 +295,7 @@ func TestEarlyDropLoginNoLimit(t *testing.T) {
 	if c.sources != nil {
 		t.Fatal("source map created without HandshakeRate")
 	}
-	in := loginFrom(netip.MustParseAddr("192.0.2.1"), handshake.MinRequestLen)
+	in := loginFrom(netip.MustParseAddr("192.0.2.1"), protocol.MinRequestLen)
 	for i := range 100 {
 		if got := runTrain(t, c.earlyDrop, in, uint32(i)); got != passed {
 			t.Fatalf("login #%d: %#x, want pass", i, got)
@@ -323,14 +322,14 @@ func TestLoginLimitEviction(t *testing.T) {
 	const capacity = 1024
 	c := loadForTest(t, Config{Sockets: 1, HandshakeRate: 0.01, HandshakeBurst: 1, HandshakeSources: capacity})
 	pinToOneCPU(t)
-	hot := loginFrom(netip.MustParseAddr("203.0.113.1"), handshake.MinRequestLen)
-	once := loginFrom(netip.MustParseAddr("203.0.113.2"), handshake.MinRequestLen)
+	hot := loginFrom(netip.MustParseAddr("203.0.113.1"), protocol.MinRequestLen)
+	once := loginFrom(netip.MustParseAddr("203.0.113.2"), protocol.MinRequestLen)
 	if run(t, c.earlyDrop, hot) != passed || run(t, c.earlyDrop, hot) != 0 || run(t, c.earlyDrop, once) != passed {
 		t.Fatal("burst of 1 not enforced")
 	}
 	for i := range 10 * capacity {
 		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		if got := run(t, c.earlyDrop, loginFrom(src, handshake.MinRequestLen)); got != passed {
+		if got := run(t, c.earlyDrop, loginFrom(src, protocol.MinRequestLen)); got != passed {
 			t.Fatalf("new source %s: %#x, want pass (a fresh bucket)", src, got)
 		}
 	}

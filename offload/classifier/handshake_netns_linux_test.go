@@ -14,7 +14,6 @@ import (
 
 	"github.com/salvovpn/salvo/internal/netns"
 	"github.com/salvovpn/salvo/protocol"
-	"github.com/salvovpn/salvo/protocol/handshake"
 )
 
 // Namespace tests of the handshake socket and the per-source login limit on real reuseport groups: they
@@ -22,7 +21,7 @@ import (
 // front of the UDP header (IPv4, IPv6, and IPv4 on a dual-stack IPv6 socket), and how it charges GRO
 // trains.
 
-func loginPacket() []byte { return packet(protocol.CodeClientAuthRequest, 99, handshake.MinRequestLen) }
+func loginPacket() []byte { return packet(protocol.CodeClientAuthRequest, 99, protocol.MinRequestLen) }
 
 func TestHandshakeSocketNamespace(t *testing.T) {
 	for _, fam := range []struct{ network, addr string }{{"udp4", "127.0.0.1"}, {"udp6", "::1"}} {
@@ -87,7 +86,7 @@ func testHandshakeSocket(t *testing.T, network, addr string, workers int) {
 
 	// The other handshake-side codes keep the kernel's hash over the whole group: each delivered once.
 	for range nSrc {
-		send(t, sender(t, ns, network, addr), conns[0], packet(protocol.CodeCookieReply, 1, handshake.CookieReplyLen))
+		send(t, sender(t, ns, network, addr), conns[0], packet(protocol.CodeCookieReply, 1, protocol.CookieReplyLen))
 	}
 	got = collect(t, conns, nSrc)
 	if n := sum(counts(got)); n != nSrc {
@@ -407,7 +406,7 @@ func TestHandshakeLimitGROTrain(t *testing.T) {
 			}
 			src := sender(t, ns, "udp4", "127.0.0.1")
 			dst := rcv.LocalAddr().(*net.UDPAddr)
-			seg := handshake.MinRequestLen
+			seg := protocol.MinRequestLen
 			var wantDropped uint64
 			for _, step := range tc.steps {
 				n, want := step[0], step[1]

@@ -20,7 +20,6 @@ import (
 
 	"github.com/salvovpn/salvo/internal/netns"
 	"github.com/salvovpn/salvo/protocol"
-	"github.com/salvovpn/salvo/protocol/handshake"
 )
 
 const groupSize = 4
@@ -312,7 +311,7 @@ func testReuseportGroup(t *testing.T, network, addr string) {
 	for range 16 {
 		s := sender(t, ns, network, addr)
 		hs = append(hs, s)
-		send(t, s, conns[0], packet(protocol.CodeClientAuthRequest, 99, handshake.MinRequestLen))
+		send(t, s, conns[0], packet(protocol.CodeClientAuthRequest, 99, protocol.MinRequestLen))
 	}
 	got = collect(t, conns, len(hs))
 	n, spread := 0, 0
@@ -334,7 +333,7 @@ func testReuseportGroup(t *testing.T, network, addr string) {
 	junk := map[int][][]byte{
 		reasonBadCode: {packet(0, 1, 64), packet(7, 1, 64), packet(255, 1, 64), bad},
 		reasonShort: {{}, {3}, packet(protocol.CodeData, 1, protocol.MinDataLen-1),
-			packet(protocol.CodeClientAuthRequest, 1, handshake.MinRequestLen-1)},
+			packet(protocol.CodeClientAuthRequest, 1, protocol.MinRequestLen-1)},
 		reasonUnknownSession: dataPackets(1000, 1016),
 	}
 	stBefore, err := c.Stats()

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/salvovpn/salvo/protocol"
-	"github.com/salvovpn/salvo/protocol/handshake"
 )
 
 // Offsets the programs see, verified here with BPF_PROG_TEST_RUN and on real sockets in netns_linux_test.go:
@@ -136,8 +135,8 @@ func TestEarlyDropProgram(t *testing.T) {
 			tc{code.String() + "-1byte", []byte{byte(code)}, reasonShort},
 		)
 	}
-	if minLen[protocol.CodeClientAuthRequest] != handshake.MinRequestLen || handshake.MinRequestLen != 114 {
-		t.Fatalf("MinRequestLen changed (%d): recheck minLen", handshake.MinRequestLen)
+	if minLen[protocol.CodeClientAuthRequest] != protocol.MinRequestLen || protocol.MinRequestLen != 114 {
+		t.Fatalf("MinRequestLen changed (%d): recheck minLen", protocol.MinRequestLen)
 	}
 
 	var want Stats
@@ -237,7 +236,7 @@ func TestReuseportProgram(t *testing.T) {
 		// Everything else falls through to the kernel's hash (an index >= the group size).
 		fall := [][]byte{
 			nil, {3}, packet(protocol.CodeData, 1, 7), packet(protocol.CodeDisconnect, 1, 7),
-			packet(protocol.CodeClientAuthRequest, 1, handshake.MinRequestLen),
+			packet(protocol.CodeClientAuthRequest, 1, protocol.MinRequestLen),
 			packet(protocol.CodeServerAuthResponse, 1, 100), packet(protocol.CodeCookieReply, 1, 64),
 			packet(protocol.CodeNotice, 1, 8), packet(0, 1, 64), packet(7, 1, 64), packet(255, 1, 64),
 		}

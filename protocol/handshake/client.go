@@ -147,7 +147,7 @@ func newRequest(cfg *ClientConfig, kind Kind, localIndex, sessionIndex uint32, r
 		return nil, nil, err
 	}
 
-	msg := make([]byte, 0, MaxRequestLen)
+	msg := make([]byte, 0, protocol.MaxRequestLen)
 	msg = appendHeader(msg, protocol.CodeClientAuthRequest, protocol.Version, localIndex)
 	msg, _, _, err = hs.WriteMessage(msg, body)
 	clear(bodyBuf[:]) // the plaintext held the password or the proof

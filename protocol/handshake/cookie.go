@@ -103,7 +103,7 @@ func checkMac2(d []byte, src netip.AddrPort, cur, prev [32]byte, hasPrev bool) b
 // makeCookieReply seals the cookie for src to the client, bound to the mac1 of the request it answers so an
 // off-path attacker who did not see the request cannot plant cookies.
 func makeCookieReply(aead cookieSealer, rand io.Reader, index uint32, cookie [cookieLen]byte, mac1 []byte) ([]byte, error) {
-	out := make([]byte, 0, CookieReplyLen)
+	out := make([]byte, 0, protocol.CookieReplyLen)
 	out = append(out, byte(protocol.CodeCookieReply), 0, 0, 0)
 	out = binary.LittleEndian.AppendUint32(out, index)
 	nonce := out[headerLen : headerLen+nonceLenX]
@@ -137,10 +137,10 @@ func openCookieReply(aead cookieSealer, d []byte, index uint32, mac1 []byte) ([c
 	if protocol.Code(d[0]) != protocol.CodeCookieReply {
 		return c, protocol.ErrInvalidPacketCode
 	}
-	if len(d) < CookieReplyLen {
+	if len(d) < protocol.CookieReplyLen {
 		return c, protocol.ErrNotEnoughData
 	}
-	if len(d) > CookieReplyLen || d[1]|d[2]|d[3] != 0 {
+	if len(d) > protocol.CookieReplyLen || d[1]|d[2]|d[3] != 0 {
 		return c, protocol.ErrMalformed
 	}
 	if binary.LittleEndian.Uint32(d[4:8]) != index {

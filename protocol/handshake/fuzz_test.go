@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/salvovpn/salvo/protocol"
 )
 
 // fuzzClient rebuilds the same pending handshake every time (deterministic randomness), so a response the
@@ -48,7 +50,7 @@ func FuzzConsumeRequest(f *testing.F) {
 				t.Fatal("bad notice")
 			}
 		case errors.Is(err, ErrCookieRequired):
-			if len(reply) != CookieReplyLen {
+			if len(reply) != protocol.CookieReplyLen {
 				t.Fatal("bad cookie reply")
 			}
 		default:
@@ -108,7 +110,7 @@ func FuzzConsumeCookieReply(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(cr)
-	f.Add(cr[:CookieReplyLen-1])
+	f.Add(cr[:protocol.CookieReplyLen-1])
 	f.Add([]byte{4, 0, 0, 0, 21, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, d []byte) {
 		h, _ := fuzzClient(t, kp.Public)

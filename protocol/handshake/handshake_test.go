@@ -371,7 +371,7 @@ func TestCookie(t *testing.T) {
 	cfg := clientCfg(kp.Public, nil)
 	h, msg, _ := NewLogin(cfg, 77, t0, nil)
 	req, reply, err := srv.ConsumeRequest(msg, srcA, t0, true)
-	if !errors.Is(err, ErrCookieRequired) || req != nil || len(reply) != CookieReplyLen {
+	if !errors.Is(err, ErrCookieRequired) || req != nil || len(reply) != protocol.CookieReplyLen {
 		t.Fatalf("under load without cookie: %v", err)
 	}
 	if len(reply) >= len(msg) {
@@ -545,7 +545,7 @@ func TestConcurrentServer(t *testing.T) {
 
 func TestNotice(t *testing.T) {
 	n := NewNotice(NoticeUnknownSession, 0x01020304)
-	if len(n) != NoticeLen {
+	if len(n) != protocol.NoticeLen {
 		t.Fatal(len(n))
 	}
 	r, i, err := ParseNotice(n)

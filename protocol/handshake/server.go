@@ -268,7 +268,7 @@ func allZero(b []byte) bool {
 // copies or queues anything. ConsumeRequest runs them again.
 func (s *Server) CheckMac1(datagram []byte) error {
 	d := datagram
-	if err := checkHeader(d, protocol.CodeClientAuthRequest, MinRequestLen, MaxRequestLen); err != nil {
+	if err := checkHeader(d, protocol.CodeClientAuthRequest, protocol.MinRequestLen, protocol.MaxRequestLen); err != nil {
 		return err
 	}
 	n := len(d) - 2*macLen
@@ -281,7 +281,7 @@ func (s *Server) CheckMac1(datagram []byte) error {
 // Mac2Missing reports whether a request that passed CheckMac1 carries no mac2 (all zeros: its sender holds
 // no cookie).
 func Mac2Missing(datagram []byte) bool {
-	return len(datagram) >= MinRequestLen && allZero(datagram[len(datagram)-macLen:])
+	return len(datagram) >= protocol.MinRequestLen && allZero(datagram[len(datagram)-macLen:])
 }
 
 // fresh reports whether ts is strictly newer than everything accepted for k (read only).

@@ -7,37 +7,23 @@ import (
 	"github.com/salvovpn/salvo/protocol"
 )
 
-// Fixed sizes of the handshake messages (PROTOCOL.md).
+// The message sizes are protocol's (protocol/sizes.go); these are their short names in this package.
 const (
-	headerLen  = 8  // code, version, 2 reserved, index
-	keyLen     = 32 // Curve25519 public key (Noise e)
-	macLen     = 16 // keyed BLAKE2s-128
-	tagLen     = protocol.TagLen
-	tai64nLen  = 12
-	proofLen   = 32
-	maxSuites  = 8
-	maxLogin   = 64
-	maxPasswd  = 128
-	cookieLen  = 16
-	nonceLenX  = 24
-	noticeLen  = 8
-	reqFixed   = tai64nLen + 8 + 1 + 1                               // timestamp, instance, kind, suite count
-	minReqBody = reqFixed + 1 + 2 + 1                                // one suite, 1-byte login, empty password
-	maxReqBody = reqFixed + maxSuites + 1 + maxLogin + 1 + maxPasswd // the login branch is the larger one
-
-	// MinRequestLen and MaxRequestLen bound a clientAuthRequest datagram.
-	MinRequestLen = headerLen + keyLen + minReqBody + tagLen + 2*macLen
-	MaxRequestLen = headerLen + keyLen + maxReqBody + tagLen + 2*macLen
-	// CookieReplyLen is the exact size of a cookieReply datagram.
-	CookieReplyLen = headerLen + nonceLenX + cookieLen + tagLen
-	// NoticeLen is the exact size of a notice datagram.
-	NoticeLen = noticeLen
-	// minResponseLen: header, e, a 1-byte failure body and its tag.
-	minResponseLen = headerLen + keyLen + 1 + tagLen
+	headerLen      = protocol.HandshakeHeaderLen
+	keyLen         = protocol.KeyLen
+	macLen         = protocol.MacLen
+	tagLen         = protocol.TagLen
+	tai64nLen      = protocol.TAI64NLen
+	proofLen       = protocol.ProofLen
+	maxSuites      = protocol.MaxSuites
+	maxLogin       = protocol.MaxLoginLen
+	maxPasswd      = protocol.MaxPasswordLen
+	cookieLen      = protocol.CookieLen
+	nonceLenX      = protocol.CookieNonceLen
+	noticeLen      = protocol.NoticeLen
+	minResponseLen = protocol.MinResponseLen
+	maxReqBody     = protocol.MaxRequestBodyLen
 )
-
-// Compile-time check that a resume body also fits maxReqBody (a negative constant does not convert to uint).
-const _ = uint(maxReqBody - (reqFixed + maxSuites + 1 + maxLogin + 4 + proofLen))
 
 // reader is a bounds-checked cursor over hostile bytes: every read past the end sets bad and yields zeros,
 // so decoders check once at the end instead of before every field and can never index out of range.
