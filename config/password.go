@@ -10,11 +10,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/salvovpn/salvo/internal/secretfile"
+	"github.com/salvovpn/salvo/protocol"
 )
-
-// MaxPasswordLen is the longest password the login message can carry
-// (PROTOCOL.md: 1-byte length, 0..128).
-const MaxPasswordLen = 128
 
 // ResolvePassword returns the client's password from, in order:
 // password_file (one trailing newline removed), the environment variable
@@ -34,7 +31,7 @@ func ResolvePassword(c *Client, prompt func() ([]byte, error)) ([]byte, error) {
 		source = "password_file " + c.PasswordFile
 		// At most one byte more than a password with CRLF can need; refused if others can read it.
 		var err error
-		if pw, err = secretfile.Read(c.PasswordFile, "password_file", MaxPasswordLen+2); err != nil {
+		if pw, err = secretfile.Read(c.PasswordFile, "password_file", protocol.MaxPasswordLen+2); err != nil {
 			return nil, err
 		}
 		if n := len(pw); n > 0 && pw[n-1] == '\n' {
@@ -69,9 +66,9 @@ func ResolvePassword(c *Client, prompt func() ([]byte, error)) ([]byte, error) {
 	switch {
 	case len(pw) == 0:
 		return nil, fmt.Errorf("%s: the password is empty", source)
-	case len(pw) > MaxPasswordLen:
+	case len(pw) > protocol.MaxPasswordLen:
 		clear(pw)
-		return nil, fmt.Errorf("%s: the password is longer than %d bytes", source, MaxPasswordLen)
+		return nil, fmt.Errorf("%s: the password is longer than %d bytes", source, protocol.MaxPasswordLen)
 	case bytes.IndexByte(pw, '\n') >= 0:
 		clear(pw)
 		return nil, fmt.Errorf("%s: the password contains a line break (only one trailing newline is removed)", source)
@@ -79,14 +76,18 @@ func ResolvePassword(c *Client, prompt func() ([]byte, error)) ([]byte, error) {
 	return pw, nil
 }
 
-// TerminalPrompt returns a prompt for ResolvePassword that writes msg to
-// out and reads a password without echo from the terminal on fd (usually
-// os.Stdin's). It fails if fd is not a terminal rather than reading a
-// password that would be echoed.
+// ErrNotTerminal is TerminalPrompt's error when fd is not a terminal; callers
+// add what to do instead.
+var ErrNotTerminal = errors.New("standard input is not a terminal")
+
+// TerminalPrompt returns a prompt that writes msg to out and reads a password
+// without echo from the terminal on fd (usually os.Stdin's). It fails with
+// ErrNotTerminal if fd is not a terminal rather than reading a password that
+// would be echoed.
 func TerminalPrompt(fd int, out io.Writer, msg string) func() ([]byte, error) {
 	return func() ([]byte, error) {
 		if !term.IsTerminal(fd) {
-			return nil, errors.New("standard input is not a terminal; set password_file or password_env")
+			return nil, ErrNotTerminal
 		}
 		fmt.Fprint(out, msg)
 		pw, err := term.ReadPassword(fd)

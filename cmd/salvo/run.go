@@ -21,7 +21,6 @@ import (
 	"github.com/salvovpn/salvo/daemon"
 	"github.com/salvovpn/salvo/engine"
 	"github.com/salvovpn/salvo/engine/control"
-	"golang.org/x/term"
 )
 
 // loginFailure marks a client that could not log in (exit code 3).
@@ -78,14 +77,12 @@ func cmdClient(args []string, stdin io.Reader, stderr io.Writer) error {
 		return nil
 	}
 	log := newLogger(cfg.LogFormat, cfg.LogLevel, stderr)
+	prompt := config.TerminalPrompt(int(os.Stdin.Fd()), stderr, fmt.Sprintf("Password for %s: ", cfg.Username))
 	pw, err := config.ResolvePassword(cfg, func() ([]byte, error) {
-		fd := int(os.Stdin.Fd())
-		if !term.IsTerminal(fd) {
-			return nil, errors.New("no password_file or password_env in the config and standard input is not a terminal")
+		b, err := prompt()
+		if errors.Is(err, config.ErrNotTerminal) {
+			return nil, fmt.Errorf("no password_file or password_env in the config, and %w", err)
 		}
-		fmt.Fprintf(stderr, "Password for %s: ", cfg.Username)
-		b, err := term.ReadPassword(fd)
-		fmt.Fprintln(stderr)
 		return b, err
 	})
 	if err != nil {

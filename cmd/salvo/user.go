@@ -12,8 +12,8 @@ import (
 	"os"
 	"slices"
 
+	"github.com/salvovpn/salvo/config"
 	"github.com/salvovpn/salvo/engine/users"
-	"golang.org/x/term"
 )
 
 const userUsage = `Usage:
@@ -200,18 +200,14 @@ func readPassword(stdin io.Reader, stderr io.Writer, fromStdin bool) ([]byte, er
 		return pw, nil
 	}
 	fd := int(os.Stdin.Fd())
-	if !term.IsTerminal(fd) {
-		return nil, usageError{errors.New("standard input is not a terminal: use --password-stdin")}
+	a, err := config.TerminalPrompt(fd, stderr, "Password: ")()
+	if errors.Is(err, config.ErrNotTerminal) {
+		return nil, usageError{fmt.Errorf("%w: use --password-stdin", err)}
 	}
-	fmt.Fprint(stderr, "Password: ")
-	a, err := term.ReadPassword(fd)
-	fmt.Fprintln(stderr)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprint(stderr, "Again: ")
-	b, err := term.ReadPassword(fd)
-	fmt.Fprintln(stderr)
+	b, err := config.TerminalPrompt(fd, stderr, "Again: ")()
 	if err != nil {
 		return nil, err
 	}
