@@ -52,7 +52,7 @@ func benchMmsg(b *testing.B, size int, opt Options) {
 	for i := range out {
 		out[i] = make([]byte, size)
 		dst[i] = srv.LocalAddr()
-		in[i] = make([]byte, BufSize)
+		in[i] = make([]byte, MaxPacket)
 	}
 	sizes := make([]int, benchBatch)
 	from := make([]netip.AddrPort, benchBatch)
@@ -92,7 +92,7 @@ func benchGRO(b *testing.B, size int) {
 	for i := range out {
 		out[i] = make([]byte, size)
 		dst[i] = srv.LocalAddr()
-		in[i] = make([]byte, BufSize)
+		in[i] = make([]byte, MaxPacket)
 	}
 	sizes := make([]int, benchBatch)
 	from := make([]netip.AddrPort, benchBatch)
@@ -133,7 +133,7 @@ func benchPlain(b *testing.B, size int) {
 	cli.SetWriteBuffer(DefaultSocketBuffer)
 	dst := srv.LocalAddr().(*net.UDPAddr).AddrPort()
 	out := make([]byte, size)
-	in := make([]byte, BufSize)
+	in := make([]byte, MaxPacket)
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := cpuTime()

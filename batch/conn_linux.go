@@ -70,8 +70,8 @@ const (
 // thread; the descriptor stays non-blocking (File/Fd is never used, it would switch it to blocking mode).
 //
 // One reader and one writer may use a Conn concurrently. Each direction is additionally guarded by its own
-// mutex (uncontended ~5 ns per batch, BenchmarkDirectionMutex, against microseconds per syscall), so concurrent callers of the same
-// direction are safe, merely serialised.
+// mutex (once per batch, uncontended: far cheaper than the system call; BenchmarkDirectionMutex), so
+// concurrent callers of the same direction are safe, merely serialised.
 //
 // With GRO (Options.EnableGRO), the kernel hands over a whole run of one flow's datagrams as one message,
 // with no bound the receiver can rely on: the kernel's segment limit has grown (128 here) and any local
@@ -338,7 +338,7 @@ func (c *Conn) Close() error { return c.udp.Close() }
 
 // ReadBatch receives up to min(len(bufs), BatchSize) datagrams: datagram i is bufs[i][:sizes[i]] from
 // addrs[i] (IPv4 senders on a dual-stack socket are reported unmapped). Each buffer is filled up to its
-// length; a longer datagram is truncated, so give buffers of BufSize (larger than any UDP datagram).
+// length; a longer datagram is truncated, so give buffers of MaxPacket bytes (as large as any UDP datagram).
 // sizes and addrs must be at least as long as bufs. It blocks until at least one datagram has arrived and
 // returns net.ErrClosed after Close.
 //
@@ -412,13 +412,6 @@ func (c *Conn) recv(fd uintptr) bool {
 		r.errno = e
 		return true
 	}
-}
-
-// ReadVector reads into v (every v.Bufs slot must hold a buffer) and sets v.N.
-func (c *Conn) ReadVector(v *Vector) error {
-	n, err := c.ReadBatch(v.Bufs, v.Sizes, v.Addrs)
-	v.N = n
-	return err
 }
 
 // setIov points iov at b. A zero-length datagram has no base (taking &b[0] would panic).

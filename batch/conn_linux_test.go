@@ -40,7 +40,7 @@ func readN(t *testing.T, c *Conn, want int) ([][]byte, []netip.AddrPort) {
 	// More slots than BatchSize: ReadBatch must clamp to its preallocated arrays.
 	bufs := make([][]byte, c.BatchSize()+72)
 	for i := range bufs {
-		bufs[i] = make([]byte, BufSize)
+		bufs[i] = make([]byte, MaxPacket)
 	}
 	sizes := make([]int, len(bufs))
 	addrs := make([]netip.AddrPort, len(bufs))
@@ -130,40 +130,6 @@ func TestRoundTrip(t *testing.T) {
 				checkBatch(t, got, from, netip.AddrPortFrom(tc.srvIP, srv.LocalAddr().Port()), count)
 			})
 		}
-	}
-}
-
-func TestVectorRoundTrip(t *testing.T) {
-	srv := listen(t, "udp4", "127.0.0.1:0", Options{})
-	cli := listen(t, "udp4", "127.0.0.1:0", Options{})
-	p := NewPool(64)
-	out := NewVector(16, p)
-	in := NewVector(16, p)
-	for i := 0; i < 16; i++ {
-		out.Sizes[i] = sizeFor(i)
-		fillPattern(out.Bufs[i][:out.Sizes[i]], i)
-		out.Addrs[i] = srv.LocalAddr()
-	}
-	out.N = 16
-	if n, err := cli.WriteVector(out); n != 16 || err != nil {
-		t.Fatalf("WriteVector = %d, %v", n, err)
-	}
-	var got int
-	for got < 16 {
-		if err := srv.ReadVector(in); err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < in.N; i++ {
-			if !bytes.Equal(in.Packet(i), out.Packet(got+i)) || in.Addrs[i] != cli.LocalAddr() {
-				t.Fatalf("packet %d differs or wrong sender %v", got+i, in.Addrs[i])
-			}
-		}
-		got += in.N
-	}
-	out.Release(p)
-	in.Release(p)
-	if p.Outstanding() != 0 {
-		t.Fatalf("Outstanding = %d after Release", p.Outstanding())
 	}
 }
 
@@ -272,7 +238,7 @@ func TestAllocs(t *testing.T) {
 		}
 		in := make([][]byte, k)
 		for i := range in {
-			in[i] = make([]byte, BufSize)
+			in[i] = make([]byte, MaxPacket)
 		}
 		sizes := make([]int, k)
 		from := make([]netip.AddrPort, k)

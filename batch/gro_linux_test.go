@@ -82,7 +82,7 @@ func readVec(t *testing.T, c *Conn, vec, want int) ([][]byte, []netip.AddrPort) 
 	t.Helper()
 	bufs := make([][]byte, vec)
 	for i := range bufs {
-		bufs[i] = make([]byte, BufSize)
+		bufs[i] = make([]byte, MaxPacket)
 	}
 	sizes := make([]int, vec)
 	addrs := make([]netip.AddrPort, vec)
@@ -175,7 +175,7 @@ func TestGROKeepsSegmentsPastVector(t *testing.T) {
 	want := append(a, b...)
 	bufs := make([][]byte, 128)
 	for i := range bufs {
-		bufs[i] = make([]byte, BufSize)
+		bufs[i] = make([]byte, MaxPacket)
 	}
 	sizes := make([]int, 128)
 	addrs := make([]netip.AddrPort, 128)
@@ -216,7 +216,7 @@ func TestGROAllocs(t *testing.T) {
 	}
 	in := make([][]byte, 16)
 	for i := range in {
-		in[i] = make([]byte, BufSize)
+		in[i] = make([]byte, MaxPacket)
 	}
 	sizes := make([]int, len(in))
 	from := make([]netip.AddrPort, len(in))

@@ -27,37 +27,18 @@ func putSegmentCmsg(b []byte, size int) {
 // calls as needed (the kernel may accept fewer than offered). It returns the number sent and the first
 // error; bufs[n] is the datagram that failed. IPv4 destinations on an IPv6 socket are sent v4-mapped.
 // GSO messages the kernel refuses are resent without GSO (see Conn) and are no error.
-func (c *Conn) WriteBatch(bufs [][]byte, addrs []netip.AddrPort) (int, error) {
-	return c.write(bufs, nil, addrs)
-}
-
-// WriteVector sends the first v.N packets of v (Bufs[i][:Sizes[i]] to Addrs[i]); see WriteBatch.
-func (c *Conn) WriteVector(v *Vector) (int, error) {
-	return c.write(v.Bufs[:v.N], v.Sizes[:v.N], v.Addrs[:v.N])
-}
-
-// write sends bufs[i][:sizes[i]] (or all of bufs[i] when sizes is nil) to addrs[i].
 //
 // With GSO, a run of consecutive datagrams to the same destination, all of one size except a shorter last
 // one, becomes one message: one iovec per datagram (no copy) and a UDP_SEGMENT control message, so the
 // kernel's UDP/IP send path runs once per run instead of once per datagram. After a refusal (EIO, or
 // EMSGSIZE for a destination's path MTU; see Conn) the loop prepares the rest again from the refused
 // datagram, now without GSO for it, so the refused message goes out one datagram at a time.
-func (c *Conn) write(bufs [][]byte, sizes []int, addrs []netip.AddrPort) (int, error) {
+func (c *Conn) WriteBatch(bufs [][]byte, addrs []netip.AddrPort) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	w := &c.wr
 	// Check lengths up front rather than panicking after part of the batch went out.
 	_ = addrs[:len(bufs)]
-	if sizes != nil {
-		_ = sizes[:len(bufs)]
-	}
-	datagram := func(i int) []byte {
-		if sizes != nil {
-			return bufs[i][:sizes[i]]
-		}
-		return bufs[i]
-	}
 	sent := 0
 	refused := -1 // the datagram whose GSO message was last refused with EMSGSIZE
 	for sent < len(bufs) {
@@ -76,12 +57,12 @@ func (c *Conn) write(bufs [][]byte, sizes []int, addrs []netip.AddrPort) (int, e
 			h := &w.msgs[m].Hdr
 			h.Namelen = nl
 			h.Iov = &w.iovs[iov]
-			b := datagram(i)
+			b := bufs[i]
 			setIov(&w.iovs[iov], b)
 			n, total, size := 1, len(b), len(b)
 			if c.gso && size > 0 && c.gsoAllowed(addrs[i], size) {
 				for j := i + 1; j < len(bufs) && n < udpMaxSegments && iov+n < len(w.iovs); j++ {
-					bj := datagram(j)
+					bj := bufs[j]
 					if addrs[j] != addrs[i] || len(bj) > size || len(bj) == 0 || total+len(bj) > gsoMaxBytes {
 						break
 					}
@@ -128,7 +109,7 @@ func (c *Conn) write(bufs [][]byte, sizes []int, addrs []netip.AddrPort) (int, e
 				// datagrams of this size one by one, which the kernel fragments. (The same datagram
 				// refused twice would mean the limit did not take; it is then reported, not retried.)
 				refused = sent
-				c.limits.record(addrs[sent].Addr().Unmap(), len(datagram(sent)), time.Since(c.epoch))
+				c.limits.record(addrs[sent].Addr().Unmap(), len(bufs[sent]), time.Since(c.epoch))
 				c.gsoRefused.Add(1)
 				continue
 			}

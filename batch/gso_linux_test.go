@@ -51,7 +51,7 @@ func TestGSORuns(t *testing.T) {
 			}
 			in := make([][]byte, len(want))
 			for i := range in {
-				in[i] = make([]byte, BufSize)
+				in[i] = make([]byte, MaxPacket)
 			}
 			sizes := make([]int, len(want))
 			from := make([]netip.AddrPort, len(want))
@@ -104,7 +104,7 @@ func TestGRORoundTrip(t *testing.T) {
 	}
 	in := make([][]byte, 128)
 	for i := range in {
-		in[i] = make([]byte, BufSize)
+		in[i] = make([]byte, MaxPacket)
 	}
 	sizes := make([]int, 128)
 	from := make([]netip.AddrPort, 128)

@@ -162,7 +162,7 @@ func testNarrowPath(t *testing.T, p *narrowPath, mtu int, network, any, narrowIP
 		}
 		bufs, sizes, addrs := make([][]byte, 128), make([]int, 128), make([]netip.AddrPort, 128)
 		for i := range bufs {
-			bufs[i] = make([]byte, BufSize)
+			bufs[i] = make([]byte, MaxPacket)
 		}
 		if a := testing.AllocsPerRun(20, func() {
 			if n, err := cli.WriteBatch(run, dsts); n != k || err != nil {

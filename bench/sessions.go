@@ -229,7 +229,7 @@ func loginOne(c *batch.Conn, server netip.AddrPort, pub handshake.Key, password 
 	if _, err := c.WriteBatch([][]byte{msg}, []netip.AddrPort{server}); err != nil {
 		return nil, netip.Addr{}, err
 	}
-	bufs := [][]byte{make([]byte, batch.BufSize)}
+	bufs := [][]byte{make([]byte, batch.MaxPacket)}
 	sizes, addrs := make([]int, 1), make([]netip.AddrPort, 1)
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
