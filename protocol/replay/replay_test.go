@@ -143,15 +143,6 @@ func TestLimit(t *testing.T) {
 	}
 }
 
-func TestReset(t *testing.T) {
-	var w Window
-	mustCheck(t, &w, 1<<30, true)
-	w.Reset()
-	mustCheck(t, &w, 0, true)
-	mustCheck(t, &w, 1<<30, true)
-	mustCheck(t, &w, 1<<30, false)
-}
-
 func TestRandomAgainstModel(t *testing.T) {
 	ops := 3_000_000
 	if raceEnabled || testing.Short() {

@@ -305,49 +305,6 @@ func (kp *Keypair) openOne(nonce *[chacha20poly1305.NonceSize]byte, b []byte) (p
 	return hdr.Code, len(b) - protocol.DataOverhead, OK
 }
 
-// OpenBatch opens each datagram bufs[i][:sizes[i]] in place. verdicts[i] tells whether packet i is
-// usable; for OK packets sizes[i] becomes the plaintext length (plaintext at bufs[i][16:16+sizes[i]])
-// and the header stays readable in bufs[i][:16] (bufs[i][0] tells data from disconnect, bytes 8..15
-// hold the counter). Sizes of dropped packets are left unchanged and their payload bytes are
-// unspecified (a Replay packet was already decrypted in place). Only the first
-// min(len(bufs), len(sizes), len(verdicts)) entries are processed. It returns the number of OK
-// packets.
-//
-// The key age is checked once for the whole batch, before any cryptography: a dead key spends no
-// AEAD work on what it would drop anyway (PROTOCOL.md lists the age check last; the verdict differs
-// only for packets that are dropped either way).
-func (kp *Keypair) OpenBatch(bufs [][]byte, sizes []int, verdicts []Verdict, now time.Time) (ok int) {
-	n := min(len(bufs), len(sizes), len(verdicts))
-	if n == 0 {
-		return 0
-	}
-	if kp.Expired(now) {
-		for i := range n {
-			verdicts[i] = Expired
-		}
-		return 0
-	}
-	nonce := noncePool.Get().(*[chacha20poly1305.NonceSize]byte)
-	for i := range n {
-		b, m := bufs[i], sizes[i]
-		if m < 0 || m > cap(b) {
-			verdicts[i] = BadHeader
-			continue
-		}
-		_, pl, v := kp.openOne(nonce, b[:m])
-		verdicts[i] = v
-		if v == OK {
-			sizes[i] = pl
-			ok++
-		}
-	}
-	noncePool.Put(nonce)
-	if ok > 0 {
-		kp.received.Add(uint64(ok))
-	}
-	return ok
-}
-
 // Open opens one datagram b in place and returns its code and plaintext length (plaintext at
 // b[16:16+plaintextLen]). The code is returned whenever the header parsed, even if v is not OK.
 func (kp *Keypair) Open(b []byte, now time.Time) (code protocol.Code, plaintextLen int, v Verdict) {

@@ -115,8 +115,8 @@ func TestRoundTripBatch(t *testing.T) {
 				}
 			}
 			verdicts := make([]Verdict, len(bufs))
-			if ok := srv.OpenBatch(bufs, sizes, verdicts, t0); ok != len(bufs) {
-				t.Fatalf("OpenBatch ok=%d verdicts %v", ok, verdicts)
+			if ok := openEach(srv, bufs, sizes, verdicts, t0); ok != len(bufs) {
+				t.Fatalf("openEach ok=%d verdicts %v", ok, verdicts)
 			}
 			for i := range bufs {
 				n := sizesToTest[i%len(sizesToTest)]
@@ -270,8 +270,8 @@ func TestExpiryByTime(t *testing.T) {
 		t.Fatalf("SealBatch after RejectAfterTime: %v", err)
 	}
 	verdicts := []Verdict{Unset}
-	if srv.OpenBatch([][]byte{b}, []int{m}, verdicts, dead) != 0 || verdicts[0] != Expired {
-		t.Fatalf("OpenBatch after RejectAfterTime: %v", verdicts)
+	if openEach(srv, [][]byte{b}, []int{m}, verdicts, dead) != 0 || verdicts[0] != Expired {
+		t.Fatalf("openEach after RejectAfterTime: %v", verdicts)
 	}
 	if !c.Expired(dead) || c.Expired(dead.Add(-time.Nanosecond)) {
 		t.Fatal("Expired boundary")
@@ -371,7 +371,7 @@ func TestFastPathHandover(t *testing.T) {
 		t.Fatalf("after handover: %d %v counter %d", m, err, c.sendCounter.Load())
 	}
 	verdicts := make([]Verdict, 4)
-	if ok := srv.OpenBatch(bufs, sizes, verdicts, t0); ok != 4 {
+	if ok := openEach(srv, bufs, sizes, verdicts, t0); ok != 4 {
 		t.Fatalf("%v", verdicts)
 	}
 }
@@ -413,7 +413,7 @@ func TestTruncatedAndMalformed(t *testing.T) {
 		bufs := [][]byte{nil, b, b, b[:0:0]}
 		sizes := []int{5, -1, cap(b) + 1, 0}
 		verdicts := make([]Verdict, 4)
-		if ok := srv.OpenBatch(bufs, sizes, verdicts, t0); ok != 0 {
+		if ok := openEach(srv, bufs, sizes, verdicts, t0); ok != 0 {
 			t.Fatal(ok)
 		}
 		for i, v := range verdicts {
@@ -423,10 +423,10 @@ func TestTruncatedAndMalformed(t *testing.T) {
 		}
 		// Mismatched slice lengths: only the common prefix is processed, nothing panics.
 		verdicts = make([]Verdict, 1)
-		if ok := srv.OpenBatch([][]byte{b, b}, []int{m, m, m}, verdicts, t0); ok != 1 || verdicts[0] != OK {
+		if ok := openEach(srv, [][]byte{b, b}, []int{m, m, m}, verdicts, t0); ok != 1 || verdicts[0] != OK {
 			t.Fatalf("short verdicts: %d %v", ok, verdicts)
 		}
-		if srv.OpenBatch(nil, nil, nil, t0) != 0 {
+		if openEach(srv, nil, nil, nil, t0) != 0 {
 			t.Fatal("empty batch")
 		}
 	}
@@ -609,8 +609,8 @@ func TestBatchAllocs(t *testing.T) {
 				copy(bufs[i], saved[i])
 			}
 			copy(sizes, savedSizes)
-			srv.window.Reset()
-			if ok := srv.OpenBatch(bufs, sizes, verdicts, t0); ok != len(bufs) {
+			srv.window = replay.Window{}
+			if ok := openEach(srv, bufs, sizes, verdicts, t0); ok != len(bufs) {
 				t.Fatalf("ok %d: %v", ok, verdicts[0])
 			}
 		})
@@ -619,7 +619,7 @@ func TestBatchAllocs(t *testing.T) {
 			srv.Open(bufs[0][:m], t0)
 		})
 		if seal != 0 || open != 0 || single != 0 {
-			t.Fatalf("%v: allocs SealBatch %v OpenBatch %v Seal+Open %v", s, seal, open, single)
+			t.Fatalf("%v: allocs SealBatch %v Open of a vector %v Seal+Open %v", s, seal, open, single)
 		}
 	}
 }
@@ -646,8 +646,26 @@ func ExampleKeypair_SealBatch() {
 	bufs, sizes := [][]byte{buf}, []int{5}
 	_ = client.SealBatch(bufs, sizes, now)
 
-	verdicts := make([]Verdict, 1)
-	gateway.OpenBatch(bufs, sizes, verdicts, now)
-	fmt.Println(verdicts[0], string(buf[protocol.Headroom:protocol.Headroom+sizes[0]]))
+	_, n, verdict := gateway.Open(bufs[0][:sizes[0]], now)
+	fmt.Println(verdict, string(buf[protocol.Headroom:protocol.Headroom+n]))
 	// Output: ok hello
+}
+
+// openEach opens bufs[i][:sizes[i]] in place with Open, as a receive loop does: verdicts[i] is packet i's
+// verdict and, for OK packets, sizes[i] becomes the plaintext length. It processes the first
+// min(len(bufs), len(sizes), len(verdicts)) entries and returns how many were OK.
+func openEach(kp *Keypair, bufs [][]byte, sizes []int, verdicts []Verdict, now time.Time) (ok int) {
+	for i := range min(len(bufs), len(sizes), len(verdicts)) {
+		if sizes[i] < 0 || sizes[i] > cap(bufs[i]) {
+			verdicts[i] = BadHeader // a size the buffer cannot hold: the caller's mistake, not a packet
+			continue
+		}
+		_, pl, v := kp.Open(bufs[i][:sizes[i]], now)
+		verdicts[i] = v
+		if v == OK {
+			sizes[i] = pl
+			ok++
+		}
+	}
+	return ok
 }
