@@ -2,12 +2,12 @@ package engine
 
 import (
 	"net/netip"
-	"sync"
 )
 
-// PacketConn is the batched UDP socket the engine runs on (batch.Conn in production). ReadBatch is called by
-// exactly one goroutine; writes go through a sender so the data path and the handshake goroutines can share
-// the socket.
+// PacketConn is the batched UDP socket the engine runs on (batch.Conn in production, enginetest.Conn in
+// tests). ReadBatch is called by exactly one goroutine. WriteBatch must be safe for concurrent use: the data
+// path and the handshake goroutines share the socket (batch.Conn serialises each direction itself, so the
+// engine adds no lock of its own).
 type PacketConn interface {
 	ReadBatch(bufs [][]byte, sizes []int, addrs []netip.AddrPort) (int, error)
 	WriteBatch(bufs [][]byte, addrs []netip.AddrPort) (int, error)
@@ -15,17 +15,13 @@ type PacketConn interface {
 	Close() error
 }
 
-// sender serialises WriteBatch calls on one socket. The lock is taken once per vector, not per packet.
+// sender is a socket the engine writes to, with the single-datagram helper the control plane uses.
 type sender struct {
-	mu   sync.Mutex
 	conn PacketConn
 }
 
 func (s *sender) write(bufs [][]byte, addrs []netip.AddrPort) (int, error) {
-	s.mu.Lock()
-	n, err := s.conn.WriteBatch(bufs, addrs)
-	s.mu.Unlock()
-	return n, err
+	return s.conn.WriteBatch(bufs, addrs)
 }
 
 // writeOne sends a single control datagram (handshake reply, notice).
