@@ -34,7 +34,7 @@ type Server struct {
 	ControlSocket      string   `toml:"control_socket"`        // default "/run/salvo/server.sock"
 	LogFormat          string   `toml:"log_format"`            // "text" (default) | "json"
 	LogLevel           string   `toml:"log_level"`             // debug | info (default) | warn | error
-	EBPF               string   `toml:"ebpf"`                  // "auto" | "on" | "off" (default)
+	EBPF               string   `toml:"ebpf"`                  // "auto" (default) | "on" | "off"
 	EBPFTunSteering    bool     `toml:"ebpf_tun_steering"`     // steer TUN packets to the owner's queue
 	Workers            int      `toml:"workers"`               // default 1; 0 = one per CPU (GOMAXPROCS)
 	BatchSize          int      `toml:"batch_size"`            // packets per vector; default 128
@@ -50,12 +50,12 @@ type Server struct {
 
 // Limits checked by LoadServer.
 const (
-	MinMTU       = 576
-	MinMTUIPv6   = 1280 // IPv6 requires links of at least 1280 bytes
-	MaxMTU       = 9000
-	MaxKeepalive = time.Hour
-	MaxSessions  = 1024
-	MaxWorkers   = 1024
+	MinMTU               = 576
+	MinMTUIPv6           = 1280 // IPv6 requires links of at least 1280 bytes
+	MaxMTU               = 9000
+	MaxKeepalive         = time.Hour
+	SessionsPerUserLimit = 1024 // the largest max_sessions_per_user
+	MaxWorkers           = 1024
 	// DefaultHashBudget is ten logins a second at the default argon2id cost (64 MiB, 2 passes), in MiB x
 	// passes per second; users with cheaper parameters get proportionally more.
 	DefaultHashBudget = 10 * 64 * 2
@@ -150,8 +150,8 @@ func LoadServer(path string) (*Server, error) {
 	if !l.defined("max_sessions_per_user") {
 		s.MaxSessionsPerUser = 4
 	}
-	if s.MaxSessionsPerUser < 1 || s.MaxSessionsPerUser > MaxSessions {
-		l.failf("max_sessions_per_user", "%d is outside 1..%d", s.MaxSessionsPerUser, MaxSessions)
+	if s.MaxSessionsPerUser < 1 || s.MaxSessionsPerUser > SessionsPerUserLimit {
+		l.failf("max_sessions_per_user", "%d is outside 1..%d", s.MaxSessionsPerUser, SessionsPerUserLimit)
 	}
 
 	if s.MaxSessionAge.Duration < 0 || (s.MaxSessionAge.Duration > 0 && s.MaxSessionAge.Duration < 10*time.Minute) {

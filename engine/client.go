@@ -439,7 +439,7 @@ func (c *Client) install(keys handshake.SessionKeys, st handshake.Settings, reke
 		c.log.Info("logged in", "server", c.cfg.Server, "ipv4", st.IPv4, "ipv6", st.IPv6, "suite", keys.Suite.String(),
 			"mtu", st.MTU, "routes", fmt.Sprint(st.Routes))
 	} else {
-		c.log.Info("rekeyed", "index", kp.LocalIndex())
+		c.log.Info("resumed: new session keys", "index", kp.LocalIndex())
 	}
 	return nil
 }
@@ -512,7 +512,7 @@ func (c *Client) maintain(ctx context.Context) error {
 					return err
 				}
 				if err != nil && ctx.Err() == nil {
-					c.log.Debug("rekey failed; will retry", "err", err)
+					c.log.Debug("resume failed; will retry", "err", err)
 				}
 			case now.Sub(time.Unix(0, c.lastSend.Load())) >= keepalive:
 				c.sendKeepalive(kp, now)
