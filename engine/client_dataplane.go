@@ -67,7 +67,7 @@ func (c *Client) inbound(v *vector, n int) {
 				continue
 			}
 		}
-		gotCode, plen, verdict := kp.Open(b, now)
+		plen, verdict := kp.OpenHeader(hdr, b, now)
 		if verdict != transport.OK {
 			c.counters.drop(verdictDrop(verdict))
 			if c.drops.due() {
@@ -76,7 +76,7 @@ func (c *Client) inbound(v *vector, n int) {
 			continue
 		}
 		c.lastRecv.Store(now.UnixNano())
-		if gotCode == protocol.CodeDisconnect {
+		if hdr.Code == protocol.CodeDisconnect {
 			reason := protocol.DisconnectShutdown
 			if plen > 0 {
 				reason = protocol.DisconnectReason(v.bufs[i][protocol.Headroom])

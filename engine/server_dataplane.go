@@ -101,7 +101,7 @@ func (s *Server) inbound(r *inboundState, n int) {
 		if s.workers > 1 && s.ownerOf(hdr.Receiver) != r.worker {
 			r.cross++
 		}
-		gotCode, plen, verdict := e.kp.Open(b, now)
+		plen, verdict := e.kp.OpenHeader(hdr, b, now)
 		if verdict != transport.OK {
 			r := verdictDrop(verdict)
 			sess.counters.drop(r)
@@ -118,7 +118,7 @@ func (s *Server) inbound(r *inboundState, n int) {
 		if e.kp == sess.next.Load() {
 			r.pending = append(r.pending, confirmation{sess, e.kp})
 		}
-		if gotCode == protocol.CodeDisconnect {
+		if hdr.Code == protocol.CodeDisconnect {
 			s.removeSession(sess)
 			continue
 		}

@@ -279,46 +279,41 @@ func (v Verdict) String() string {
 	return "invalid"
 }
 
-// openOne opens the datagram b (len(b) is its length) in place; the key age was checked by the
-// caller. Checks follow PROTOCOL.md: header, receiver index, AEAD, replay window.
-func (kp *Keypair) openOne(nonce *[chacha20poly1305.NonceSize]byte, b []byte) (protocol.Code, int, Verdict) {
+// Open parses the data header of the datagram b and opens b in place (see OpenHeader); code is returned
+// whenever the header parsed, even if v is not OK.
+func (kp *Keypair) Open(b []byte, now time.Time) (code protocol.Code, plaintextLen int, v Verdict) {
 	hdr, err := protocol.ParseDataHeader(b)
 	if err != nil {
 		return 0, 0, BadHeader
 	}
-	if hdr.Receiver != kp.localIndex {
-		return hdr.Code, 0, WrongKey
-	}
-	if hdr.Counter >= protocol.RejectAfterMessages {
+	plaintextLen, v = kp.OpenHeader(hdr, b, now)
+	return hdr.Code, plaintextLen, v
+}
+
+// OpenHeader opens the datagram b in place, whose data header the caller has parsed into hdr (a receive
+// loop parses it once, to find the keypair by hdr.Receiver), and returns the plaintext length (plaintext
+// at b[16:16+plaintextLen]). The checks after the header, in PROTOCOL.md's order: receiver index, key age
+// and counter limit (before any cryptography: a dead key spends no AEAD work), tag, replay window.
+func (kp *Keypair) OpenHeader(hdr protocol.DataHeader, b []byte, now time.Time) (plaintextLen int, v Verdict) {
+	switch {
+	case hdr.Receiver != kp.localIndex:
+		return 0, WrongKey
+	case kp.Expired(now) || hdr.Counter >= protocol.RejectAfterMessages:
 		// No honest sender uses such a counter; refuse before spending an AEAD on it.
-		return hdr.Code, 0, Expired
+		return 0, Expired
 	}
+	nonce := noncePool.Get().(*[chacha20poly1305.NonceSize]byte)
 	binary.LittleEndian.PutUint64(nonce[4:], hdr.Counter)
 	h := protocol.DataHeaderLen
-	if _, err := kp.recv.Open(b[h:h], nonce[:], b[h:], b[:h]); err != nil {
-		return hdr.Code, 0, BadMAC
+	_, err := kp.recv.Open(b[h:h], nonce[:], b[h:], b[:h])
+	noncePool.Put(nonce)
+	if err != nil {
+		return 0, BadMAC
 	}
 	// Only now, with the tag verified, may the counter move the window.
 	if !kp.window.Check(hdr.Counter, protocol.RejectAfterMessages) {
-		return hdr.Code, 0, Replay
+		return 0, Replay
 	}
-	return hdr.Code, len(b) - protocol.DataOverhead, OK
-}
-
-// Open opens one datagram b in place and returns its code and plaintext length (plaintext at
-// b[16:16+plaintextLen]). The code is returned whenever the header parsed, even if v is not OK.
-func (kp *Keypair) Open(b []byte, now time.Time) (code protocol.Code, plaintextLen int, v Verdict) {
-	if kp.Expired(now) {
-		if hdr, err := protocol.ParseDataHeader(b); err == nil {
-			code = hdr.Code
-		}
-		return code, 0, Expired
-	}
-	nonce := noncePool.Get().(*[chacha20poly1305.NonceSize]byte)
-	code, plaintextLen, v = kp.openOne(nonce, b)
-	noncePool.Put(nonce)
-	if v == OK {
-		kp.received.Add(1)
-	}
-	return code, plaintextLen, v
+	kp.received.Add(1)
+	return len(b) - protocol.DataOverhead, OK
 }
