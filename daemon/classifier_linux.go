@@ -29,9 +29,9 @@ const (
 
 // attachClassifier loads and attaches the eBPF classifier as the config asks: "off" never loads it, "on"
 // fails loudly when it cannot, "auto" falls back (and logs why) when the kernel or privileges refuse.
-// conns are the gateway's worker sockets, listen-address-major with `workers` sockets per address in bind
-// order; hsConns the handshake socket of each address, bound after its workers.
-func attachClassifier(cfg *config.Server, workers int, conns, hsConns []engine.PacketConn, queues []tun.Device, log *slog.Logger) (*classifier.Classifier, error) {
+// groups are the reuseport groups, one per listen address, each in bind order: `workers` worker sockets,
+// then the handshake socket.
+func attachClassifier(cfg *config.Server, workers int, groups [][]engine.PacketConn, queues []tun.Device, log *slog.Logger) (*classifier.Classifier, error) {
 	if cfg.EBPF == "off" {
 		return nil, nil
 	}
@@ -39,7 +39,7 @@ func attachClassifier(cfg *config.Server, workers int, conns, hsConns []engine.P
 	cls, err := classifier.Load(classifier.Config{Sockets: workers, TUNSteering: steer, UnknownSample: unknownSessionSample,
 		HandshakeSocket: true, HandshakeRate: handshakeRatePerSource, HandshakeBurst: handshakeBurstPerSource})
 	if err == nil {
-		err = attachAll(cls, workers, conns, hsConns, queues, steer)
+		err = attachAll(cls, groups, queues, steer)
 		if err != nil {
 			cls.Close()
 		}
@@ -51,15 +51,14 @@ func attachClassifier(cfg *config.Server, workers int, conns, hsConns []engine.P
 		}
 		return nil, fmt.Errorf("ebpf = %q: %w", cfg.EBPF, err)
 	}
-	log.Info("eBPF classifier attached", "reuseport_groups", len(conns)/workers, "workers_per_group", workers,
+	log.Info("eBPF classifier attached", "reuseport_groups", len(groups), "workers_per_group", workers,
 		"handshake_socket", true, "login_limit_per_source", fmt.Sprintf("%d/s, burst %d", handshakeRatePerSource, handshakeBurstPerSource),
 		"early_drop", true, "tun_steering", steer)
 	return cls, nil
 }
 
-func attachAll(cls *classifier.Classifier, workers int, conns, hsConns []engine.PacketConn, queues []tun.Device, steer bool) error {
-	for g := 0; g < len(conns); g += workers {
-		group := append(append([]engine.PacketConn(nil), conns[g:g+workers]...), hsConns[g/workers])
+func attachAll(cls *classifier.Classifier, groups [][]engine.PacketConn, queues []tun.Device, steer bool) error {
+	for _, group := range groups {
 		raws := make([]syscall.RawConn, 0, len(group))
 		for _, c := range group {
 			bc, ok := c.(*batch.Conn)

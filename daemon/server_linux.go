@@ -141,20 +141,25 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	// One socket per worker and listen address; the workers of one address form a SO_REUSEPORT group. With
 	// the classifier, each group gets a handshake socket too, bound last (the classifier steers login
 	// requests to it by bind position, so a flood of them never shares a queue with the workers' data).
+	// groups[g] is listen address g's reuseport group in bind order: its workers' sockets, then its
+	// handshake socket if any. conns lists the workers' sockets of every group in order, which is the
+	// layout the engine expects (socket g*workers + w).
 	var conns, hsConns []engine.PacketConn
+	var groups [][]engine.PacketConn
 	closeAll := func() {
 		for _, c := range append(conns, hsConns...) {
 			c.Close()
 		}
 	}
 	for _, addr := range cfg.ListenAddrs {
+		var group []engine.PacketConn
 		for w := range sc.Workers {
 			c, err := listenUDP(sw, addr.String(), 0, cfg.BatchSize, true, w)
 			if err != nil {
 				closeAll()
 				return err
 			}
-			conns = append(conns, c)
+			conns, group = append(conns, c), append(group, c)
 		}
 		if cfg.EBPF != "off" {
 			c, err := listenHandshake(addr.String())
@@ -162,10 +167,11 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 				closeAll()
 				return err
 			}
-			hsConns = append(hsConns, c)
+			hsConns, group = append(hsConns, c), append(group, c)
 		}
+		groups = append(groups, group)
 	}
-	cls, err := attachClassifier(cfg, sc.Workers, conns, hsConns, queues, log)
+	cls, err := attachClassifier(cfg, sc.Workers, groups, queues, log)
 	if err != nil {
 		closeAll()
 		return err

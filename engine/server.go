@@ -74,10 +74,11 @@ type Server struct {
 	hs  *handshake.Server
 	// queues are the TUN device's queues (one per worker with a multi-queue device, else one).
 	queues []tun.Device
-	// conns are the UDP sockets, listen-address-major: socket L*workers+w is worker w's socket on listen
-	// address L (one SO_REUSEPORT group per address).
+	// conns are the UDP sockets, arranged as layout says; hsConns are ServerConfig.HandshakeConns, one
+	// per listen address.
 	conns   []*sender
-	hsConns []*sender // ServerConfig.HandshakeConns
+	hsConns []*sender
+	layout  socketLayout
 	workers int
 	// nextWorker hands sessions that logged in on a handshake socket to the workers in turn.
 	nextWorker atomic.Uint32
@@ -148,7 +149,7 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 	if cfg.pendingTimeout == 0 {
 		cfg.pendingTimeout = pendingTimeout
 	}
-	s := &Server{cfg: cfg, queues: queues, workers: cfg.Workers, log: cfg.Log,
+	s := &Server{cfg: cfg, queues: queues, workers: cfg.Workers, layout: socketLayout{workers: cfg.Workers}, log: cfg.Log,
 		hs:      handshake.NewServer(cfg.Static, cfg.Suites, rand.Reader),
 		live:    map[instanceKey]*serverSession{},
 		pending: map[instanceKey]*serverSession{},
@@ -249,9 +250,7 @@ func (s *Server) newIndex(worker int) uint32 {
 	var b [4]byte
 	for {
 		_, _ = rand.Read(b[:])
-		idx := binary.LittleEndian.Uint32(b[:])
-		idx -= idx % uint32(s.workers)
-		idx += uint32(worker)
+		idx := protocol.IndexFor(binary.LittleEndian.Uint32(b[:]), worker, s.workers)
 		if _, used := rt.byIndex[idx]; idx != 0 && !used {
 			return idx
 		}
@@ -308,9 +307,6 @@ func (s *Server) routeRemoved(a netip.Addr) {
 	}
 }
 
-// ownerOf is the worker that owns a receiver index.
-func (s *Server) ownerOf(idx uint32) int { return int(idx % uint32(s.workers)) }
-
 // Status reports every session for the control socket.
 func (s *Server) Status() Status {
 	now := time.Now()
@@ -329,7 +325,7 @@ func (s *Server) Status() Status {
 		st.Device = name
 	}
 	for i, c := range s.conns {
-		if i%s.workers == 0 { // one entry per listen address, not per worker socket
+		if s.layout.worker(i) == 0 { // one entry per listen address, not per worker socket
 			st.Listen = append(st.Listen, c.conn.LocalAddr().String())
 		}
 	}

@@ -24,10 +24,10 @@ const defaultVectorLen = 128
 func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 	// This socket's worker writes to its own TUN queue, so the kernel learns to send the replies of these
 	// flows back to the same worker.
-	worker := conn % s.workers
+	worker := s.layout.worker(conn)
 	r := &inboundState{ctx: ctx, conn: conn, worker: worker, dev: s.queues[worker%len(s.queues)],
 		v:      newVector(s.cfg.BatchSize, bufSize),
-		intake: intakeSocket{via: s.conns[conn], group: conn / s.workers, worker: worker}}
+		intake: intakeSocket{via: s.conns[conn], group: s.layout.group(conn), worker: worker}}
 	c := s.conns[conn].conn
 	for {
 		n, err := c.ReadBatch(r.v.bufs, r.v.sizes, r.v.addrs)
@@ -98,7 +98,7 @@ func (s *Server) inbound(r *inboundState, n int) {
 			continue
 		}
 		sess := e.sess
-		if s.workers > 1 && s.ownerOf(hdr.Receiver) != r.worker {
+		if s.workers > 1 && s.layout.owner(hdr.Receiver) != r.worker {
 			r.cross++
 		}
 		plen, verdict := e.kp.OpenHeader(hdr, b, now)
@@ -217,7 +217,7 @@ func verdictDrop(v transport.Verdict) DropReason {
 // own worker's socket of the listen address the client uses (same address and port: a reuseport group).
 func (s *Server) tunLoop(ctx context.Context, q int) error {
 	dev := s.queues[q]
-	o := &outboundState{worker: q % s.workers, v: newVector(s.cfg.BatchSize, bufSize),
+	o := &outboundState{worker: s.layout.queueWorker(q), v: newVector(s.cfg.BatchSize, bufSize),
 		bufs: make([][][]byte, len(s.conns)), addrs: make([][]netip.AddrPort, len(s.conns))}
 	for i := range s.conns {
 		o.bufs[i] = make([][]byte, 0, s.cfg.BatchSize)
@@ -278,7 +278,7 @@ func (s *Server) outbound(o *outboundState, n int) {
 			continue
 		}
 		ep := sess.endpoint.Load()
-		c := ep.conn - ep.conn%s.workers + o.worker
+		c := s.layout.sibling(ep.conn, o.worker)
 		o.bufs[c] = append(o.bufs[c], v.bufs[i][:m])
 		o.addrs[c] = append(o.addrs[c], ep.addr)
 		sess.counters.TxPackets.Add(1)

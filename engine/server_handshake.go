@@ -430,7 +430,7 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 	if sess.worker < 0 {
 		sess.worker = int(s.nextWorker.Add(1) % uint32(s.workers))
 	}
-	conn := job.from.group*s.workers + sess.worker
+	conn := s.layout.socket(job.from.group, sess.worker)
 	idx := s.newIndex(sess.worker)
 	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), now)
 	if err == nil {

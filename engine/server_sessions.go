@@ -87,7 +87,7 @@ func (s *Server) sendControl(sess *serverSession, code protocol.Code, reason pro
 	if !ok || ep == nil {
 		return
 	}
-	c := ep.conn - ep.conn%s.workers + sess.worker
+	c := s.layout.sibling(ep.conn, sess.worker)
 	if err := s.conns[c].writeOne(b, ep.addr); err == nil {
 		sess.counters.TxPackets.Add(1)
 	}

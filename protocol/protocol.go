@@ -6,6 +6,7 @@ package protocol
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"strconv"
 	"time"
 )
@@ -193,4 +194,21 @@ func (r DisconnectReason) String() string {
 // treated as a shutdown: reconnecting is the safe default for a reason this version does not know.
 func (r DisconnectReason) Final() bool {
 	return r == DisconnectRevoked || r == DisconnectReplaced || r == DisconnectKicked
+}
+
+// IndexOwner is which of n gateway workers owns receiver index idx: idx mod n. A gateway picks each
+// session's index so that it names the worker whose socket received the login (IndexFor), and the eBPF
+// classifier computes the same in the kernel to steer a session's data to that worker's socket without a
+// lookup (offload/classifier checks its program against this function).
+func IndexOwner(idx uint32, n int) int { return int(idx % uint32(n)) }
+
+// IndexFor returns an index owned by worker w of n (w < n) made from the random value r: r with its
+// remainder mod n replaced by w. At the top of the range, where r's block of n is cut short by 2^32, the
+// block below is used: adding w would wrap around to an index another worker owns.
+func IndexFor(r uint32, w, n int) uint32 {
+	base := r - r%uint32(n)
+	if base > math.MaxUint32-uint32(w) {
+		base -= uint32(n)
+	}
+	return base + uint32(w)
 }

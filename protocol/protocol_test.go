@@ -68,3 +68,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestIndexFor: the index made for worker w is owned by w, for every worker count the gateway allows and
+// at both ends of the index range, where the top block of n is cut short by 2^32.
+func TestIndexFor(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 7, 64, 1024} {
+		for _, r := range []uint32{0, 1, 12345, 0x80000000, 0xfffffffe, 0xffffffff} {
+			for _, w := range []int{0, n / 2, n - 1} {
+				idx := IndexFor(r, w, n)
+				if got := IndexOwner(idx, n); got != w {
+					t.Errorf("n=%d r=%#x w=%d: IndexFor = %#x, owned by %d", n, r, w, idx, got)
+				}
+				if r/uint32(n) != idx/uint32(n) && idx/uint32(n)+1 != r/uint32(n) {
+					t.Errorf("n=%d r=%#x w=%d: %#x is not in r's block or the one below", n, r, w, idx)
+				}
+			}
+		}
+	}
+}

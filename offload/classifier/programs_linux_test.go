@@ -227,7 +227,7 @@ func TestReuseportProgram(t *testing.T) {
 			for _, code := range []protocol.Code{protocol.CodeData, protocol.CodeDisconnect} {
 				for _, n := range []int{8, protocol.MinDataLen, 1420} {
 					got := run(t, c.reuseport, frame(etherExperimental, packet(code, idx, n)))
-					if want := idx % uint32(sockets); got != want {
+					if want := uint32(protocol.IndexOwner(idx, sockets)); got != want {
 						t.Errorf("sockets=%d %v idx=%#x len=%d: socket %d, want %d", sockets, code, idx, n, got, want)
 					}
 				}

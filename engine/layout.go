@@ -1,0 +1,30 @@
+package engine
+
+import "github.com/salvovpn/salvo/protocol"
+
+// socketLayout is how a gateway's sockets and TUN queues are arranged. Each listen address is one
+// SO_REUSEPORT group with one socket per worker, and the sockets are kept group-major: socket
+// group*workers + worker is that worker's on that listen address. Worker w also reads TUN queue w (with
+// fewer queues than workers, queue q serves worker q mod workers). A session belongs to one worker, which
+// its receiver index names (protocol.IndexOwner), and is answered through that worker's socket of the
+// listen address its client uses. This is the only place that does arithmetic on socket numbers.
+type socketLayout struct{ workers int }
+
+// socket is worker's socket on listen address group.
+func (l socketLayout) socket(group, worker int) int { return group*l.workers + worker }
+
+// group is the listen address of socket conn.
+func (l socketLayout) group(conn int) int { return conn / l.workers }
+
+// worker is the worker of socket conn.
+func (l socketLayout) worker(conn int) int { return conn % l.workers }
+
+// queueWorker is the worker that TUN queue q serves.
+func (l socketLayout) queueWorker(q int) int { return q % l.workers }
+
+// owner is the worker that owns receiver index idx.
+func (l socketLayout) owner(idx uint32) int { return protocol.IndexOwner(idx, l.workers) }
+
+// sibling is the socket of worker on the listen address of socket conn: where a session whose endpoint
+// came in on conn is answered from by worker.
+func (l socketLayout) sibling(conn, worker int) int { return l.socket(l.group(conn), worker) }
