@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/salvovpn/salvo/internal/netns"
+	"github.com/salvovpn/salvo/protocol"
 )
 
 // System names accepted by --systems, in the order they are measured.
@@ -105,8 +106,10 @@ const (
 	wgTunA = "10.66.0.1"
 	wgTunB = "10.66.0.2"
 	wgPort = "51820"
-	wgMTU  = "1420" // the same tunnel MTU Salvo is configured with
 )
+
+// tunnelMTU is the tunnel MTU of every system: Salvo's default, which wireguard-go's interface gets too.
+const tunnelMTU = protocol.DefaultMTU
 
 type wgSystem struct {
 	cacheDir string
@@ -249,7 +252,7 @@ func (s *wgSystem) up(ctx context.Context, t *Topology, dir string) (_ tunnel, e
 		if err := sd.ns.AddAddr("wg0", sd.tunAddr+"/24"); err != nil {
 			return nil, err
 		}
-		if _, err := sd.ns.Run("ip", "link", "set", "wg0", "mtu", wgMTU, "up"); err != nil {
+		if _, err := sd.ns.Run("ip", "link", "set", "wg0", "mtu", strconv.Itoa(tunnelMTU), "up"); err != nil {
 			return nil, err
 		}
 	}
@@ -443,14 +446,14 @@ func (s *salvoSystem) up(ctx context.Context, t *Topology, dir string) (_ tunnel
 private_key_file = %q
 users_file = %q
 tun_name = "salvo0"
-mtu = 1420
+mtu = %d
 ipv4_pool = "10.77.0.0/24"
 ipv6_pool = "fd77::/64"
 nat = false
 control_socket = %q
 %s
 %s
-`, addrB4, keyFile, usersFile, serverSock, s.stateDirLine(dir), s.serverExtra)), 0o600); err != nil {
+`, addrB4, keyFile, usersFile, tunnelMTU, serverSock, s.stateDirLine(dir), s.serverExtra)), 0o600); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(clientConf, []byte(fmt.Sprintf(`server = "%s"

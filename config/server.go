@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/salvovpn/salvo/internal/dnsname"
+	"github.com/salvovpn/salvo/protocol"
 )
 
 // Server is the gateway configuration. Fields tagged toml:"-" are derived
@@ -16,7 +17,7 @@ type Server struct {
 	PrivateKeyFile     string   `toml:"private_key_file"` // required; resolved against the config's directory
 	UsersFile          string   `toml:"users_file"`       // required; resolved against the config's directory
 	TunName            string   `toml:"tun_name"`         // default "salvo0"
-	MTU                int      `toml:"mtu"`              // default 1420
+	MTU                int      `toml:"mtu"`              // default protocol.DefaultMTU (1420)
 	Keepalive          Duration `toml:"keepalive"`        // default 25s; 0 means the default (both ends use 25s)
 	IPv4Pool           string   `toml:"ipv4_pool"`        // e.g. "10.77.0.0/24"; gateway takes the first host
 	IPv6Pool           string   `toml:"ipv6_pool"`        // e.g. "fd77::/64"
@@ -110,7 +111,7 @@ func LoadServer(path string) (*Server, error) {
 	}
 
 	if !l.defined("mtu") {
-		s.MTU = 1420
+		s.MTU = protocol.DefaultMTU
 	}
 	switch {
 	case s.MTU < MinMTU || s.MTU > MaxMTU:

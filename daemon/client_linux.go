@@ -12,6 +12,7 @@ import (
 	"github.com/salvovpn/salvo/engine/control"
 	"github.com/salvovpn/salvo/netcfg"
 	"github.com/salvovpn/salvo/offload"
+	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/handshake"
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -73,7 +74,7 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 		Handshake: handshake.ClientConfig{ServerPublic: serverPub, Login: cfg.Username, Password: string(password)},
 		OpenTUN: func(mtu int) (tun.Device, error) {
 			if mtu == 0 {
-				mtu = 1420
+				mtu = protocol.DefaultMTU // the gateway pushed none
 			}
 			return offload.Open(cfg.TunName, mtu, sw.tun)
 		},

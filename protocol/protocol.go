@@ -79,6 +79,9 @@ const (
 	Headroom = DataHeaderLen
 	// DataOverhead is what one data packet adds to an inner IP packet.
 	DataOverhead = DataHeaderLen + TagLen
+	// DefaultMTU is the tunnel MTU a gateway pushes unless configured: the largest inner packet whose
+	// datagram fits a 1500-byte outer path over IPv6 (40-byte header, 8-byte UDP header, DataOverhead).
+	DefaultMTU = 1500 - 40 - 8 - DataOverhead
 	// MinDataLen is the shortest valid data datagram (a keepalive).
 	MinDataLen = DataOverhead
 )
