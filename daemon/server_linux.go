@@ -188,7 +188,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 		undos = append(undos, cls.Close)
 		sc.Watcher = cls
 		if cfg.EBPFTunSteering && len(queues) > 1 {
-			sc.Routes = cls
+			sc.Steering = cls
 		}
 		sc.KernelStatus = func() any {
 			st, err := cls.Stats()

@@ -13,11 +13,11 @@ type socketLayout struct{ workers int }
 // socket is worker's socket on listen address group.
 func (l socketLayout) socket(group, worker int) int { return group*l.workers + worker }
 
-// group is the listen address of socket conn.
-func (l socketLayout) group(conn int) int { return conn / l.workers }
+// group is the listen address of socket socket.
+func (l socketLayout) group(socket int) int { return socket / l.workers }
 
-// worker is the worker of socket conn.
-func (l socketLayout) worker(conn int) int { return conn % l.workers }
+// worker is the worker of socket socket.
+func (l socketLayout) worker(socket int) int { return socket % l.workers }
 
 // queueWorker is the worker that TUN queue q serves.
 func (l socketLayout) queueWorker(q int) int { return q % l.workers }
@@ -25,6 +25,6 @@ func (l socketLayout) queueWorker(q int) int { return q % l.workers }
 // owner is the worker that owns receiver index idx.
 func (l socketLayout) owner(idx uint32) int { return protocol.IndexOwner(idx, l.workers) }
 
-// sibling is the socket of worker on the listen address of socket conn: where a session whose endpoint
-// came in on conn is answered from by worker.
-func (l socketLayout) sibling(conn, worker int) int { return l.socket(l.group(conn), worker) }
+// sibling is the socket of worker on the listen address of socket socket: where a session whose endpoint
+// came in on socket is answered from by worker.
+func (l socketLayout) sibling(socket, worker int) int { return l.socket(l.group(socket), worker) }

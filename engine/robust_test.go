@@ -168,7 +168,7 @@ func TestHandshakeSocket(t *testing.T) {
 		t.Fatalf("%d pending logins", len(w.srv.pending))
 	}
 	for _, sess := range w.srv.pending {
-		if ep := sess.endpoint.Load(); ep.conn != sess.worker || ep.addr != p.conn.LocalAddr() {
+		if ep := sess.endpoint.Load(); ep.socket != sess.worker || ep.addr != p.conn.LocalAddr() {
 			t.Fatalf("session endpoint %+v on worker %d", ep, sess.worker)
 		}
 	}

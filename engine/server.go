@@ -47,8 +47,8 @@ type ServerConfig struct {
 	HandshakeConns []PacketConn
 	// Watcher, if set, is told every receiver index that becomes live or is retired.
 	Watcher IndexWatcher
-	// Routes, if set, is told which worker owns each tunnel address.
-	Routes RouteWatcher
+	// Steering, if set, is told which worker owns each tunnel address (TUN queue steering).
+	Steering QueueSteering
 	// KernelStatus, if set, adds the kernel-side classifier's view to the status (e.g. its drop counters).
 	KernelStatus func() any
 	// SocketStats, if set, adds what the UDP sockets counted to the status.
@@ -74,9 +74,9 @@ type Server struct {
 	hs  *handshake.Server
 	// queues are the TUN device's queues (one per worker with a multi-queue device, else one).
 	queues []tun.Device
-	// conns are the UDP sockets, arranged as layout says; hsConns are ServerConfig.HandshakeConns, one
+	// sockets are the UDP sockets, arranged as layout says; hsConns are ServerConfig.HandshakeConns, one
 	// per listen address.
-	conns   []*sender
+	sockets []*sender
 	hsConns []*sender
 	layout  socketLayout
 	workers int
@@ -92,9 +92,9 @@ type Server struct {
 	// this kind of machine. Steering (offload/classifier) drives this to zero.
 	crossWorker atomic.Uint64
 
-	rt atomic.Pointer[routes] // published lookup state: read lock-free by the data path
+	table atomic.Pointer[sessionTable] // published lookup state: read lock-free by the data path
 
-	mu      sync.Mutex // guards everything below and the publication of rt
+	mu      sync.Mutex // guards everything below and the publication of table
 	live    map[instanceKey]*serverSession
 	pending map[instanceKey]*serverSession // logins waiting for the client's first packet
 	perUser map[string][]*serverSession    // live sessions, oldest first
@@ -164,9 +164,9 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 		return nil, err
 	}
 	s.drops.log = cfg.Log
-	s.rt.Store(&routes{byIndex: map[uint32]keyEntry{}, byAddr: map[netip.Addr]*serverSession{}})
+	s.table.Store(&sessionTable{byIndex: map[uint32]keyEntry{}, byAddr: map[netip.Addr]*serverSession{}})
 	for _, c := range conns {
-		s.conns = append(s.conns, &sender{conn: c})
+		s.sockets = append(s.sockets, &sender{conn: c})
 	}
 	if len(cfg.HandshakeConns) != 0 && len(cfg.HandshakeConns) != len(conns)/cfg.Workers {
 		return nil, fmt.Errorf("engine: %d handshake sockets for %d listen addresses", len(cfg.HandshakeConns), len(conns)/cfg.Workers)
@@ -195,7 +195,7 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(s.conns)+len(s.hsConns)+len(s.queues)+handshakeWorkers+1)
+	errc := make(chan error, len(s.sockets)+len(s.hsConns)+len(s.queues)+handshakeWorkers+1)
 	start := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -208,7 +208,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	// The long-lived goroutines of the gateway: one receive loop per socket, one TUN loop per queue, the
 	// handshake workers and the janitor.
-	for i := range s.conns {
+	for i := range s.sockets {
 		start("udp receive", func() error { return s.receiveLoop(ctx, i) })
 	}
 	for q := range s.queues {
@@ -224,7 +224,7 @@ func (s *Server) Run(ctx context.Context) error {
 	<-ctx.Done()
 	s.shutdown()
 	// Unblock the loops stuck in read calls.
-	for _, c := range append(s.conns, s.hsConns...) {
+	for _, c := range append(s.sockets, s.hsConns...) {
 		c.conn.Close()
 	}
 	for _, q := range s.queues {
@@ -246,12 +246,12 @@ func (s *Server) Run(ctx context.Context) error {
 // all a data packet carries, so encoding the owner in it lets the kernel-side classifier steer a session's
 // packets to its worker's socket without any lookup. Called with s.mu held.
 func (s *Server) newIndex(worker int) uint32 {
-	rt := s.rt.Load()
+	tbl := s.table.Load()
 	var b [4]byte
 	for {
 		_, _ = rand.Read(b[:])
 		idx := protocol.IndexFor(binary.LittleEndian.Uint32(b[:]), worker, s.workers)
-		if _, used := rt.byIndex[idx]; idx != 0 && !used {
+		if _, used := tbl.byIndex[idx]; idx != 0 && !used {
 			return idx
 		}
 	}
@@ -265,9 +265,9 @@ type IndexWatcher interface {
 	RemoveSession(index uint32) error
 }
 
-// addIndex and delIndex change the (unpublished) lookup table rt and tell the watcher. Called with s.mu held.
-func (s *Server) addIndex(rt *routes, idx uint32, e keyEntry) {
-	rt.byIndex[idx] = e
+// addIndex and delIndex change the (unpublished) session table tbl and tell the watcher. Called with s.mu held.
+func (s *Server) addIndex(tbl *sessionTable, idx uint32, e keyEntry) {
+	tbl.byIndex[idx] = e
 	if s.cfg.Watcher != nil {
 		if err := s.cfg.Watcher.AddSession(idx); err != nil {
 			s.log.Warn("session classifier: cannot add session", "index", idx, "err", err)
@@ -275,8 +275,8 @@ func (s *Server) addIndex(rt *routes, idx uint32, e keyEntry) {
 	}
 }
 
-func (s *Server) delIndex(rt *routes, idx uint32) {
-	delete(rt.byIndex, idx)
+func (s *Server) delIndex(tbl *sessionTable, idx uint32) {
+	delete(tbl.byIndex, idx)
 	if s.cfg.Watcher != nil {
 		if err := s.cfg.Watcher.RemoveSession(idx); err != nil {
 			s.log.Warn("session classifier: cannot remove session", "index", idx, "err", err)
@@ -284,24 +284,24 @@ func (s *Server) delIndex(rt *routes, idx uint32) {
 	}
 }
 
-// RouteWatcher learns which worker owns each tunnel address, e.g. to steer the TUN device's packets for
+// QueueSteering learns which worker owns each tunnel address, to steer the TUN device's packets for
 // that address to the owner's queue. Same calling rules as IndexWatcher.
-type RouteWatcher interface {
+type QueueSteering interface {
 	SetRoute(prefix netip.Prefix, queue uint32) error
 	DeleteRoute(prefix netip.Prefix) error
 }
 
-func (s *Server) routeAdded(a netip.Addr, worker int) {
-	if s.cfg.Routes != nil {
-		if err := s.cfg.Routes.SetRoute(netip.PrefixFrom(a, a.BitLen()), uint32(worker)); err != nil {
+func (s *Server) steerAddress(a netip.Addr, worker int) {
+	if s.cfg.Steering != nil {
+		if err := s.cfg.Steering.SetRoute(netip.PrefixFrom(a, a.BitLen()), uint32(worker)); err != nil {
 			s.log.Warn("TUN steering: cannot add route", "addr", a, "err", err)
 		}
 	}
 }
 
-func (s *Server) routeRemoved(a netip.Addr) {
-	if s.cfg.Routes != nil {
-		if err := s.cfg.Routes.DeleteRoute(netip.PrefixFrom(a, a.BitLen())); err != nil {
+func (s *Server) unsteerAddress(a netip.Addr) {
+	if s.cfg.Steering != nil {
+		if err := s.cfg.Steering.DeleteRoute(netip.PrefixFrom(a, a.BitLen())); err != nil {
 			s.log.Warn("TUN steering: cannot remove route", "addr", a, "err", err)
 		}
 	}
@@ -324,7 +324,7 @@ func (s *Server) Status() Status {
 	if name, err := s.queues[0].Name(); err == nil {
 		st.Device = name
 	}
-	for i, c := range s.conns {
+	for i, c := range s.sockets {
 		if s.layout.worker(i) == 0 { // one entry per listen address, not per worker socket
 			st.Listen = append(st.Listen, c.conn.LocalAddr().String())
 		}

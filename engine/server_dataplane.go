@@ -21,14 +21,14 @@ const defaultVectorLen = 128
 // receiveLoop is the gateway's hot inbound path for one socket: read a vector of datagrams, open the data
 // packets in place, check that each inner packet comes from its session's address, and write the survivors
 // to the TUN device in one call. Handshake messages go to the handshake queue.
-func (s *Server) receiveLoop(ctx context.Context, conn int) error {
+func (s *Server) receiveLoop(ctx context.Context, socket int) error {
 	// This socket's worker writes to its own TUN queue, so the kernel learns to send the replies of these
 	// flows back to the same worker.
-	worker := s.layout.worker(conn)
-	r := &inboundState{ctx: ctx, conn: conn, worker: worker, dev: s.queues[worker%len(s.queues)],
+	worker := s.layout.worker(socket)
+	r := &inboundState{ctx: ctx, socket: socket, worker: worker, dev: s.queues[worker%len(s.queues)],
 		v:      newVector(s.cfg.BatchSize, bufSize),
-		intake: intakeSocket{via: s.conns[conn], group: s.layout.group(conn), worker: worker}}
-	c := s.conns[conn].conn
+		intake: intakeSocket{via: s.sockets[socket], group: s.layout.group(socket), worker: worker}}
+	c := s.sockets[socket].conn
 	for {
 		n, err := c.ReadBatch(r.v.bufs, r.v.sizes, r.v.addrs)
 		if err != nil {
@@ -41,7 +41,7 @@ func (s *Server) receiveLoop(ctx context.Context, conn int) error {
 // inboundState is what one receive loop keeps between vectors.
 type inboundState struct {
 	ctx     context.Context
-	conn    int
+	socket  int
 	worker  int
 	dev     tun.Device
 	v       *vector
@@ -58,7 +58,7 @@ func (s *Server) inbound(r *inboundState, n int) {
 	r.pending, r.cross = r.pending[:0], 0 // start clean even if the last vector panicked half-way
 	v := r.v
 	now := time.Now()
-	rt := s.rt.Load()
+	tbl := s.table.Load()
 	out := v.outBufs[:0]
 	for i := range n {
 		b := v.bufs[i][:v.sizes[i]]
@@ -84,7 +84,7 @@ func (s *Server) inbound(r *inboundState, n int) {
 			s.global.drop(DropMalformed)
 			continue
 		}
-		e, ok := rt.byIndex[hdr.Receiver]
+		e, ok := tbl.byIndex[hdr.Receiver]
 		if !ok {
 			s.global.drop(DropUnknownSession)
 			if s.drops.due() {
@@ -93,7 +93,7 @@ func (s *Server) inbound(r *inboundState, n int) {
 			// Tell a client whose session we lost (gateway restart) to log in again, rate-limited so
 			// this cannot be used to amplify or flood.
 			if s.notices.allow(v.addrs[i].Addr(), now) {
-				_ = s.conns[r.conn].writeOne(handshake.NewNotice(handshake.NoticeUnknownSession, hdr.Receiver), v.addrs[i])
+				_ = s.sockets[r.socket].writeOne(handshake.NewNotice(handshake.NoticeUnknownSession, hdr.Receiver), v.addrs[i])
 			}
 			continue
 		}
@@ -111,9 +111,9 @@ func (s *Server) inbound(r *inboundState, n int) {
 			continue
 		}
 		sess.lastRecv.Store(now.UnixNano())
-		if ep := sess.endpoint.Load(); ep.addr != v.addrs[i] || ep.conn != r.conn {
+		if ep := sess.endpoint.Load(); ep.addr != v.addrs[i] || ep.socket != r.socket {
 			// Roaming: an authenticated packet from a new address moves the session there.
-			sess.endpoint.Store(&endpoint{addr: v.addrs[i], conn: r.conn})
+			sess.endpoint.Store(&endpoint{addr: v.addrs[i], socket: r.socket})
 		}
 		if e.kp == sess.next.Load() {
 			r.pending = append(r.pending, confirmation{sess, e.kp})
@@ -218,8 +218,8 @@ func verdictDrop(v transport.Verdict) DropReason {
 func (s *Server) tunLoop(ctx context.Context, q int) error {
 	dev := s.queues[q]
 	o := &outboundState{worker: s.layout.queueWorker(q), v: newVector(s.cfg.BatchSize, bufSize),
-		bufs: make([][][]byte, len(s.conns)), addrs: make([][]netip.AddrPort, len(s.conns))}
-	for i := range s.conns {
+		bufs: make([][][]byte, len(s.sockets)), addrs: make([][]netip.AddrPort, len(s.sockets))}
+	for i := range s.sockets {
 		o.bufs[i] = make([][]byte, 0, s.cfg.BatchSize)
 		o.addrs[i] = make([]netip.AddrPort, 0, s.cfg.BatchSize)
 	}
@@ -254,7 +254,7 @@ func (s *Server) outbound(o *outboundState, n int) {
 	}
 	v := o.v
 	now := time.Now()
-	rt := s.rt.Load()
+	tbl := s.table.Load()
 	for i := range n {
 		pkt := v.bufs[i][protocol.Headroom : protocol.Headroom+v.sizes[i]]
 		_, dst, ok := ipAddrs(pkt)
@@ -262,7 +262,7 @@ func (s *Server) outbound(o *outboundState, n int) {
 			s.global.drop(DropMalformed)
 			continue
 		}
-		sess := rt.byAddr[dst]
+		sess := tbl.byAddr[dst]
 		if sess == nil {
 			s.global.drop(DropNoRoute)
 			continue
@@ -278,17 +278,17 @@ func (s *Server) outbound(o *outboundState, n int) {
 			continue
 		}
 		ep := sess.endpoint.Load()
-		c := s.layout.sibling(ep.conn, o.worker)
+		c := s.layout.sibling(ep.socket, o.worker)
 		o.bufs[c] = append(o.bufs[c], v.bufs[i][:m])
 		o.addrs[c] = append(o.addrs[c], ep.addr)
 		sess.counters.TxPackets.Add(1)
 		sess.counters.TxBytes.Add(uint64(v.sizes[i]))
 	}
-	for c := range s.conns {
+	for c := range s.sockets {
 		if len(o.bufs[c]) == 0 {
 			continue
 		}
-		if sent, err := s.conns[c].write(o.bufs[c], o.addrs[c]); err != nil {
+		if sent, err := s.sockets[c].write(o.bufs[c], o.addrs[c]); err != nil {
 			s.global.Drops[DropSend].Add(uint64(len(o.bufs[c]) - sent))
 			if s.drops.due() {
 				s.drops.logf(DropSend, "err", err)

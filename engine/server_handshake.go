@@ -430,7 +430,7 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 	if sess.worker < 0 {
 		sess.worker = int(s.nextWorker.Add(1) % uint32(s.workers))
 	}
-	conn := s.layout.socket(job.from.group, sess.worker)
+	socket := s.layout.socket(job.from.group, sess.worker)
 	idx := s.newIndex(sess.worker)
 	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), now)
 	if err == nil {
@@ -441,13 +441,13 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 				s.removeLocked(old)
 			}
 			sess.next.Store(kp)
-			sess.endpoint.Store(&endpoint{addr: job.src, conn: conn})
+			sess.endpoint.Store(&endpoint{addr: job.src, socket: socket})
 			sess.lastRecv.Store(now.UnixNano())
 			sess.lastHandshake.Store(now.UnixNano())
 			s.pending[key] = sess
-			rt := s.rt.Load().clone()
-			s.addIndex(rt, idx, keyEntry{kp: kp, sess: sess, resumeKey: keys.ResumeKey})
-			s.rt.Store(rt)
+			tbl := s.table.Load().clone()
+			s.addIndex(tbl, idx, keyEntry{kp: kp, sess: sess, resumeKey: keys.ResumeKey})
+			s.table.Store(tbl)
 			return out, kp, nil
 		}
 	}
@@ -488,7 +488,7 @@ func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time)
 func (s *Server) resumeSession(req *handshake.Request, now time.Time) (_ handshake.Result, _ []byte, _ *transport.Keypair, forged bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.rt.Load().byIndex[req.SessionIndex]
+	e, ok := s.table.Load().byIndex[req.SessionIndex]
 	if !ok {
 		return handshake.ResultUnknownSession, nil, nil, false
 	}
@@ -514,14 +514,14 @@ func (s *Server) resumeSession(req *handshake.Request, now time.Time) (_ handsha
 	if err != nil {
 		return handshake.ResultServerError, nil, nil, false
 	}
-	rt := s.rt.Load().clone()
+	tbl := s.table.Load().clone()
 	// Only one pending key: a newer resume replaces an unconfirmed one. The endpoint does not move: only
 	// an authenticated data packet moves it, so a raced copy of a resume request cannot redirect traffic.
 	if old := sess.next.Swap(kp); old != nil {
-		s.delIndex(rt, old.LocalIndex())
+		s.delIndex(tbl, old.LocalIndex())
 	}
-	s.addIndex(rt, idx, keyEntry{kp: kp, sess: sess, resumeKey: keys.ResumeKey})
-	s.rt.Store(rt)
+	s.addIndex(tbl, idx, keyEntry{kp: kp, sess: sess, resumeKey: keys.ResumeKey})
+	s.table.Store(tbl)
 	sess.lastHandshake.Store(now.UnixNano())
 	return handshake.ResultOK, out, kp, false
 }

@@ -19,16 +19,16 @@ func (s *Server) confirm(sess *serverSession, kp *transport.Keypair, now time.Ti
 	if sess.next.Load() != kp {
 		return
 	}
-	rt := s.rt.Load().clone()
+	tbl := s.table.Load().clone()
 	if !sess.live {
-		s.promoteLocked(rt, sess, now)
+		s.promoteLocked(tbl, sess, now)
 	} else if prev := sess.previous.Load(); prev != nil {
-		s.delIndex(rt, prev.LocalIndex())
+		s.delIndex(tbl, prev.LocalIndex())
 	}
 	sess.previous.Store(sess.current.Load())
 	sess.current.Store(kp)
 	sess.next.Store(nil)
-	s.rt.Store(rt)
+	s.table.Store(tbl)
 }
 
 // promoteLocked makes a pending login live. Only now does the login take effect on other sessions: it
@@ -36,30 +36,30 @@ func (s *Server) confirm(sess *serverSession, kp *transport.Keypair, now time.Ti
 // device, and makes room under max_sessions_per_user by replacing the user's oldest sessions. The replaced
 // clients are told so (disconnect "replaced") and stop rather than log in again, so two devices never evict
 // each other in turn.
-func (s *Server) promoteLocked(rt *routes, sess *serverSession, now time.Time) {
+func (s *Server) promoteLocked(tbl *sessionTable, sess *serverSession, now time.Time) {
 	key := instanceKey{sess.user, sess.instance}
 	delete(s.pending, key)
 	if old := s.live[key]; old != nil {
-		s.dropLocked(rt, old) // the same client instance logged in again: nothing to tell it
+		s.dropLocked(tbl, old) // the same client instance logged in again: nothing to tell it
 	}
 	for _, other := range append([]*serverSession(nil), s.perUser[sess.user]...) {
 		if other.lease == sess.lease {
 			s.log.Info("fixed address taken over by the user's newer login", "user", sess.user, "addresses", fmt.Sprint(sess.addrs()))
-			s.endLocked(rt, other, protocol.DisconnectReplaced, now)
+			s.endLocked(tbl, other, protocol.DisconnectReplaced, now)
 		}
 	}
 	for len(s.perUser[sess.user]) >= s.cfg.MaxSessionsPerUser {
 		oldest := s.perUser[sess.user][0]
 		s.log.Info("max_sessions_per_user reached: the oldest session is replaced by the new one", "user", sess.user,
 			"limit", s.cfg.MaxSessionsPerUser, "replaced_endpoint", oldest.endpoint.Load().addr)
-		s.endLocked(rt, oldest, protocol.DisconnectReplaced, now)
+		s.endLocked(tbl, oldest, protocol.DisconnectReplaced, now)
 	}
 	sess.live = true
 	s.live[key] = sess
 	s.perUser[sess.user] = append(s.perUser[sess.user], sess)
 	for _, a := range sess.addrs() {
-		rt.byAddr[a] = sess
-		s.routeAdded(a, sess.worker)
+		tbl.byAddr[a] = sess
+		s.steerAddress(a, sess.worker)
 	}
 	kp := sess.next.Load()
 	s.log.Info("session up", "user", sess.user, "endpoint", sess.endpoint.Load().addr, "addresses", fmt.Sprint(sess.addrs()),
@@ -69,15 +69,15 @@ func (s *Server) promoteLocked(rt *routes, sess *serverSession, now time.Time) {
 // endSessionLocked tells the client why its session ends (an authenticated disconnect under the current
 // key) and removes the session.
 func (s *Server) endSessionLocked(sess *serverSession, reason protocol.DisconnectReason, now time.Time) {
-	rt := s.rt.Load().clone()
-	s.endLocked(rt, sess, reason, now)
-	s.rt.Store(rt)
+	tbl := s.table.Load().clone()
+	s.endLocked(tbl, sess, reason, now)
+	s.table.Store(tbl)
 }
 
-func (s *Server) endLocked(rt *routes, sess *serverSession, reason protocol.DisconnectReason, now time.Time) {
+func (s *Server) endLocked(tbl *sessionTable, sess *serverSession, reason protocol.DisconnectReason, now time.Time) {
 	s.sendControl(sess, protocol.CodeDisconnect, reason, now)
 	s.log.Info("session ended", "user", sess.user, "reason", reason.String(), "addresses", fmt.Sprint(sess.addrs()))
-	s.dropLocked(rt, sess)
+	s.dropLocked(tbl, sess)
 }
 
 // sendControl sends a keepalive or disconnect to the session's endpoint through its worker's socket.
@@ -87,30 +87,30 @@ func (s *Server) sendControl(sess *serverSession, code protocol.Code, reason pro
 	if !ok || ep == nil {
 		return
 	}
-	c := s.layout.sibling(ep.conn, sess.worker)
-	if err := s.conns[c].writeOne(b, ep.addr); err == nil {
+	c := s.layout.sibling(ep.socket, sess.worker)
+	if err := s.sockets[c].writeOne(b, ep.addr); err == nil {
 		sess.counters.TxPackets.Add(1)
 	}
 }
 
 // removeLocked forgets a session without telling its client (it is gone, or never was).
 func (s *Server) removeLocked(sess *serverSession) {
-	rt := s.rt.Load().clone()
-	s.dropLocked(rt, sess)
-	s.rt.Store(rt)
+	tbl := s.table.Load().clone()
+	s.dropLocked(tbl, sess)
+	s.table.Store(tbl)
 }
 
-// dropLocked removes every trace of sess from the server and from rt (unpublished), and releases its lease.
-func (s *Server) dropLocked(rt *routes, sess *serverSession) {
+// dropLocked removes every trace of sess from the server and from tbl (unpublished), and releases its lease.
+func (s *Server) dropLocked(tbl *sessionTable, sess *serverSession) {
 	for _, kp := range sess.keys() {
-		if e, ok := rt.byIndex[kp.LocalIndex()]; ok && e.sess == sess {
-			s.delIndex(rt, kp.LocalIndex())
+		if e, ok := tbl.byIndex[kp.LocalIndex()]; ok && e.sess == sess {
+			s.delIndex(tbl, kp.LocalIndex())
 		}
 	}
 	for _, a := range sess.addrs() {
-		if rt.byAddr[a] == sess {
-			delete(rt.byAddr, a)
-			s.routeRemoved(a)
+		if tbl.byAddr[a] == sess {
+			delete(tbl.byAddr, a)
+			s.unsteerAddress(a)
 		}
 	}
 	key := instanceKey{sess.user, sess.instance}
@@ -195,29 +195,29 @@ func (s *Server) sweep(now time.Time) {
 	keepalive, idle := s.keepaliveInterval(), s.sessionIdle()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rt := s.rt.Load().clone()
+	tbl := s.table.Load().clone()
 	changed := false
 	for _, sess := range s.pending {
 		if now.Sub(time.Unix(0, sess.lastHandshake.Load())) > s.cfg.pendingTimeout {
 			s.log.Debug("login not confirmed by the client; dropped", "user", sess.user)
-			s.dropLocked(rt, sess)
+			s.dropLocked(tbl, sess)
 			changed = true
 		}
 	}
 	for _, sess := range s.live {
 		if now.Sub(time.Unix(0, sess.lastRecv.Load())) > idle {
 			s.log.Info("session expired", "user", sess.user, "addresses", fmt.Sprint(sess.addrs()))
-			s.dropLocked(rt, sess)
+			s.dropLocked(tbl, sess)
 			changed = true
 			continue
 		}
 		if prev := sess.previous.Load(); prev != nil && prev.Expired(now) {
-			s.delIndex(rt, prev.LocalIndex())
+			s.delIndex(tbl, prev.LocalIndex())
 			sess.previous.Store(nil)
 			changed = true
 		}
 		if next := sess.next.Load(); next != nil && next.Expired(now) {
-			s.delIndex(rt, next.LocalIndex())
+			s.delIndex(tbl, next.LocalIndex())
 			sess.next.Store(nil)
 			changed = true
 		}
@@ -230,7 +230,7 @@ func (s *Server) sweep(now time.Time) {
 	}
 	s.leases.expire(now)
 	if changed {
-		s.rt.Store(rt)
+		s.table.Store(tbl)
 	}
 }
 
@@ -285,15 +285,15 @@ func (s *Server) endWhere(reason protocol.DisconnectReason, match func(*serverSe
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	rt := s.rt.Load().clone()
+	tbl := s.table.Load().clone()
 	for _, m := range []map[instanceKey]*serverSession{s.live, s.pending} {
 		for _, sess := range m {
 			if match(sess) {
-				s.endLocked(rt, sess, reason, now)
+				s.endLocked(tbl, sess, reason, now)
 				n++
 			}
 		}
 	}
-	s.rt.Store(rt)
+	s.table.Store(tbl)
 	return n
 }

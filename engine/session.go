@@ -11,8 +11,8 @@ import (
 
 // endpoint is where a session's client was last seen, and on which of the gateway's sockets.
 type endpoint struct {
-	addr netip.AddrPort
-	conn int
+	addr   netip.AddrPort
+	socket int
 }
 
 // serverSession is one client instance's session. A login creates it pending: its key waits in `next`,
@@ -121,15 +121,15 @@ type keyEntry struct {
 	resumeKey [32]byte
 }
 
-// routes is the immutable lookup state of the data path. Handshakes (rare) build a new one and publish it
+// sessionTable is the immutable lookup state of the data path. Handshakes (rare) build a new one and publish it
 // with an atomic pointer store, so the per-packet lookups take no lock.
-type routes struct {
+type sessionTable struct {
 	byIndex map[uint32]keyEntry
 	byAddr  map[netip.Addr]*serverSession // live sessions only
 }
 
-func (r *routes) clone() *routes {
-	n := &routes{byIndex: make(map[uint32]keyEntry, len(r.byIndex)+2), byAddr: make(map[netip.Addr]*serverSession, len(r.byAddr)+2)}
+func (r *sessionTable) clone() *sessionTable {
+	n := &sessionTable{byIndex: make(map[uint32]keyEntry, len(r.byIndex)+2), byAddr: make(map[netip.Addr]*serverSession, len(r.byAddr)+2)}
 	for k, v := range r.byIndex {
 		n.byIndex[k] = v
 	}
