@@ -36,8 +36,8 @@ func (c *Client) inbound(v *vector, n int) {
 			c.global.drop(DropMalformed) // not from our gateway
 			continue
 		}
-		code, err := protocol.ParseCode(b)
-		if err != nil {
+		code, hdr, ok := parseDatagram(b)
+		if !ok {
 			c.global.drop(DropMalformed)
 			continue
 		}
@@ -51,11 +51,6 @@ func (c *Client) inbound(v *vector, n int) {
 			}
 			continue
 		default:
-			c.global.drop(DropMalformed)
-			continue
-		}
-		hdr, err := protocol.ParseDataHeader(b)
-		if err != nil {
 			c.global.drop(DropMalformed)
 			continue
 		}
@@ -76,13 +71,9 @@ func (c *Client) inbound(v *vector, n int) {
 			continue
 		}
 		c.lastRecv.Store(now.UnixNano())
-		if hdr.Code == protocol.CodeDisconnect {
-			reason := protocol.DisconnectShutdown
-			if plen > 0 {
-				reason = protocol.DisconnectReason(v.bufs[i][protocol.Headroom])
-			}
+		if code == protocol.CodeDisconnect {
 			select {
-			case c.ended <- reason:
+			case c.ended <- disconnectReason(v.bufs[i], plen):
 			default: // one is already waiting for the control loop
 			}
 			continue
@@ -90,15 +81,14 @@ func (c *Client) inbound(v *vector, n int) {
 		if plen == 0 {
 			continue // keepalive
 		}
-		pkt := v.bufs[i][protocol.Headroom : protocol.Headroom+plen]
-		if _, _, ok := ipAddrs(pkt); !ok {
+		pkt, _, _, ok := innerPacket(v.bufs[i], plen)
+		if !ok {
 			c.counters.drop(DropMalformed)
 			continue
 		}
-		plen = ipLen(pkt)
 		c.counters.RxPackets.Add(1)
-		c.counters.RxBytes.Add(uint64(plen))
-		out = append(out, v.bufs[i][:protocol.Headroom+plen])
+		c.counters.RxBytes.Add(uint64(len(pkt)))
+		out = append(out, v.bufs[i][:protocol.Headroom+len(pkt)])
 	}
 	if dev := c.device(); len(out) > 0 && dev != nil {
 		if _, err := dev.Write(out, protocol.Headroom); err != nil {

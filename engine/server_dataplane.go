@@ -62,8 +62,8 @@ func (s *Server) inbound(r *inboundState, n int) {
 	out := v.outBufs[:0]
 	for i := range n {
 		b := v.bufs[i][:v.sizes[i]]
-		code, err := protocol.ParseCode(b)
-		if err != nil {
+		code, hdr, ok := parseDatagram(b)
+		if !ok {
 			s.global.drop(DropMalformed)
 			if s.drops.due() {
 				s.drops.logf(DropMalformed, "from", v.addrs[i])
@@ -76,11 +76,6 @@ func (s *Server) inbound(r *inboundState, n int) {
 			s.intakeHandshake(b, v.addrs[i], r.intake, now)
 			continue
 		default:
-			s.global.drop(DropMalformed)
-			continue
-		}
-		hdr, err := protocol.ParseDataHeader(b)
-		if err != nil {
 			s.global.drop(DropMalformed)
 			continue
 		}
@@ -118,15 +113,14 @@ func (s *Server) inbound(r *inboundState, n int) {
 		if e.kp == sess.next.Load() {
 			r.pending = append(r.pending, confirmation{sess, e.kp})
 		}
-		if hdr.Code == protocol.CodeDisconnect {
+		if code == protocol.CodeDisconnect {
 			s.removeSession(sess)
 			continue
 		}
 		if plen == 0 {
 			continue // keepalive
 		}
-		pkt := v.bufs[i][protocol.Headroom : protocol.Headroom+plen]
-		src, dst, ok := ipAddrs(pkt)
+		pkt, src, dst, ok := innerPacket(v.bufs[i], plen)
 		if !ok {
 			sess.counters.drop(DropMalformed)
 			continue
@@ -146,10 +140,9 @@ func (s *Server) inbound(r *inboundState, n int) {
 			sess.counters.drop(DropPolicy)
 			continue
 		}
-		plen = ipLen(pkt)
 		sess.counters.RxPackets.Add(1)
-		sess.counters.RxBytes.Add(uint64(plen))
-		out = append(out, v.bufs[i][:protocol.Headroom+plen])
+		sess.counters.RxBytes.Add(uint64(len(pkt)))
+		out = append(out, v.bufs[i][:protocol.Headroom+len(pkt)])
 	}
 	if len(out) > 0 {
 		if _, err := r.dev.Write(out, protocol.Headroom); err != nil {
@@ -196,20 +189,6 @@ func (s *Server) isClientAddr(a netip.Addr) bool {
 		return a != p.Gateway()
 	}
 	return false
-}
-
-func verdictDrop(v transport.Verdict) DropReason {
-	switch v {
-	case transport.BadMAC:
-		return DropBadMAC
-	case transport.Replay:
-		return DropReplay
-	case transport.Expired:
-		return DropExpired
-	case transport.WrongKey:
-		return DropUnknownSession
-	}
-	return DropMalformed
 }
 
 // tunLoop is the gateway's hot outbound path for one TUN queue: read a vector, find the session that owns
