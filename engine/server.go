@@ -80,6 +80,8 @@ type Server struct {
 	hsConns []*sender
 	layout  socketLayout
 	workers int
+	// workerSet are the per-core workers, which own the sockets and queues above (see worker).
+	workerSet []*worker
 	// nextWorker hands sessions that logged in on a handshake socket to the workers in turn.
 	nextWorker atomic.Uint32
 	log        *slog.Logger
@@ -174,6 +176,7 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 	for _, c := range cfg.HandshakeConns {
 		s.hsConns = append(s.hsConns, &sender{conn: c})
 	}
+	s.workerSet = newWorkers(s)
 	restored, skipped, err := s.leases.restore(cfg.Users, time.Now())
 	if err != nil {
 		return nil, err
@@ -206,13 +209,10 @@ func (s *Server) Run(ctx context.Context) error {
 			cancel()
 		}()
 	}
-	// The long-lived goroutines of the gateway: one receive loop per socket, one TUN loop per queue, the
-	// handshake workers and the janitor.
-	for i := range s.sockets {
-		start("udp receive", func() error { return s.receiveLoop(ctx, i) })
-	}
-	for q := range s.queues {
-		start("tun read", func() error { return s.tunLoop(ctx, q) })
+	// The long-lived goroutines of the gateway: each worker's receive and TUN loops (worker.start), the
+	// handshake intake and workers, and the janitor.
+	for _, w := range s.workerSet {
+		w.start(ctx, start)
 	}
 	for g := range s.hsConns {
 		start("handshake intake", func() error { return s.intakeLoop(g) })

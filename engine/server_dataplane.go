@@ -18,26 +18,6 @@ const bufSize = protocol.Headroom + 65535 + protocol.TagLen
 // defaultVectorLen is how many packets one read or write call moves unless configured otherwise.
 const defaultVectorLen = 128
 
-// receiveLoop is the gateway's hot inbound path for one socket: read a vector of datagrams, open the data
-// packets in place, check that each inner packet comes from its session's address, and write the survivors
-// to the TUN device in one call. Handshake messages go to the handshake queue.
-func (s *Server) receiveLoop(ctx context.Context, socket int) error {
-	// This socket's worker writes to its own TUN queue, so the kernel learns to send the replies of these
-	// flows back to the same worker.
-	worker := s.layout.worker(socket)
-	r := &inboundState{ctx: ctx, socket: socket, worker: worker, dev: s.queues[worker%len(s.queues)],
-		v:      newVector(s.cfg.BatchSize, bufSize),
-		intake: intakeSocket{via: s.sockets[socket], group: s.layout.group(socket), worker: worker}}
-	c := s.sockets[socket].conn
-	for {
-		n, err := c.ReadBatch(r.v.bufs, r.v.sizes, r.v.addrs)
-		if err != nil {
-			return err
-		}
-		s.inbound(r, n)
-	}
-}
-
 // inboundState is what one receive loop keeps between vectors.
 type inboundState struct {
 	ctx     context.Context
@@ -189,29 +169,6 @@ func (s *Server) isClientAddr(a netip.Addr) bool {
 		return a != p.Gateway()
 	}
 	return false
-}
-
-// tunLoop is the gateway's hot outbound path for one TUN queue: read a vector, find the session that owns
-// each destination, seal in place and send the vector with one sendmmsg per socket. It sends through its
-// own worker's socket of the listen address the client uses (same address and port: a reuseport group).
-func (s *Server) tunLoop(ctx context.Context, q int) error {
-	dev := s.queues[q]
-	o := &outboundState{worker: s.layout.queueWorker(q), v: newVector(s.cfg.BatchSize, bufSize),
-		bufs: make([][][]byte, len(s.sockets)), addrs: make([][]netip.AddrPort, len(s.sockets))}
-	for i := range s.sockets {
-		o.bufs[i] = make([][]byte, 0, s.cfg.BatchSize)
-		o.addrs[i] = make([]netip.AddrPort, 0, s.cfg.BatchSize)
-	}
-	for {
-		n, err := dev.Read(o.v.bufs, o.v.sizes, protocol.Headroom)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		s.outbound(o, n)
-	}
 }
 
 // outboundState is what one TUN loop keeps between vectors: its vector and, per socket, the datagrams to
