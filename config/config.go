@@ -371,3 +371,14 @@ func (l *loader) parsePrefixes(key string, list []string) []netip.Prefix {
 	}
 	return out
 }
+
+// KeyError is a problem found after loading with what key names (a file it points at is missing or
+// malformed, an address it holds is not on this host), as an *Error at the key's line of the file at path,
+// like the loader's own. The CLI exits 2 for it, as for any configuration error.
+func KeyError(path, key string, err error) error {
+	l := &loader{path: path}
+	if b, rerr := os.ReadFile(path); rerr == nil {
+		l.lines = strings.Split(string(b), "\n")
+	}
+	return &Error{File: path, Line: l.keyLine(key), Key: key, Problem: err.Error()}
+}

@@ -7,6 +7,10 @@ func ExampleServer() string { return exampleServer }
 // ExampleClient returns a commented client configuration showing every key.
 func ExampleClient() string { return exampleClient }
 
+// PlaceholderServerKey is the example client configuration's server_public_key, base64 of "Change me:
+// paste the gateway key": 32 bytes, so it parses, but a client must never pin it.
+const PlaceholderServerKey = "Q2hhbmdlIG1lOiBwYXN0ZSB0aGUgZ2F0ZXdheSBrZXk="
+
 const exampleServer = `# Salvo gateway configuration (TOML). Unknown keys are errors.
 # Relative paths are relative to this file's directory.
 

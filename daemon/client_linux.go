@@ -23,9 +23,12 @@ func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 	if err != nil {
 		return err
 	}
+	if err := checkServerKey(cfg); err != nil {
+		return err
+	}
 	serverPub, err := handshake.ParseKey(cfg.ServerPublicKey)
 	if err != nil {
-		return fmt.Errorf("server_public_key: %w", err)
+		return err
 	}
 	resolver, err := newGatewayResolver(cfg.Server, cfg.FwMark)
 	if err != nil {

@@ -28,39 +28,17 @@ import (
 // claims should be.
 const ClaimsDir = "/run/salvo/claims"
 
-// LoadStaticKey reads a base64 private key file written by `salvo keygen`, refusing one that others can
-// read (secretfile).
-func LoadStaticKey(path string) (handshake.StaticKeypair, error) {
-	b, err := secretfile.Read(path, "private key file", 1024)
-	if err != nil {
-		return handshake.StaticKeypair{}, err
-	}
-	defer clear(b)
-	priv, err := handshake.ParseKey(strings.TrimSpace(string(b)))
-	if err != nil {
-		return handshake.StaticKeypair{}, fmt.Errorf("private key %s: %w", path, err)
-	}
-	pub, err := handshake.PublicFromPrivate(priv)
-	if err != nil {
-		return handshake.StaticKeypair{}, fmt.Errorf("private key %s: %w", path, err)
-	}
-	return handshake.StaticKeypair{Private: priv, Public: pub}, nil
-}
-
 // RunServer runs a gateway from its configuration until ctx ends, then removes everything it set up.
 func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err error) {
 	sw, err := readSwitches()
 	if err != nil {
 		return err
 	}
-	static, err := LoadStaticKey(cfg.PrivateKeyFile)
+	in, err := loadServerInputs(cfg)
 	if err != nil {
 		return err
 	}
-	store, err := loadUsers(cfg.UsersFile)
-	if err != nil {
-		return err
-	}
+	static, store := in.static, in.store
 	var undos []func() error
 	defer func() {
 		for i := len(undos) - 1; i >= 0; i-- {
@@ -83,19 +61,11 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 		MaxSessionsPerUser: cfg.MaxSessionsPerUser, MaxSessionAge: cfg.MaxSessionAge.Duration,
 		HashBudget: cfg.HashBudget * 1024, StateDir: cfg.StateDir, BatchSize: cfg.BatchSize, Log: log}
 	var tunAddrs []netip.Prefix
-	// Users' fixed addresses are never handed out to anybody else.
-	fixed4, fixed6 := fixedAddrs(store)
-	if cfg.Pool4.IsValid() {
-		if sc.Pool4, err = ippool.New(cfg.Pool4, fixed4...); err != nil {
-			return fmt.Errorf("ipv4_pool: %w", err)
+	sc.Pool4, sc.Pool6 = in.pool4, in.pool6
+	for _, p := range []*ippool.Pool{sc.Pool4, sc.Pool6} {
+		if p != nil {
+			tunAddrs = append(tunAddrs, netip.PrefixFrom(p.Gateway(), p.Prefix().Bits()))
 		}
-		tunAddrs = append(tunAddrs, netip.PrefixFrom(sc.Pool4.Gateway(), cfg.Pool4.Bits()))
-	}
-	if cfg.Pool6.IsValid() {
-		if sc.Pool6, err = ippool.New(cfg.Pool6, fixed6...); err != nil {
-			return fmt.Errorf("ipv6_pool: %w", err)
-		}
-		tunAddrs = append(tunAddrs, netip.PrefixFrom(sc.Pool6.Gateway(), cfg.Pool6.Bits()))
 	}
 	sc.Settings = handshake.Settings{Routes: cfg.RoutePrefixes, ExcludedRoutes: cfg.ExcludedRoutePrefixes,
 		DNS: cfg.DNSAddrs, SearchDomains: cfg.SearchDomains, MTU: uint16(cfg.MTU), Keepalive: cfg.Keepalive.Duration}
@@ -226,28 +196,6 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	}
 	log.Info("gateway stopped")
 	return err
-}
-
-// fixedAddrs lists the users' fixed tunnel addresses by family.
-func fixedAddrs(store *users.Store) (v4, v6 []netip.Addr) {
-	for _, u := range store.Users() {
-		if u.FixedIPv4.IsValid() {
-			v4 = append(v4, u.FixedIPv4)
-		}
-		if u.FixedIPv6.IsValid() {
-			v6 = append(v6, u.FixedIPv6)
-		}
-	}
-	return v4, v6
-}
-
-// loadUsers reads the users file after checking that only its owner can read it (it holds password
-// hashes, which an attacker could try offline).
-func loadUsers(path string) (*users.Store, error) {
-	if err := secretfile.Check(path, "users file"); err != nil {
-		return nil, err
-	}
-	return users.Load(path)
 }
 
 // reloadUsersOnHUP rereads the users file on SIGHUP, keeps the pools' reserved addresses in step with the

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/salvovpn/salvo/config"
 	"github.com/salvovpn/salvo/engine"
 )
 
@@ -30,7 +31,7 @@ Usage:
   salvo keygen [--out FILE]              make a gateway key pair (private key to FILE, public key printed)
   salvo pubkey < private.key              print the public key of a private key
   salvo user SUBCOMMAND ...               manage the gateway's users file: add, del, passwd, disable, enable, list
-  salvo server --config server.toml       run the gateway
+  salvo server --config server.toml       run the gateway (--check: check the configuration and exit)
   salvo client --config client.toml       run the client
   salvo client --down --config FILE       lift what a crashed client left (its leak guard: the kill switch)
   salvo status [--socket PATH] [--json]   show a running gateway's or client's sessions and counters
@@ -93,10 +94,11 @@ func exitCode(err error, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, "salvo:", err)
 	var ue usageError
+	var ce *config.Error // also what the daemon reports about files the configuration names
 	var le loginFailure
 	var se *engine.SessionEndedError
 	switch {
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.As(err, &ce):
 		return exitUsage
 	case errors.As(err, &se):
 		return exitEnded

@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/salvovpn/salvo/config"
 	"github.com/salvovpn/salvo/engine/users"
 )
 
@@ -185,5 +187,91 @@ func TestUserDisableEnable(t *testing.T) {
 	}
 	if code, _, _ := runCLI(t, "", "user", "disable", "--file", file, "carol"); code != exitFailure {
 		t.Fatalf("disable of an unknown user: exit %d, want %d", code, exitFailure)
+	}
+}
+
+// TestServerCheck: `salvo server --check` accepts the shipped example with its key and users file beside
+// it, and rejects each broken input with exit 2 and a message naming the key (and line), the user and the
+// file: no key file, a garbage key, a fixed address outside the pool, a NAT interface that does not exist.
+func TestServerCheck(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "server.toml")
+	write := func(name, text string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("server.toml", config.ExampleServer())
+	if code, _, e := runCLI(t, "", "keygen", "--out", filepath.Join(dir, "server.key")); code != exitOK {
+		t.Fatalf("keygen: %s", e)
+	}
+	users := filepath.Join(dir, "users")
+	if code, _, e := runCLI(t, "pw\n", "user", "add", "--file", users, "--password-stdin", "alice"); code != exitOK {
+		t.Fatalf("user add: %s", e)
+	}
+	if code, _, e := runCLI(t, "", "server", "--check", "--config", conf); code != exitOK || !strings.Contains(e, "fine") {
+		t.Fatalf("the shipped example with its files: exit %d: %s", code, e)
+	}
+
+	key, _ := os.ReadFile(filepath.Join(dir, "server.key"))
+	write("server.key", "not a key\n")
+	keyLine := 1 + strings.Count(config.ExampleServer()[:strings.Index(config.ExampleServer(), "private_key_file")], "\n")
+	if code, _, e := runCLI(t, "", "server", "--check", "--config", conf); code != exitUsage || !strings.Contains(e, fmt.Sprintf("%s:%d: private_key_file", conf, keyLine)) {
+		t.Errorf("garbage key: exit %d: %s", code, e)
+	}
+	// Running it fails the same way, before it touches anything.
+	if code, _, e := runCLI(t, "", "server", "--config", conf); code != exitUsage || !strings.Contains(e, "private_key_file") {
+		t.Errorf("server with a garbage key: exit %d: %s", code, e)
+	}
+	os.Remove(filepath.Join(dir, "server.key"))
+	if code, _, e := runCLI(t, "", "server", "--check", "--config", conf); code != exitUsage || !strings.Contains(e, "private_key_file") {
+		t.Errorf("no key file: exit %d: %s", code, e)
+	}
+	write("server.key", string(key))
+
+	if code, _, e := runCLI(t, "pw\n", "user", "add", "--file", users, "--password-stdin", "bob", "--ipv4", "10.99.0.5"); code != exitOK {
+		t.Fatalf("user add bob: %s", e)
+	}
+	code, _, e := runCLI(t, "", "server", "--check", "--config", conf)
+	if code != exitUsage || !strings.Contains(e, "ipv4_pool") || !strings.Contains(e, `user "bob"`) || !strings.Contains(e, users) {
+		t.Errorf("fixed address outside the pool: exit %d: %s", code, e)
+	}
+	if code, _, _ := runCLI(t, "", "user", "del", "--file", users, "bob"); code != exitOK {
+		t.Fatal("user del bob")
+	}
+
+	write("server.toml", strings.Replace(config.ExampleServer(), "nat = false", "nat = true\nnat_interface = \"nosuch0\"", 1))
+	if code, _, e := runCLI(t, "", "server", "--check", "--config", conf); code != exitUsage || !strings.Contains(e, `nat_interface: no interface "nosuch0"`) {
+		t.Errorf("missing NAT interface: exit %d: %s", code, e)
+	}
+}
+
+// TestClientCheck: the shipped example's placeholder key is refused with exit 2, naming the key; with a
+// real key and a private password file the configuration is fine.
+func TestClientCheck(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "client.toml")
+	if err := os.WriteFile(conf, []byte(config.ExampleClient()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, e := runCLI(t, "", "client", "--check", "--config", conf); code != exitUsage || !strings.Contains(e, "server_public_key: is the example's placeholder") {
+		t.Errorf("placeholder key: exit %d: %s", code, e)
+	}
+	_, pub, _ := runCLI(t, "", "keygen", "--out", filepath.Join(dir, "server.key"))
+	text := strings.Replace(config.ExampleClient(), config.PlaceholderServerKey, strings.TrimSpace(pub), 1)
+	text = strings.Replace(text, `# password_file = "password"`, `password_file = "password"`, 1)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "password"), []byte("pw\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, e := runCLI(t, "", "client", "--check", "--config", conf); code != exitUsage || !strings.Contains(e, "password_file") {
+		t.Errorf("world-readable password file: exit %d: %s", code, e)
+	}
+	os.Chmod(filepath.Join(dir, "password"), 0o600)
+	if code, _, e := runCLI(t, "", "client", "--check", "--config", conf); code != exitOK {
+		t.Errorf("fine configuration: exit %d: %s", code, e)
 	}
 }

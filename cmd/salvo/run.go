@@ -35,12 +35,20 @@ func signalContext() (context.Context, context.CancelFunc) {
 func cmdServer(args []string, stderr io.Writer) error {
 	fs := newFlags("server", "Usage: salvo server --config server.toml\n\nRuns the gateway. SIGINT/SIGTERM stop it and remove what it set up;\nSIGHUP reloads the users file.\n\nExample configuration:\n\n"+config.ExampleServer()+"\n", stderr)
 	path := fs.String("config", "/etc/salvo/server.toml", "configuration file")
+	check := fs.Bool("check", false, "check the configuration, its key and its users file, touch nothing, and exit (0: fine, 2: not)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg, err := config.LoadServer(*path)
 	if err != nil {
 		return usageError{err}
+	}
+	if *check {
+		if err := daemon.CheckServer(cfg); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "salvo: %s: configuration, key and users file are fine\n", cfg.Path)
+		return nil
 	}
 	log := newLogger(cfg.LogFormat, cfg.LogLevel, stderr)
 	stopProfile, err := startProfile("server")
@@ -57,12 +65,20 @@ func cmdClient(args []string, stdin io.Reader, stderr io.Writer) error {
 	fs := newFlags("client", "Usage: salvo client --config client.toml\n\nLogs in to the gateway (failing after 10 s with the reason), creates the TUN\ndevice, applies addresses, routes and DNS, and keeps the tunnel up (keepalive,\nrekey, reconnect). SIGINT/SIGTERM remove everything it added and exit 0.\nThe password comes from password_file, the variable named by password_env,\nor a prompt.\n\nIn a full tunnel a leak guard blocks everything outside the tunnel; after a\ncrash it stays (kill_switch) until the client is back or\n'salvo client --down --config client.toml' lifts it.\n\nExample configuration:\n\n"+config.ExampleClient()+"\n", stderr)
 	path := fs.String("config", "/etc/salvo/client.toml", "configuration file")
 	down := fs.Bool("down", false, "remove what a client with this configuration left after a crash (its leak guard and policy rules) and exit")
+	check := fs.Bool("check", false, "check the configuration and its password file, touch nothing, and exit (0: fine, 2: not)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg, err := config.LoadClient(*path)
 	if err != nil {
 		return usageError{err}
+	}
+	if *check {
+		if err := daemon.CheckClient(cfg); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "salvo: %s: configuration is fine\n", cfg.Path)
+		return nil
 	}
 	if *down {
 		lifted, err := daemon.ClientDown(cfg)

@@ -1,0 +1,160 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/salvovpn/salvo/config"
+	"github.com/salvovpn/salvo/engine/ippool"
+	"github.com/salvovpn/salvo/engine/users"
+	"github.com/salvovpn/salvo/internal/secretfile"
+	"github.com/salvovpn/salvo/protocol/handshake"
+)
+
+// serverInputs is what a gateway reads before it touches the system: its key, its users, and its address
+// pools with the users' fixed addresses reserved in them.
+type serverInputs struct {
+	static       handshake.StaticKeypair
+	store        *users.Store
+	pool4, pool6 *ippool.Pool // nil without that family
+}
+
+// loadServerInputs reads and checks everything cfg points at. Every error is a *config.Error naming the
+// key (and the user, for a fixed address), so the CLI exits 2 for it as for a bad configuration file.
+func loadServerInputs(cfg *config.Server) (*serverInputs, error) {
+	var in serverInputs
+	var err error
+	var errs []error
+	if in.static, err = LoadStaticKey(cfg.PrivateKeyFile); err != nil {
+		errs = append(errs, config.KeyError(cfg.Path, "private_key_file", err))
+	}
+	if in.store, err = loadUsers(cfg.UsersFile); err != nil {
+		errs = append(errs, config.KeyError(cfg.Path, "users_file", err))
+	} else {
+		if in.pool4, err = poolFor(cfg, "ipv4_pool", cfg.Pool4, in.store, func(u users.User) netip.Addr { return u.FixedIPv4 }); err != nil {
+			errs = append(errs, err)
+		}
+		if in.pool6, err = poolFor(cfg, "ipv6_pool", cfg.Pool6, in.store, func(u users.User) netip.Addr { return u.FixedIPv6 }); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if cfg.NAT && cfg.NATInterface != "" {
+		if _, err := net.InterfaceByName(cfg.NATInterface); err != nil {
+			errs = append(errs, config.KeyError(cfg.Path, "nat_interface", fmt.Errorf("no interface %q on this host", cfg.NATInterface)))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return &in, nil
+}
+
+// poolFor builds the pool of prefix (none if it is not set) with the users' fixed addresses of its family
+// reserved; a fixed address outside it is an error naming the user and the users file.
+func poolFor(cfg *config.Server, key string, prefix netip.Prefix, store *users.Store, fixed func(users.User) netip.Addr) (*ippool.Pool, error) {
+	var reserved []netip.Addr
+	var outside []string
+	for _, u := range store.Users() {
+		a := fixed(u)
+		if !a.IsValid() {
+			continue
+		}
+		if !prefix.IsValid() || !prefix.Contains(a) {
+			outside = append(outside, fmt.Sprintf("user %q has fixed address %v", u.Login, a))
+			continue
+		}
+		reserved = append(reserved, a)
+	}
+	if len(outside) > 0 {
+		where := fmt.Sprintf("outside %s %v", key, prefix)
+		if !prefix.IsValid() {
+			where = "but " + key + " is not set"
+		}
+		return nil, config.KeyError(cfg.Path, key, fmt.Errorf("users file %s: %s, %s", cfg.UsersFile, strings.Join(outside, ", "), where))
+	}
+	if !prefix.IsValid() {
+		return nil, nil
+	}
+	p, err := ippool.New(prefix, reserved...)
+	if err != nil {
+		return nil, config.KeyError(cfg.Path, key, err)
+	}
+	return p, nil
+}
+
+// CheckServer is `salvo server --check`: it reads and checks everything RunServer reads before it
+// touches the system, and touches nothing.
+func CheckServer(cfg *config.Server) error {
+	_, err := loadServerInputs(cfg)
+	return err
+}
+
+// CheckClient is `salvo client --check`: the server's pinned key parses, and the password's source (a
+// password_file) can be read; a prompt or password_env is not tried.
+func CheckClient(cfg *config.Client) error {
+	var errs []error
+	if err := checkServerKey(cfg); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.PasswordFile != "" {
+		if err := secretfile.Check(cfg.PasswordFile, "password_file"); err != nil {
+			errs = append(errs, config.KeyError(cfg.Path, "password_file", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkServerKey refuses a server_public_key that does not parse, or is the example's placeholder.
+func checkServerKey(cfg *config.Client) error {
+	if cfg.ServerPublicKey == config.PlaceholderServerKey {
+		return config.KeyError(cfg.Path, "server_public_key", errors.New("is the example's placeholder: paste the gateway's public key (salvo pubkey < server.key)"))
+	}
+	if _, err := handshake.ParseKey(cfg.ServerPublicKey); err != nil {
+		return config.KeyError(cfg.Path, "server_public_key", err)
+	}
+	return nil
+}
+
+// fixedAddrs lists the users' fixed tunnel addresses by family.
+func fixedAddrs(store *users.Store) (v4, v6 []netip.Addr) {
+	for _, u := range store.Users() {
+		if u.FixedIPv4.IsValid() {
+			v4 = append(v4, u.FixedIPv4)
+		}
+		if u.FixedIPv6.IsValid() {
+			v6 = append(v6, u.FixedIPv6)
+		}
+	}
+	return v4, v6
+}
+
+// loadUsers reads the users file after checking that only its owner can read it (it holds password
+// hashes, which an attacker could try offline).
+func loadUsers(path string) (*users.Store, error) {
+	if err := secretfile.Check(path, "users file"); err != nil {
+		return nil, err
+	}
+	return users.Load(path)
+}
+
+// LoadStaticKey reads a base64 private key file written by `salvo keygen`, refusing one that others can
+// read (secretfile).
+func LoadStaticKey(path string) (handshake.StaticKeypair, error) {
+	b, err := secretfile.Read(path, "private key file", 1024)
+	if err != nil {
+		return handshake.StaticKeypair{}, err
+	}
+	defer clear(b)
+	priv, err := handshake.ParseKey(strings.TrimSpace(string(b)))
+	if err != nil {
+		return handshake.StaticKeypair{}, fmt.Errorf("private key %s: %w", path, err)
+	}
+	pub, err := handshake.PublicFromPrivate(priv)
+	if err != nil {
+		return handshake.StaticKeypair{}, fmt.Errorf("private key %s: %w", path, err)
+	}
+	return handshake.StaticKeypair{Private: priv, Public: pub}, nil
+}
