@@ -12,7 +12,7 @@ import (
 )
 
 func cmdKeygen(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("keygen", "Usage: salvo keygen [--out FILE]\n\nMakes a gateway static key pair. The private key is written to FILE\n(mode 0600, refused if FILE exists) or printed; the public key, which\nclients pin as server_public_key, is printed.\n\n", stderr)
+	fs := newFlags("keygen", "Usage: salvo keygen [--out FILE]\n\nMakes a gateway static key pair. The private key is written to FILE\n(mode 0600, refused if FILE exists) or printed; the public key, which\nclients pin as server_public_key, is printed.\n\n", stdout)
 	out := fs.String("out", "", "write the private key to this file instead of printing it")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -42,7 +42,7 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdPubkey(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("pubkey", "Usage: salvo pubkey < private.key\n\nPrints the public key of the private key read from standard input.\n\n", stderr)
+	fs := newFlags("pubkey", "Usage: salvo pubkey < private.key\n\nPrints the public key of the private key read from standard input.\n\n", stdout)
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -74,9 +74,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "user":
 		err = cmdUser(args[1:], stdin, stdout, stderr)
 	case "server":
-		err = cmdServer(args[1:], stderr)
+		err = cmdServer(args[1:], stdout, stderr)
 	case "client":
-		err = cmdClient(args[1:], stdin, stderr)
+		err = cmdClient(args[1:], stdin, stdout, stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "kick":
@@ -108,23 +108,60 @@ func exitCode(err error, stderr io.Writer) int {
 	return exitFailure
 }
 
-// newFlags makes a FlagSet whose errors are usage errors and whose --help prints the command's text.
-func newFlags(name, text string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, text)
-		fs.PrintDefaults()
-	}
+// flagSet is a command's flags with its help text. --help (or -h) prints the text and the options to
+// standard output, so `salvo server --help | less` works; a bad flag is a usage error naming --help.
+type flagSet struct {
+	*flag.FlagSet
+	text   string
+	stdout io.Writer
+}
+
+func newFlags(name, text string, stdout io.Writer) *flagSet {
+	fs := &flagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), text: text, stdout: stdout}
+	// The flag package would print its error and the usage itself; parseFlags returns the error instead,
+	// which main prints once, with a pointer to --help.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	return fs
 }
 
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+// parseFlags parses args, printing the help to standard output when it was asked for.
+func (fs *flagSet) parseFlags(args []string) error {
+	for _, a := range args {
+		if a == "--" {
+			break
 		}
-		return usageError{err}
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.printHelp()
+			return flag.ErrHelp
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{fmt.Errorf("%s: %w (see 'salvo %s --help')", fs.Name(), err, fs.Name())}
+	}
+	return nil
+}
+
+// printHelp prints the command's text and its options, spelled as the usage lines spell them (--name).
+func (fs *flagSet) printHelp() {
+	fmt.Fprint(fs.stdout, fs.text)
+	fmt.Fprintln(fs.stdout, "Options:")
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if arg != "" {
+			line += " " + arg
+		}
+		if f.DefValue != "" && f.DefValue != "false" {
+			usage += fmt.Sprintf(" (default %q)", f.DefValue)
+		}
+		fmt.Fprintf(fs.stdout, "%s\n      %s\n", line, usage)
+	})
+}
+
+func parse(fs *flagSet, args []string) error {
+	if err := fs.parseFlags(args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -20,6 +21,9 @@ func runCLI(t *testing.T, stdin string, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
+// singleDashOption finds an option listed as "-name": the usage lines spell them "--name".
+var singleDashOption = regexp.MustCompile(`\n  -[a-z]`)
+
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{{}, {"bogus"}, {"server", "--nope"}, {"user"}, {"user", "frob", "x"}, {"keygen", "extra"}} {
 		if code, _, _ := runCLI(t, "", args...); code != exitUsage {
@@ -29,8 +33,20 @@ func TestUsageErrors(t *testing.T) {
 	if code, out, _ := runCLI(t, "", "--help"); code != exitOK || !strings.Contains(out, "Exit codes") {
 		t.Fatalf("--help: %d %q", code, out)
 	}
-	if code, _, errOut := runCLI(t, "", "server", "--help"); code != exitOK || !strings.Contains(errOut, "private_key_file") {
-		t.Fatalf("server --help: %d %q", code, errOut)
+	// Every command's help goes to standard output (so it pipes into less) and lists options as the usage
+	// lines spell them.
+	for _, cmd := range []string{"server", "client", "keygen", "pubkey", "status", "kick"} {
+		code, out, errOut := runCLI(t, "", cmd, "--help")
+		if code != exitOK || errOut != "" || !strings.Contains(out, "Usage: salvo "+cmd) || singleDashOption.MatchString(out) {
+			t.Errorf("%s --help: exit %d, stdout %q, stderr %q", cmd, code, out, errOut)
+		}
+	}
+	if _, out, _ := runCLI(t, "", "server", "--help"); !strings.Contains(out, "private_key_file") || !strings.Contains(out, "  --config string") {
+		t.Errorf("server --help lacks the example or --config: %q", out)
+	}
+	if code, _, errOut := runCLI(t, "", "server", "--nope"); code != exitUsage || !strings.Contains(errOut, "see 'salvo server --help'") ||
+		strings.Count(errOut, "not defined") != 1 {
+		t.Errorf("server --nope: exit %d, stderr %q", code, errOut)
 	}
 }
 
@@ -109,8 +125,8 @@ func TestUserHelp(t *testing.T) {
 	if code != exitUsage || out != "" || !strings.Contains(errOut, "salvo user add") || !strings.Contains(errOut, "missing subcommand") {
 		t.Errorf("user: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	if code, _, errOut := runCLI(t, "", "user", "add", "--help"); code != exitOK || !strings.Contains(errOut, "salvo user add") {
-		t.Errorf("user add --help: exit %d, stderr %q", code, errOut)
+	if code, out, errOut := runCLI(t, "", "user", "add", "--help"); code != exitOK || !strings.Contains(out, "salvo user add") || errOut != "" {
+		t.Errorf("user add --help: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	if code, out, _ := runCLI(t, "", "--help"); !strings.Contains(out, "disable, enable") {
 		t.Errorf("salvo --help does not mention user disable/enable: %d %q", code, out)

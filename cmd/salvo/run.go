@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,8 +31,8 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-func cmdServer(args []string, stderr io.Writer) error {
-	fs := newFlags("server", "Usage: salvo server --config server.toml\n\nRuns the gateway. SIGINT/SIGTERM stop it and remove what it set up;\nSIGHUP reloads the users file.\n\nExample configuration:\n\n"+config.ExampleServer()+"\n", stderr)
+func cmdServer(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("server", "Usage: salvo server --config server.toml\n\nRuns the gateway. SIGINT/SIGTERM stop it and remove what it set up;\nSIGHUP reloads the users file.\n\nExample configuration:\n\n"+config.ExampleServer()+"\n", stdout)
 	path := fs.String("config", "/etc/salvo/server.toml", "configuration file")
 	check := fs.Bool("check", false, "check the configuration, its key and its users file, touch nothing, and exit (0: fine, 2: not)")
 	if err := parse(fs, args); err != nil {
@@ -61,8 +60,8 @@ func cmdServer(args []string, stderr io.Writer) error {
 	return daemon.RunServer(ctx, cfg, log)
 }
 
-func cmdClient(args []string, stdin io.Reader, stderr io.Writer) error {
-	fs := newFlags("client", "Usage: salvo client --config client.toml\n\nLogs in to the gateway (failing after 10 s with the reason), creates the TUN\ndevice, applies addresses, routes and DNS, and keeps the tunnel up (keepalive,\nrekey, reconnect). SIGINT/SIGTERM remove everything it added and exit 0.\nThe password comes from password_file, the variable named by password_env,\nor a prompt.\n\nIn a full tunnel a leak guard blocks everything outside the tunnel; after a\ncrash it stays (kill_switch) until the client is back or\n'salvo client --down --config client.toml' lifts it.\n\nExample configuration:\n\n"+config.ExampleClient()+"\n", stderr)
+func cmdClient(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("client", "Usage: salvo client --config client.toml\n\nLogs in to the gateway (failing after 10 s with the reason), creates the TUN\ndevice, applies addresses, routes and DNS, and keeps the tunnel up (keepalive,\nrekey, reconnect). SIGINT/SIGTERM remove everything it added and exit 0.\nThe password comes from password_file, the variable named by password_env,\nor a prompt.\n\nIn a full tunnel a leak guard blocks everything outside the tunnel; after a\ncrash it stays (kill_switch) until the client is back or\n'salvo client --down --config client.toml' lifts it.\n\nExample configuration:\n\n"+config.ExampleClient()+"\n", stdout)
 	path := fs.String("config", "/etc/salvo/client.toml", "configuration file")
 	down := fs.Bool("down", false, "remove what a client with this configuration left after a crash (its leak guard and policy rules) and exit")
 	check := fs.Bool("check", false, "check the configuration and its password file, touch nothing, and exit (0: fine, 2: not)")
@@ -121,7 +120,7 @@ func cmdClient(args []string, stdin io.Reader, stderr io.Writer) error {
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", "Usage: salvo status [--socket PATH] [--json]\n\nShows a running gateway's or client's sessions, traffic and drops by reason.\n\n", stderr)
+	fs := newFlags("status", "Usage: salvo status [--socket PATH] [--json]\n\nShows a running gateway's or client's sessions, traffic and drops by reason.\n\n", stdout)
 	sock := fs.String("socket", "", "control socket (default: the server's, else the client's)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args); err != nil {
@@ -154,13 +153,10 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 const defaultServerSocket = "/run/salvo/server.sock"
 
 func cmdKick(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("kick", "Usage: salvo kick [--socket PATH] USER\n\nEnds every session of USER on the running gateway. The clients are told they were\nkicked and stop instead of reconnecting. It does not stop USER from logging in\nagain: remove or disable the user (salvo user del|disable, then SIGHUP) for that.\n\n", stderr)
+	fs := newFlags("kick", "Usage: salvo kick [--socket PATH] USER\n\nEnds every session of USER on the running gateway. The clients are told they were\nkicked and stop instead of reconnecting. It does not stop USER from logging in\nagain: remove or disable the user (salvo user del|disable, then SIGHUP) for that.\n\n", stdout)
 	sock := fs.String("socket", defaultServerSocket, "the gateway's control socket")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := fs.parseFlags(args); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
 		return usageError{errors.New("kick: want exactly one USER")}
