@@ -104,7 +104,11 @@ func TestLoginFailureReasons(t *testing.T) {
 
 	other, err := exec.Command(salvoBin, "keygen").Output()
 	must(t, err)
-	w.pubKey = strings.TrimSpace(strings.TrimPrefix(strings.Split(string(other), "\n")[1], "public key:"))
+	pubkey := exec.Command(salvoBin, "pubkey")
+	pubkey.Stdin = strings.NewReader(string(other))
+	pub, err := pubkey.Output()
+	must(t, err)
+	w.pubKey = strings.TrimSpace(string(pub))
 	path = w.clientConfig(c, "alice", password, c.gwV4+":51820", "")
 	out, err = c.ns.Exec(t.Context(), salvoBin, "client", "--config", path).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 || !strings.Contains(string(out), "wrong server public key") {

@@ -12,7 +12,7 @@ import (
 )
 
 func cmdKeygen(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("keygen", "Usage: salvo keygen [--out FILE]\n\nMakes a gateway static key pair. The private key is written to FILE\n(mode 0600, refused if FILE exists) or printed; the public key, which\nclients pin as server_public_key, is printed.\n\n", stdout)
+	fs := newFlags("keygen", "Usage: salvo keygen [--out FILE]\n\nMakes a gateway static key pair. With --out the private key is written to\nFILE (mode 0600, refused if FILE exists) and the public key, which clients\npin as server_public_key, is printed. Without it only the private key is\nprinted, one line, as wg genkey does:\n\n  salvo keygen | tee server.key | salvo pubkey\n\n", stdout)
 	out := fs.String("out", "", "write the private key to this file instead of printing it")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -22,8 +22,7 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *out == "" {
-		fmt.Fprintln(stdout, "private key:", kp.Private.String())
-		fmt.Fprintln(stdout, "public key: ", kp.Public.String())
+		fmt.Fprintln(stdout, kp.Private.String()) // pipes into salvo pubkey
 		return nil
 	}
 	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)

@@ -28,7 +28,8 @@ var version = "dev" // set with -ldflags "-X main.version=..."
 const usage = `salvo: a batched userspace VPN gateway and client
 
 Usage:
-  salvo keygen [--out FILE]              make a gateway key pair (private key to FILE, public key printed)
+  salvo keygen [--out FILE]              make a gateway key pair (private key to FILE, public key printed;
+                                          without --out the private key is printed: | salvo pubkey)
   salvo pubkey < private.key              print the public key of a private key
   salvo user SUBCOMMAND ...               manage the gateway's users file: add, del, passwd, disable, enable, list
   salvo server --config server.toml       run the gateway (--check: check the configuration and exit)

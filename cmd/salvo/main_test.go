@@ -82,6 +82,14 @@ func TestKeygenPubkey(t *testing.T) {
 	if code, _, _ := runCLI(t, "not a key\n", "pubkey"); code != exitUsage {
 		t.Fatalf("bad key accepted: %d", code)
 	}
+	// Without --out keygen prints the private key alone, one line, which pipes into pubkey.
+	code, priv2, _ := runCLI(t, "", "keygen")
+	if code != exitOK || strings.Count(priv2, "\n") != 1 {
+		t.Fatalf("keygen without --out: %d %q", code, priv2)
+	}
+	if code, pub3, e := runCLI(t, priv2, "pubkey"); code != exitOK || len(strings.TrimSpace(pub3)) != 44 {
+		t.Fatalf("keygen | pubkey: %d %q %s", code, pub3, e)
+	}
 }
 
 func TestUserCommands(t *testing.T) {
