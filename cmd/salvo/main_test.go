@@ -299,3 +299,20 @@ func TestClientCheck(t *testing.T) {
 		t.Errorf("fine configuration: exit %d: %s", code, e)
 	}
 }
+
+func TestByteCount(t *testing.T) {
+	for n, want := range map[uint64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 5 << 20: "5.0 MiB", 3 << 30: "3.0 GiB", 1 << 62: "4096.0 PiB"} {
+		if got := byteCount(n); got != want {
+			t.Errorf("byteCount(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+// TestStatusNamesTheSocketsTried: with nothing running, status says which sockets it asked.
+func TestStatusNamesTheSocketsTried(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	code, _, e := runCLI(t, "", "status", "--socket", sock)
+	if code != exitFailure || !strings.Contains(e, sock) {
+		t.Fatalf("status on a missing socket: exit %d: %s", code, e)
+	}
+}

@@ -131,14 +131,18 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		paths = []string{defaultServerSocket, "/run/salvo/client.sock"}
 	}
 	var st engine.Status
-	var err error
+	var errs []error
 	for _, p := range paths {
-		if err = control.Query(p, &st); err == nil {
+		err := control.Query(p, &st)
+		if err == nil {
+			errs = nil
 			break
 		}
+		errs = append(errs, err)
 	}
-	if err != nil {
-		return err
+	if len(errs) > 0 {
+		// Name every socket tried: with no --socket that is the gateway's and the client's default.
+		return fmt.Errorf("no gateway or client answered (--socket names another): %w", errors.Join(errs...))
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -185,8 +189,8 @@ func printStatus(w io.Writer, st engine.Status) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "USER\tADDRESSES\tENDPOINT\tRX\tTX\tHANDSHAKE\tDROPS")
 	for _, s := range st.Sessions {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d pkts / %d B\t%d pkts / %d B\t%s ago\t%s\n", s.User, strings.Join(s.Addresses, ","),
-			s.Endpoint, s.Counters.RxPackets, s.Counters.RxBytes, s.Counters.TxPackets, s.Counters.TxBytes,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d pkts / %s\t%d pkts / %s\t%s ago\t%s\n", s.User, strings.Join(s.Addresses, ","),
+			s.Endpoint, s.Counters.RxPackets, byteCount(s.Counters.RxBytes), s.Counters.TxPackets, byteCount(s.Counters.TxBytes),
 			time.Since(s.LastHandshake).Round(time.Second), drops(s.Counters.Drops))
 	}
 	tw.Flush()
@@ -212,4 +216,16 @@ func onOff(b bool) string {
 		return "on"
 	}
 	return "off"
+}
+
+// byteCount is n bytes for people: 512 B, 1.5 KiB, 12.3 MiB, 4.0 GiB.
+func byteCount(n uint64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, unit := float64(n)/1024, 0
+	for v >= 1024 && unit < 4 {
+		v, unit = v/1024, unit+1
+	}
+	return fmt.Sprintf("%.1f %s", v, [...]string{"KiB", "MiB", "GiB", "TiB", "PiB"}[unit])
 }
