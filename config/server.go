@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/salvovpn/salvo/internal/batchsize"
 	"github.com/salvovpn/salvo/internal/dnsname"
 	"github.com/salvovpn/salvo/protocol"
 )
@@ -64,7 +65,7 @@ const (
 	// DefaultBatchSize packets move per read/write call. Each packet buffer is 72 KiB (room for a 64 KiB
 	// offload super-packet), so one vector is batch_size x 72 KiB: 9 MiB at 128. The gateway holds one per
 	// socket plus one for the TUN device; a small router lowers it.
-	DefaultBatchSize = 128
+	DefaultBatchSize = batchsize.Default
 	MaxBatchSize     = 1024
 )
 

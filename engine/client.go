@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/salvovpn/salvo/internal/batchsize"
 	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/handshake"
 	"github.com/salvovpn/salvo/protocol/transport"
@@ -117,7 +118,7 @@ func NewClient(cfg ClientConfig, conn PacketConn) *Client {
 		cfg.LoginTimeout = protocol.HandshakeTimeout
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = defaultVectorLen
+		cfg.BatchSize = batchsize.Default
 	}
 	if cfg.RekeyAfter <= 0 || cfg.RekeyAfter > protocol.RekeyAfterTime {
 		cfg.RekeyAfter = protocol.RekeyAfterTime

@@ -15,6 +15,7 @@ import (
 
 	"github.com/salvovpn/salvo/engine/ippool"
 	"github.com/salvovpn/salvo/engine/users"
+	"github.com/salvovpn/salvo/internal/batchsize"
 	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/handshake"
 	"golang.zx2c4.com/wireguard/tun"
@@ -143,7 +144,7 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 		cfg.Log = slog.Default()
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = defaultVectorLen
+		cfg.BatchSize = batchsize.Default
 	}
 	if cfg.HashBudget == 0 {
 		cfg.HashBudget = DefaultHashBudget

@@ -15,9 +15,6 @@ import (
 // coalesce in place.
 const bufSize = protocol.Headroom + 65535 + protocol.TagLen
 
-// defaultVectorLen is how many packets one read or write call moves unless configured otherwise.
-const defaultVectorLen = 128
-
 // inboundState is what one receive loop keeps between vectors.
 type inboundState struct {
 	ctx     context.Context

@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/salvovpn/salvo/internal/batchsize"
 )
 
 // Implementations selectable with Options.Impl.
@@ -265,7 +267,7 @@ func (d *Device) Events() <-chan tun.Event { return nil }
 
 // BatchSize is the largest vector Read can fill and Write can coalesce.
 func (d *Device) BatchSize() int {
-	return 128 // with or without the virtio header, Read drains queued packets into the whole vector
+	return batchsize.Default // with or without the virtio header, Read drains queued packets into the whole vector
 }
 
 // Close closes the device; a blocked Read returns os.ErrClosed.

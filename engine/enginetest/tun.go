@@ -8,12 +8,14 @@ import (
 	"sync/atomic"
 
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/salvovpn/salvo/internal/batchsize"
 )
 
 const (
 	// DefaultTUNBatchSize is what BatchSize reports unless WithBatchSize says otherwise; it matches the
 	// engine's default vector length.
-	DefaultTUNBatchSize = 128
+	DefaultTUNBatchSize = batchsize.Default
 	// DefaultTUNQueueLen bounds each direction's queue, in packets, unless WithQueueLen says otherwise.
 	DefaultTUNQueueLen = 1024
 )
