@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -134,19 +132,11 @@ func faultSystem(name string) bool { return name != SysBare }
 // runFaults brings a system up on a fresh topology with the relay between its ends and measures every
 // fault against its baseline.
 func runFaults(ctx context.Context, cfg *Config, s system, run int, work string) (_ []*FaultResult, err error) {
-	dir := filepath.Join(work, fmt.Sprintf("%s-faults-run%d", s.name(), run))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	topo, err := NewTopology()
+	dir, topo, err := freshTopology(work, fmt.Sprintf("%s-faults-run%d", s.name(), run))
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if cerr := topo.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("teardown: %w", cerr)
-		}
-	}()
+	defer closeTopology(topo, &err)
 	var relay *faultrelay.Relay
 	if err := topo.B.Do(func() error {
 		var err error

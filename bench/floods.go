@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -129,19 +127,11 @@ func (t *Topology) addAttacker() (*netns.NS, []netip.Addr, error) {
 
 // runFloods brings a system up with an attacker beside it and measures every flood.
 func runFloods(ctx context.Context, cfg *Config, s system, run int, work string) (_ []*FloodResult, err error) {
-	dir := filepath.Join(work, fmt.Sprintf("%s-floods-run%d", s.name(), run))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	topo, err := NewTopology()
+	dir, topo, err := freshTopology(work, fmt.Sprintf("%s-floods-run%d", s.name(), run))
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if cerr := topo.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("teardown: %w", cerr)
-		}
-	}()
+	defer closeTopology(topo, &err)
 	atk, sources, err := topo.addAttacker()
 	if err != nil {
 		return nil, fmt.Errorf("attacker namespace: %w", err)

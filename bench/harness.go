@@ -316,22 +316,35 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	return res, nil
 }
 
-// runOnce brings a system up on a fresh topology, measures everything and
-// tears it all down again.
-func runOnce(ctx context.Context, cfg *Config, s system, run int, work string) (_ *RunResult, err error) {
-	dir := filepath.Join(work, fmt.Sprintf("%s-run%d", s.name(), run))
+// freshTopology makes the work directory work/label for one run of a system and a fresh topology for
+// it; the caller defers closeTopology.
+func freshTopology(work, label string) (string, *Topology, error) {
+	dir := filepath.Join(work, label)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	topo, err := NewTopology()
 	if err != nil {
+		return "", nil, err
+	}
+	return dir, topo, nil
+}
+
+// closeTopology tears t down, reporting a failure in *err unless the run already failed.
+func closeTopology(t *Topology, err *error) {
+	if cerr := t.Close(); cerr != nil && *err == nil {
+		*err = fmt.Errorf("teardown: %w", cerr)
+	}
+}
+
+// runOnce brings a system up on a fresh topology, measures everything and
+// tears it all down again.
+func runOnce(ctx context.Context, cfg *Config, s system, run int, work string) (_ *RunResult, err error) {
+	dir, topo, err := freshTopology(work, fmt.Sprintf("%s-run%d", s.name(), run))
+	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if cerr := topo.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("teardown: %w", cerr)
-		}
-	}()
+	defer closeTopology(topo, &err)
 	tun, err := s.up(ctx, topo, dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s did not come up: %w", s.name(), err)
