@@ -146,14 +146,7 @@ var persistUnsupported atomic.Bool
 
 // installGuard creates the guard over a new socket.
 func installGuard(g LeakGuard) (*heldTable, error) {
-	ref, err := currentNS()
-	if err != nil {
-		return nil, err
-	}
-	// The socket belongs to the namespace it was opened in for its whole
-	// life, so the namespace handle is not needed after this.
-	c, err := ref.netfilter()
-	ref.close()
+	c, err := netfilterHere()
 	if err != nil {
 		return nil, err
 	}
@@ -431,12 +424,7 @@ func openGuard(dev string) (*mnl.Conn, *nftTable, error) {
 	if dev == "" || len(dev) >= ifNameSize {
 		return nil, nil, fmt.Errorf("netcfg: leak guard: invalid tunnel device name %q", dev)
 	}
-	ref, err := currentNS()
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := ref.netfilter()
-	ref.close()
+	c, err := netfilterHere()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -203,12 +203,7 @@ func guardState(t *testing.T, ns *netns.NS, dev string) nftTableState {
 	t.Helper()
 	var st nftTableState
 	must(t, ns.Do(func() error {
-		ref, err := currentNS()
-		if err != nil {
-			return err
-		}
-		c, err := ref.netfilter()
-		ref.close()
+		c, err := netfilterHere()
 		if err != nil {
 			return err
 		}
@@ -629,12 +624,7 @@ func TestLeakGuardPlainFallback(t *testing.T) {
 func TestBatchFailureKeepsSocketUsable(t *testing.T) {
 	ns := netns.ForTest(t, nsPrefix)
 	must(t, ns.Do(func() error {
-		ref, err := currentNS()
-		if err != nil {
-			return err
-		}
-		c, err := ref.netfilter()
-		ref.close()
+		c, err := netfilterHere()
 		if err != nil {
 			return err
 		}

@@ -38,14 +38,7 @@ func EnableNAT(n NAT) (undo func() error, err error) {
 	if err := n.validate(); err != nil {
 		return nil, err
 	}
-	ref, err := currentNS()
-	if err != nil {
-		return nil, err
-	}
-	// The socket belongs to the namespace it was opened in for its whole
-	// life, so the namespace handle is not needed after this.
-	c, err := ref.netfilter()
-	ref.close()
+	c, err := netfilterHere()
 	if err != nil {
 		return nil, err
 	}

@@ -47,6 +47,17 @@ func (r *nsRef) netfilter() (*mnl.Conn, error) {
 	return c, nil
 }
 
+// netfilterHere opens a NETLINK_NETFILTER socket in the calling thread's network namespace. The socket
+// belongs to that namespace for its whole life, so the namespace handle is closed at once.
+func netfilterHere() (*mnl.Conn, error) {
+	ref, err := currentNS()
+	if err != nil {
+		return nil, err
+	}
+	defer ref.close()
+	return ref.netfilter()
+}
+
 // nftTableState is what the kernel reports about an existing table.
 type nftTableState struct {
 	exists    bool
