@@ -164,14 +164,7 @@ func runFaults(ctx context.Context, cfg *Config, s system, run int, work string)
 		return nil, err
 	}
 	defer srv.stop(time.Second)
-	alive := func() error {
-		for _, d := range append(tun.daemons(), srv) {
-			if err := d.exited(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	alive := aliveCheck(append(tun.daemons(), srv))
 	secs := int(cfg.Duration / time.Second)
 	var out []*FaultResult
 	for _, spec := range cfg.faultSpecs {

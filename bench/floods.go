@@ -146,14 +146,7 @@ func runFloods(ctx context.Context, cfg *Config, s system, run int, work string)
 		return nil, err
 	}
 	defer srv.stop(time.Second)
-	alive := func() error {
-		for _, d := range append(tun.daemons(), srv) {
-			if err := d.exited(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	alive := aliveCheck(append(tun.daemons(), srv))
 	st, _ := tun.(*salvoTunnel)
 	// Login floods are built for the gateway's key; for another system any key will do (it is junk there).
 	other, err := handshake.GenerateKeypair(nil)

@@ -316,6 +316,19 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	return res, nil
 }
 
+// aliveCheck returns a check that turns a tunnel process that died mid-test into an error naming it,
+// rather than letting the next test fail obscurely.
+func aliveCheck(ds []*daemon) func() error {
+	return func() error {
+		for _, d := range ds {
+			if err := d.exited(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // freshTopology makes the work directory work/label for one run of a system and a fresh topology for
 // it; the caller defers closeTopology.
 func freshTopology(work, label string) (string, *Topology, error) {
@@ -376,16 +389,7 @@ func runOnce(ctx context.Context, cfg *Config, s system, run int, work string) (
 	p := func(format string, args ...any) {
 		cfg.progressf("[run %d/%d] %s: %s", run, cfg.Runs, s.name(), fmt.Sprintf(format, args...))
 	}
-	// alive turns a tunnel process that died mid-test into an error naming
-	// it, rather than letting the next test fail obscurely.
-	alive := func() error {
-		for _, d := range append(tun.daemons(), srv) {
-			if err := d.exited(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	alive := aliveCheck(append(tun.daemons(), srv))
 	if rr.TCP1, err = measureTCP(ctx, topo.A, tgt, secs, 1, "0"); err != nil {
 		return nil, errors.Join(err, alive())
 	}

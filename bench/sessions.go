@@ -60,10 +60,8 @@ func RunSessions(ctx context.Context, cfg SessionsConfig) ([]SessionsResult, err
 	}
 	defer os.RemoveAll(work)
 	bin := filepath.Join(work, "salvo")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/salvo")
-	cmd.Dir = cfg.RepoDir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("sessions: build salvo: %v\n%s", err, out)
+	if err := buildSalvo(ctx, cfg.RepoDir, bin); err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	var results []SessionsResult
 	for _, eb := range cfg.EBPF {

@@ -73,10 +73,8 @@ func RunStorm(ctx context.Context, cfg StormConfig) (StormResult, error) {
 	}
 	defer os.RemoveAll(work)
 	bin := filepath.Join(work, "salvo")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/salvo")
-	cmd.Dir = cfg.RepoDir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return res, fmt.Errorf("storm: build salvo: %v\n%s", err, out)
+	if err := buildSalvo(ctx, cfg.RepoDir, bin); err != nil {
+		return res, fmt.Errorf("storm: %w", err)
 	}
 	topo, err := NewTopology()
 	if err != nil {

@@ -334,14 +334,8 @@ func (s *salvoSystem) prepare(ctx context.Context, work string) (string, error) 
 			return "", fmt.Errorf("salvo-ref: export revision %s: %v: %s", s.ref, err, out)
 		}
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", s.bin, "./cmd/salvo")
-	cmd.Dir = src
-	if out, err := cmd.CombinedOutput(); err != nil {
-		msg := strings.TrimSpace(string(out))
-		if lines := strings.Split(msg, "\n"); len(lines) > 8 {
-			msg = strings.Join(lines[:8], "\n") + fmt.Sprintf("\n... (%d more lines)", len(lines)-8)
-		}
-		return "", fmt.Errorf("salvo does not build (go build ./cmd/salvo): %w:\n%s", err, msg)
+	if err := buildSalvo(ctx, src, s.bin); err != nil {
+		return "", err
 	}
 	help, _ := exec.CommandContext(ctx, s.bin, "server", "--help").CombinedOutput()
 	s.hasStateDir = strings.Contains(string(help), "state_dir")
@@ -512,4 +506,19 @@ control_socket = %q
 		return nil, fmt.Errorf("salvo tunnel does not pass traffic: %w", err)
 	}
 	return tun, nil
+}
+
+// buildSalvo builds ./cmd/salvo of the tree at src into bin, with the first lines of the compiler's
+// complaint in the error.
+func buildSalvo(ctx context.Context, src, bin string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/salvo")
+	cmd.Dir = src
+	if out, err := cmd.CombinedOutput(); err != nil {
+		msg := strings.TrimSpace(string(out))
+		if lines := strings.Split(msg, "\n"); len(lines) > 8 {
+			msg = strings.Join(lines[:8], "\n") + fmt.Sprintf("\n... (%d more lines)", len(lines)-8)
+		}
+		return fmt.Errorf("salvo does not build (go build ./cmd/salvo): %w:\n%s", err, msg)
+	}
+	return nil
 }
