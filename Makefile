@@ -2,6 +2,9 @@
 GO      ?= go
 PKGS    := ./...
 BIN     := bin/salvo
+# The version `salvo version` prints: the nearest tag and how far past it, or the commit (git describe).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/salvovpn/salvo/internal/buildinfo.Version=$(VERSION)
 FUZZTIME ?= 30s
 
 .PHONY: all build deps test test-short demo bench bench-short bench-sessions bench-storm bench-micro chaos fuzz fuzz-ci lint clean
@@ -9,7 +12,7 @@ FUZZTIME ?= 30s
 all: build
 
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/salvo
+	$(GO) build -trimpath -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/salvo
 
 # What the tests, the demo and the benchmarks run (nft, ping, iperf3, wg...): installed if missing.
 deps:

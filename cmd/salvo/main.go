@@ -12,6 +12,7 @@ import (
 
 	"github.com/salvovpn/salvo/config"
 	"github.com/salvovpn/salvo/engine"
+	"github.com/salvovpn/salvo/internal/buildinfo"
 )
 
 // Exit codes, documented in `salvo --help`.
@@ -22,8 +23,6 @@ const (
 	exitLogin   = 3 // the client could not log in (unreachable, wrong password, wrong key, rate limited)
 	exitEnded   = 4 // the gateway ended the client's session for good (revoked, replaced, kicked)
 )
-
-var version = "dev" // set with -ldflags "-X main.version=..."
 
 const usage = `salvo: a batched userspace VPN gateway and client
 
@@ -37,9 +36,9 @@ Usage:
   salvo client --down --config FILE       lift what a crashed client left (its leak guard: the kill switch)
   salvo status [--socket PATH] [--json]   show a running gateway's or client's sessions and counters
   salvo kick [--socket PATH] USER         end USER's sessions on a running gateway (they are told and stop)
-  salvo version
+  salvo version                          print the version, the commit and the Go version
 
-Run 'salvo COMMAND --help' for a command's options.
+Run 'salvo help COMMAND' (or 'salvo COMMAND --help') for a command's options.
 
 Exit codes:
   0  success
@@ -63,10 +62,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "-h", "--help", "help":
+		if len(args) > 1 && args[0] == "help" { // salvo help COMMAND: the command's --help
+			return run([]string{args[1], "--help"}, stdin, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	case "version", "--version":
-		fmt.Fprintln(stdout, "salvo", version)
+		fmt.Fprintln(stdout, "salvo", buildinfo.Read())
 		return exitOK
 	case "keygen":
 		err = cmdKeygen(args[1:], stdout, stderr)

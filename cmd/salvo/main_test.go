@@ -41,12 +41,23 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("%s --help: exit %d, stdout %q, stderr %q", cmd, code, out, errOut)
 		}
 	}
+	_, page, _ := runCLI(t, "", "help", "server")
+	if _, out, _ := runCLI(t, "", "server", "--help"); page != out {
+		t.Errorf("salvo help server differs from salvo server --help: %q", page)
+	}
 	if _, out, _ := runCLI(t, "", "server", "--help"); !strings.Contains(out, "private_key_file") || !strings.Contains(out, "  --config string") {
 		t.Errorf("server --help lacks the example or --config: %q", out)
 	}
 	if code, _, errOut := runCLI(t, "", "server", "--nope"); code != exitUsage || !strings.Contains(errOut, "see 'salvo server --help'") ||
 		strings.Count(errOut, "not defined") != 1 {
 		t.Errorf("server --nope: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runCLI(t, "", "version")
+	if code != exitOK || !regexp.MustCompile(`^salvo dev .*go1\.\d+`).MatchString(out) {
+		t.Fatalf("version: exit %d, %q; want the version and the Go version", code, out)
 	}
 }
 
