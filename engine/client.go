@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/salvovpn/salvo/internal/batchsize"
+	"github.com/salvovpn/salvo/internal/buildinfo"
 	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/handshake"
 	"github.com/salvovpn/salvo/protocol/transport"
@@ -77,9 +78,10 @@ type ClientConfig struct {
 
 // Client is one tunnel to a gateway.
 type Client struct {
-	cfg  ClientConfig
-	conn *sender
-	log  *slog.Logger
+	cfg     ClientConfig
+	conn    *sender
+	log     *slog.Logger
+	started time.Time
 	// server is the gateway's address: cfg.ServerAddr, or what Resolve found at the last reconnect. The
 	// data path loads it once per vector.
 	server atomic.Pointer[netip.AddrPort]
@@ -128,7 +130,7 @@ func NewClient(cfg ClientConfig, conn PacketConn) *Client {
 		_, _ = rand.Read(b[:])
 		cfg.Handshake.InstanceID = binary.LittleEndian.Uint64(b[:]) | 1
 	}
-	c := &Client{cfg: cfg, conn: &sender{conn: conn}, log: cfg.Log, devReady: make(chan struct{}), hsIn: make(chan []byte, 16),
+	c := &Client{cfg: cfg, conn: &sender{conn: conn}, log: cfg.Log, started: time.Now(), devReady: make(chan struct{}), hsIn: make(chan []byte, 16),
 		ended: make(chan protocol.DisconnectReason, 1)}
 	c.drops.log = cfg.Log
 	c.state.Store("connecting")
@@ -625,8 +627,8 @@ func (c *Client) sendDisconnect() {
 
 // Status reports the tunnel for the control socket.
 func (c *Client) Status() Status {
-	st := Status{Role: "client", State: c.state.Load().(string), Global: c.global.Snapshot(), Runtime: readRuntimeStats(),
-		Panics: c.panics.count.Load()}
+	st := Status{Role: "client", Version: buildinfo.Read().Version, Started: c.started, State: c.state.Load().(string),
+		Global: c.global.Snapshot(), Runtime: readRuntimeStats(), Panics: c.panics.count.Load()}
 	if dev := c.device(); dev != nil {
 		if name, err := dev.Name(); err == nil {
 			st.Device = name

@@ -16,6 +16,7 @@ import (
 	"github.com/salvovpn/salvo/engine/ippool"
 	"github.com/salvovpn/salvo/engine/users"
 	"github.com/salvovpn/salvo/internal/batchsize"
+	"github.com/salvovpn/salvo/internal/buildinfo"
 	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/handshake"
 	"golang.zx2c4.com/wireguard/tun"
@@ -86,6 +87,7 @@ type Server struct {
 	// nextWorker hands sessions that logged in on a handshake socket to the workers in turn.
 	nextWorker atomic.Uint32
 	log        *slog.Logger
+	started    time.Time
 	drops      dropLogger
 	panics     panicGuard
 	global     Counters
@@ -104,6 +106,7 @@ type Server struct {
 	leases  *leaseTable
 
 	logins loginGuard
+	ledger sessionLedger // what ended sessions counted (guarded by mu)
 
 	hsq     *handshakeQueue
 	notices noticeGuard
@@ -152,7 +155,7 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 	if cfg.pendingTimeout == 0 {
 		cfg.pendingTimeout = pendingTimeout
 	}
-	s := &Server{cfg: cfg, queues: queues, workers: cfg.Workers, layout: socketLayout{workers: cfg.Workers}, log: cfg.Log,
+	s := &Server{cfg: cfg, queues: queues, workers: cfg.Workers, layout: socketLayout{workers: cfg.Workers}, log: cfg.Log, started: time.Now(),
 		hs:      handshake.NewServer(cfg.Static, cfg.Suites, rand.Reader),
 		live:    map[instanceKey]*serverSession{},
 		pending: map[instanceKey]*serverSession{},
@@ -311,8 +314,10 @@ func (s *Server) unsteerAddress(a netip.Addr) {
 // Status reports every session for the control socket.
 func (s *Server) Status() Status {
 	now := time.Now()
-	st := Status{Role: "server", Global: s.global.Snapshot(), Sessions: []SessionStatus{}, Runtime: readRuntimeStats(),
-		Workers: s.workers, CrossWorkerPackets: s.crossWorker.Load(), Panics: s.panics.count.Load()}
+	totals := s.Totals(false)
+	st := Status{Role: "server", Version: buildinfo.Read().Version, Started: s.started, Global: s.global.Snapshot(),
+		Sessions: []SessionStatus{}, Runtime: readRuntimeStats(), Workers: s.workers, CrossWorkerPackets: s.crossWorker.Load(),
+		Panics: s.panics.count.Load(), Totals: &totals}
 	ls := s.logins.snapshot()
 	st.Logins = &ls
 	if s.cfg.KernelStatus != nil {

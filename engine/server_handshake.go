@@ -58,6 +58,7 @@ type loginGuard struct {
 // loginCounters count what happened to handshakes, for the status (and the flood and storm tests).
 type loginCounters struct {
 	ok, failed, rateLimited, busy, resumed, cookies atomic.Uint64
+	rejected                                        [numRejectReasons]atomic.Uint64 // before login or resume
 }
 
 // LoginStats is the JSON form of the gateway's handshake counters.
@@ -69,12 +70,20 @@ type LoginStats struct {
 	Busy           uint64 `json:"busy"` // refused: hashing budget spent
 	Resumes        uint64 `json:"resumes"`
 	CookiesSent    uint64 `json:"cookies_sent"` // proof of address demanded
+	// Rejected counts requests refused before any login or resume logic, by reason (wrong_key: the client
+	// pinned another gateway key; stale, replay: timestamps; decrypt, malformed, version, no_suite).
+	Rejected map[string]uint64 `json:"rejected"`
 }
 
 func (g *loginGuard) snapshot() LoginStats {
 	c := &g.stats
-	return LoginStats{PasswordHashes: g.hashes.Load(), LoginsOK: c.ok.Load(), LoginsFailed: c.failed.Load(),
-		RateLimited: c.rateLimited.Load(), Busy: c.busy.Load(), Resumes: c.resumed.Load(), CookiesSent: c.cookies.Load()}
+	st := LoginStats{PasswordHashes: g.hashes.Load(), LoginsOK: c.ok.Load(), LoginsFailed: c.failed.Load(),
+		RateLimited: c.rateLimited.Load(), Busy: c.busy.Load(), Resumes: c.resumed.Load(), CookiesSent: c.cookies.Load(),
+		Rejected: map[string]uint64{}}
+	for i := range c.rejected {
+		st.Rejected[rejectNames[i]] = c.rejected[i].Load()
+	}
+	return st
 }
 
 // HashMemoryCap is the argon2id memory, in KiB, that concurrent hashes may use together: one hash at the
@@ -196,7 +205,7 @@ func (n *noticeGuard) allow(src netip.Addr, now time.Time) bool {
 // notice, rate-limited.
 func (s *Server) intakeHandshake(b []byte, src netip.AddrPort, from intakeSocket, now time.Time) {
 	if err := s.hs.CheckMac1(b); err != nil {
-		s.global.drop(DropMalformed)
+		s.logins.stats.rejected[rejectReasonOf(err)].Add(1)
 		if errors.Is(err, handshake.ErrMac1) && s.notices.allow(src.Addr(), now) {
 			_ = from.via.writeOne(handshake.NewNotice(handshake.NoticeKeyMismatch, binary.LittleEndian.Uint32(b[4:8])), src)
 		}
@@ -279,8 +288,9 @@ func (s *Server) handleHandshake(job handshakeJob) {
 			s.sendCookie(reply, job, now)
 			return
 		}
-		s.global.drop(DropMalformed)
-		s.log.Debug("handshake rejected", "from", job.src, "err", err)
+		reason := rejectReasonOf(err)
+		s.logins.stats.rejected[reason].Add(1)
+		s.log.Debug("handshake rejected", "from", job.src, "reason", rejectNames[reason], "err", err)
 		return
 	}
 	defer req.Wipe()
@@ -438,7 +448,7 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 		kp, err = transport.NewKeypair(keys.Suite, keys.Send, keys.Recv, keys.LocalIndex, keys.RemoteIndex, false, now)
 		if err == nil {
 			if old := s.pending[key]; old != nil {
-				s.removeLocked(old)
+				s.removeLocked(old, "")
 			}
 			sess.next.Store(kp)
 			sess.endpoint.Store(&endpoint{addr: job.src, socket: socket})

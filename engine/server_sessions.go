@@ -40,7 +40,7 @@ func (s *Server) promoteLocked(tbl *sessionTable, sess *serverSession, now time.
 	key := instanceKey{sess.user, sess.instance}
 	delete(s.pending, key)
 	if old := s.live[key]; old != nil {
-		s.dropLocked(tbl, old) // the same client instance logged in again: nothing to tell it
+		s.dropLocked(tbl, old, endRelogin) // the same client instance logged in again: nothing to tell it
 	}
 	for _, other := range append([]*serverSession(nil), s.perUser[sess.user]...) {
 		if other.lease == sess.lease {
@@ -55,6 +55,7 @@ func (s *Server) promoteLocked(tbl *sessionTable, sess *serverSession, now time.
 		s.endLocked(tbl, oldest, protocol.DisconnectReplaced, now)
 	}
 	sess.live = true
+	s.ledger.started++
 	s.live[key] = sess
 	s.perUser[sess.user] = append(s.perUser[sess.user], sess)
 	for _, a := range sess.addrs() {
@@ -76,8 +77,7 @@ func (s *Server) endSessionLocked(sess *serverSession, reason protocol.Disconnec
 
 func (s *Server) endLocked(tbl *sessionTable, sess *serverSession, reason protocol.DisconnectReason, now time.Time) {
 	s.sendControl(sess, protocol.CodeDisconnect, reason, now)
-	s.log.Info("session ended", "user", sess.user, "reason", reason.String(), "addresses", fmt.Sprint(sess.addrs()))
-	s.dropLocked(tbl, sess)
+	s.dropLocked(tbl, sess, reason.String())
 }
 
 // sendControl sends a keepalive or disconnect to the session's endpoint through its worker's socket.
@@ -94,14 +94,18 @@ func (s *Server) sendControl(sess *serverSession, code protocol.Code, reason pro
 }
 
 // removeLocked forgets a session without telling its client (it is gone, or never was).
-func (s *Server) removeLocked(sess *serverSession) {
+func (s *Server) removeLocked(sess *serverSession, reason string) {
 	tbl := s.table.Load().clone()
-	s.dropLocked(tbl, sess)
+	s.dropLocked(tbl, sess, reason)
 	s.table.Store(tbl)
 }
 
 // dropLocked removes every trace of sess from the server and from tbl (unpublished), and releases its lease.
-func (s *Server) dropLocked(tbl *sessionTable, sess *serverSession) {
+// A live session's end is accounted under reason (see accountLocked); a pending one never carried traffic.
+func (s *Server) dropLocked(tbl *sessionTable, sess *serverSession, reason string) {
+	if sess.live && sess.lease != nil {
+		s.accountLocked(sess, reason, time.Now())
+	}
 	for _, kp := range sess.keys() {
 		if e, ok := tbl.byIndex[kp.LocalIndex()]; ok && e.sess == sess {
 			s.delIndex(tbl, kp.LocalIndex())
@@ -139,8 +143,7 @@ func (s *Server) removeSession(sess *serverSession) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sess.lease != nil {
-		s.log.Info("session closed by client", "user", sess.user)
-		s.removeLocked(sess)
+		s.removeLocked(sess, endClosed)
 	}
 }
 
@@ -200,14 +203,13 @@ func (s *Server) sweep(now time.Time) {
 	for _, sess := range s.pending {
 		if now.Sub(time.Unix(0, sess.lastHandshake.Load())) > s.cfg.pendingTimeout {
 			s.log.Debug("login not confirmed by the client; dropped", "user", sess.user)
-			s.dropLocked(tbl, sess)
+			s.dropLocked(tbl, sess, "")
 			changed = true
 		}
 	}
 	for _, sess := range s.live {
 		if now.Sub(time.Unix(0, sess.lastRecv.Load())) > idle {
-			s.log.Info("session expired", "user", sess.user, "addresses", fmt.Sprint(sess.addrs()))
-			s.dropLocked(tbl, sess)
+			s.dropLocked(tbl, sess, endExpired)
 			changed = true
 			continue
 		}
@@ -255,6 +257,9 @@ func (s *Server) shutdown() {
 			s.sendControl(sess, protocol.CodeDisconnect, protocol.DisconnectShutdown, now)
 		}
 	}
+	for _, sess := range s.live {
+		s.accountLocked(sess, endShutdown, now)
+	}
 }
 
 // Kick ends every session of user (an administrator's request) and returns how many there were. The
@@ -269,7 +274,11 @@ func (s *Server) Kick(user string) int {
 // the failure padding, which depends on the parameters in the file.
 func (s *Server) UsersChanged() int {
 	s.logins.measure(s.cfg.Users)
-	return s.endWhere(protocol.DisconnectRevoked, func(sess *serverSession) bool { return !s.userValid(sess) })
+	n := s.endWhere(protocol.DisconnectRevoked, func(sess *serverSession) bool { return !s.userValid(sess) })
+	s.mu.Lock()
+	s.forgetUsersLocked()
+	s.mu.Unlock()
+	return n
 }
 
 // userValid reports whether the users file still has sess's user, enabled and with the password hash it

@@ -81,6 +81,8 @@ type SessionStatus struct {
 // Status is what the control socket returns.
 type Status struct {
 	Role     string           `json:"role"` // "server" or "client"
+	Version  string           `json:"version"`
+	Started  time.Time        `json:"started"`
 	Device   string           `json:"device"`
 	Listen   []string         `json:"listen,omitempty"`
 	State    string           `json:"state,omitempty"` // client: connecting, connected, reconnecting
@@ -100,6 +102,8 @@ type Status struct {
 	Sockets *SocketStats `json:"sockets,omitempty"`
 	// LeakGuard is the client's leak guard, when one is up.
 	LeakGuard *LeakGuardStatus `json:"leak_guard,omitempty"`
+	// Totals are the gateway's counters since it started, ended sessions included.
+	Totals *Totals `json:"totals,omitempty"`
 }
 
 // LeakGuardStatus is a client's leak guard: up, whether it outlives a crash, and how many packets it

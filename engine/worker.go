@@ -23,6 +23,7 @@ type worker struct {
 	// writeQueue is where the worker's receive loops write: the kernel then sends the replies of those
 	// flows back on the same queue, to this worker.
 	writeQueue tun.Device
+	vectors    vectorCounters // read calls and packets of the worker's loops
 }
 
 // newWorkers lays out the workers of s over its sockets and queues (see socketLayout).
@@ -69,6 +70,7 @@ func (w *worker) receiveLoop(ctx context.Context, socket int) error {
 		if err != nil {
 			return err
 		}
+		w.vectors.udp(n)
 		s.inbound(r, n)
 	}
 }
@@ -94,6 +96,7 @@ func (w *worker) tunLoop(ctx context.Context, q int) error {
 			}
 			return err
 		}
+		w.vectors.tun(n)
 		s.outbound(o, n)
 	}
 }
