@@ -162,6 +162,25 @@ func (fs *flagSet) printHelp() {
 	})
 }
 
+// parseArg parses args holding flags and at most one argument (a login), the flags before or after it.
+// It returns the argument, or "" if there is none.
+func (fs *flagSet) parseArg(args []string) (string, error) {
+	if err := fs.parseFlags(args); err != nil {
+		return "", err
+	}
+	if fs.NArg() == 0 {
+		return "", nil
+	}
+	arg := fs.Arg(0)
+	if err := fs.parseFlags(fs.Args()[1:]); err != nil {
+		return "", err
+	}
+	if fs.NArg() > 0 {
+		return "", usageError{fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
+	}
+	return arg, nil
+}
+
 func parse(fs *flagSet, args []string) error {
 	if err := fs.parseFlags(args); err != nil {
 		return err
