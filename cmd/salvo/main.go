@@ -32,6 +32,8 @@ Usage:
   salvo pubkey < private.key              print the public key of a private key
   salvo user SUBCOMMAND ...               manage the gateway's users file: add, del, passwd, disable, enable, list
   salvo server --config server.toml       run the gateway (--check: check the configuration and exit)
+  salvo client-config [--config server.toml] USER
+                                          print a client.toml for USER (gateway address and key, no password)
   salvo client --config client.toml       run the client
   salvo client --down --config FILE       lift what a crashed client left (its leak guard: the kill switch)
   salvo status [--socket PATH] [--json]   show a running gateway's or client's sessions and counters
@@ -80,6 +82,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdServer(args[1:], stdout, stderr)
 	case "client":
 		err = cmdClient(args[1:], stdin, stdout, stderr)
+	case "client-config":
+		err = cmdClientConfig(args[1:], stdout, stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "kick":
