@@ -8,13 +8,14 @@ import (
 	"unicode"
 
 	"github.com/BurntSushi/toml"
+	"github.com/skip2/go-qrcode"
 
 	"github.com/salvovpn/salvo/config"
 	"github.com/salvovpn/salvo/daemon"
 	"github.com/salvovpn/salvo/engine/users"
 )
 
-const clientConfigUsage = `Usage: salvo client-config [--config server.toml] [--password-file PATH] USER
+const clientConfigUsage = `Usage: salvo client-config [--config server.toml] [--password-file PATH] [--qr] USER
 
 Prints a client configuration for USER to standard output: the gateway's
 public_endpoint and public key (from private_key_file, refused if others can
@@ -31,6 +32,7 @@ printed with a warning.
 func cmdClientConfig(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("client-config", clientConfigUsage, stdout)
 	path := fs.String("config", "/etc/salvo/server.toml", "the gateway's configuration file")
+	qr := fs.Bool("qr", false, "print the configuration, without its comments, as a QR code for a terminal")
 	pwFile := fs.String("password-file", "", "the client's password_file (default /etc/salvo/USER.password)")
 	login, err := fs.parseArg(args)
 	if err != nil {
@@ -68,9 +70,17 @@ func cmdClientConfig(args []string, stdout, stderr io.Writer) error {
 	if !ok {
 		return usageError{fmt.Errorf("client-config: user %q is not in users file %s (salvo user add --file %s %s)", login, cfg.UsersFile, cfg.UsersFile, login)}
 	}
-	text, err := clientConfig(cfg.PublicEndpoint, key.Public.String(), login, *pwFile)
+	text, err := clientConfig(cfg.PublicEndpoint, key.Public.String(), login, *pwFile, !*qr)
 	if err != nil {
 		return err
+	}
+	if *qr {
+		// Medium error correction: a terminal's rendering and a phone camera are not perfect.
+		code, err := qrcode.New(text, qrcode.Medium)
+		if err != nil {
+			return fmt.Errorf("client-config: QR code: %w", err)
+		}
+		text = halfBlocks(code.Bitmap())
 	}
 	if u.Disabled {
 		fmt.Fprintf(stderr, "salvo: warning: user %q is disabled in %s: it cannot log in until 'salvo user enable --file %s %s' and SIGHUP\n",
@@ -83,12 +93,15 @@ func cmdClientConfig(args []string, stdout, stderr io.Writer) error {
 // clientConfig writes a client's configuration file. The values go through the TOML encoder, so no login,
 // endpoint or path can make the file invalid or add a key; the one comment that names the password file
 // quotes it for the shell, and passwordFile holds no line break.
-func clientConfig(endpoint, serverKey, login, passwordFile string) (string, error) {
+// Without comments it is the four keys alone, which keeps a QR code of it small.
+func clientConfig(endpoint, serverKey, login, passwordFile string, comments bool) (string, error) {
 	var b strings.Builder
-	b.WriteString(`# Salvo client configuration, written by "salvo client-config" on the gateway.
+	if comments {
+		b.WriteString(`# Salvo client configuration, written by "salvo client-config" on the gateway.
 # It holds no secret. "salvo client --help" shows every other key and its default.
 
 `)
+	}
 	for _, kv := range []struct {
 		comment    string
 		key, value string
@@ -100,7 +113,7 @@ func clientConfig(endpoint, serverKey, login, passwordFile string) (string, erro
 			"# password into it on one line with an editor (not on a command line: shell history keeps it):\n" +
 			"#   install -m 600 /dev/null " + shellQuote(passwordFile), "password_file", passwordFile},
 	} {
-		if kv.comment != "" {
+		if comments && kv.comment != "" {
 			b.WriteString(kv.comment + "\n")
 		}
 		if err := toml.NewEncoder(&b).Encode(map[string]string{kv.key: kv.value}); err != nil {
@@ -120,4 +133,29 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// halfBlocks draws a QR code's modules (true: dark) two rows to a line with half-block characters, black
+// on white whatever the terminal's own colours, since a scanner wants dark modules on a light ground. The
+// bitmap includes the quiet zone.
+func halfBlocks(bitmap [][]bool) string {
+	var b strings.Builder
+	for y := 0; y < len(bitmap); y += 2 {
+		b.WriteString("\x1b[30;107m")
+		for x, top := range bitmap[y] {
+			bottom := y+1 < len(bitmap) && bitmap[y+1][x]
+			switch {
+			case top && bottom:
+				b.WriteString("█")
+			case top:
+				b.WriteString("▀")
+			case bottom:
+				b.WriteString("▄")
+			default:
+				b.WriteString(" ")
+			}
+		}
+		b.WriteString("\x1b[0m\n")
+	}
+	return b.String()
 }

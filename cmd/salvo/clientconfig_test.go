@@ -3,8 +3,11 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/skip2/go-qrcode"
 
 	"github.com/salvovpn/salvo/config"
 )
@@ -78,6 +81,10 @@ func TestClientConfig(t *testing.T) {
 	if _, out, _ := runCLI(t, "", "client-config", "--config", conf, "bob"); !strings.Contains(out, `password_file = "/etc/salvo/bob.password"`) {
 		t.Errorf("default password_file:\n%s", out)
 	}
+	if code, out, _ := runCLI(t, "", "client-config", "--config", conf, "--qr", "bob"); code != exitOK || strings.Contains(out, "bob") ||
+		!strings.Contains(out, "\u2588") {
+		t.Errorf("--qr: exit %d:\n%s", code, out)
+	}
 	if code, _, e := runCLI(t, "", "client-config", "--config", conf, "carol"); code != exitUsage || !strings.Contains(e, `user "carol" is not in users file `+usersFile) {
 		t.Errorf("unknown user: exit %d: %s", code, e)
 	}
@@ -101,5 +108,34 @@ func TestClientConfig(t *testing.T) {
 	if code, out, e := runCLI(t, "", "client-config", "--config", conf, login); code != exitUsage || out != "" ||
 		!strings.Contains(e, "private_key_file") || !strings.Contains(e, "chmod 600") {
 		t.Errorf("readable key file: exit %d, stdout %q, stderr %q", code, out, e)
+	}
+}
+
+// TestClientConfigQR: --qr draws the configuration's QR code, and every character stands for the two
+// modules it covers (read back here into the library's bitmap).
+func TestClientConfigQR(t *testing.T) {
+	text, err := clientConfig("vpn.example.com:51820", strings.Repeat("A", 43)+"=", "alice", "/etc/salvo/alice.password", false)
+	if err != nil || strings.Contains(text, "#") || strings.Count(text, "\n") != 4 {
+		t.Fatalf("without comments: %v %q", err, text)
+	}
+	code, err := qrcode.New(text, qrcode.Medium)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := code.Bitmap()
+	drawn := halfBlocks(want)
+	var got [][]bool
+	for _, line := range strings.Split(strings.TrimSuffix(drawn, "\n"), "\n") {
+		line = strings.TrimSuffix(strings.TrimPrefix(line, "\x1b[30;107m"), "\x1b[0m")
+		var top, bottom []bool
+		for _, r := range line {
+			top = append(top, r == '█' || r == '▀')
+			bottom = append(bottom, r == '█' || r == '▄')
+		}
+		got = append(got, top, bottom)
+	}
+	got = got[:len(want)] // an odd last row is drawn over an empty one
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("drawing does not match the bitmap:\n%s", drawn)
 	}
 }

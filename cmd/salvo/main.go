@@ -32,7 +32,7 @@ Usage:
   salvo pubkey < private.key              print the public key of a private key
   salvo user SUBCOMMAND ...               manage the gateway's users file: add, del, passwd, disable, enable, list
   salvo server --config server.toml       run the gateway (--check: check the configuration and exit)
-  salvo client-config [--config server.toml] USER
+  salvo client-config [--config server.toml] [--qr] USER
                                           print a client.toml for USER (gateway address and key, no password)
   salvo client --config client.toml       run the client
   salvo client --down --config FILE       lift what a crashed client left (its leak guard: the kill switch)
