@@ -148,22 +148,30 @@ func (l *loader) parseServer(s string) (string, uint16) {
 		l.failAt(0, "server", "missing: this key is required (\"host:port\")")
 		return "", 0
 	}
+	return l.parseHostPort("server", s)
+}
+
+// parseHostPort checks an address to reach the gateway at: a DNS name or an IP literal, with a port
+// (IPv6 literals in brackets). It returns the host unbracketed, or "" and 0 after recording a problem.
+func (l *loader) parseHostPort(key, s string) (string, uint16) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		l.failf("server", "%q is not host:port (write IPv6 addresses as \"[2001:db8::1]:51820\")", s)
+		l.failf(key, "%q is not host:port (write IPv6 addresses as \"[2001:db8::1]:51820\")", s)
 		return "", 0
 	}
 	p, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || p == 0 {
-		l.failf("server", "%q: port %q must be a number 1..65535", s, port)
+		l.failf(key, "%q: port %q must be a number 1..65535", s, port)
 		return "", 0
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
 		if a.Is4In6() {
-			l.failf("server", "%q: write IPv4-mapped addresses as plain IPv4", s)
+			l.failf(key, "%q: write IPv4-mapped addresses as plain IPv4", s)
+			return "", 0
 		}
 	} else if err := dnsname.CheckName(strings.TrimSuffix(host, ".")); err != nil { // a fully qualified name may end in "."
-		l.failf("server", "%q: host is neither an IP address nor a DNS name: %v", s, err)
+		l.failf(key, "%q: host is neither an IP address nor a DNS name: %v", s, err)
+		return "", 0
 	}
 	return host, uint16(p)
 }

@@ -110,6 +110,18 @@ workers = 8
 	}
 }
 
+// TestPublicEndpoint: a name, an IPv4 literal or a bracketed IPv6 literal, each with a port, is kept as
+// written (clients resolve the name themselves).
+func TestPublicEndpoint(t *testing.T) {
+	for _, ep := range []string{"vpn.example.com:51820", "vpn.example.com.:443", "203.0.113.1:51820", "[2001:db8::1]:51820"} {
+		path := write(t, "server.toml", minimalServer+"public_endpoint = \""+ep+"\"\n")
+		s, err := LoadServer(path)
+		if err != nil || s.PublicEndpoint != ep {
+			t.Errorf("public_endpoint %q: %v %+v", ep, err, s)
+		}
+	}
+}
+
 func TestRelativeToConfigDir(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "etc"), 0o700); err != nil {
@@ -163,6 +175,15 @@ func TestServerErrors(t *testing.T) {
 		{"listen = [\n  \"0.0.0.0:1\",\n  \"0.0.0.0:0\",\n]", 6, "listen", "port must be 1..65535"},
 		{`listen = ["0.0.0.0:1", "0.0.0.0:1"]`, 4, "listen", "listed twice"},
 		{`listen = "0.0.0.0:1"`, 4, "listen", "incompatible types"},
+		{`public_endpoint = "vpn.example.com"`, 4, "public_endpoint", "not host:port"},
+		{`public_endpoint = "2001:db8::1:51820"`, 4, "public_endpoint", `write IPv6 addresses as "[2001:db8::1]:51820"`},
+		{`public_endpoint = "vpn.example.com:0"`, 4, "public_endpoint", "must be a number 1..65535"},
+		{`public_endpoint = "bad host!:51820"`, 4, "public_endpoint", "neither an IP address nor a DNS name"},
+		{`public_endpoint = "0.0.0.0:51820"`, 4, "public_endpoint", "wildcard address"},
+		{`public_endpoint = "[::]:51820"`, 4, "public_endpoint", "wildcard address"},
+		{`public_endpoint = "[::ffff:192.0.2.1]:51820"`, 4, "public_endpoint", "plain IPv4"},
+		{`public_endpoint = ["vpn.example.com:51820"]`, 4, "public_endpoint", "incompatible types"},
+		{`publicEndpoint = "x:1"`, 4, "publicEndpoint", `did you mean "public_endpoint"?`},
 		{`tun_name = "a/b"`, 4, "tun_name", "must not contain"},
 		{`tun_name = "sixteen-chars-xx"`, 4, "tun_name", "1..15"},
 		{`tun_name = "a b"`, 4, "tun_name", "must not contain"},

@@ -16,6 +16,10 @@ const exampleServer = `# Salvo gateway configuration (TOML). Unknown keys are er
 
 # UDP addresses to listen on (IP:port; IPv6 in brackets).
 listen = ["0.0.0.0:51820", "[::]:51820"]
+# Where clients reach this gateway (host name or IP, and port; IPv6 in
+# brackets): behind NAT or with wildcard listen addresses, listen cannot
+# say it. "salvo client-config USER" writes it into the client's file.
+# public_endpoint = "vpn.example.com:51820"
 
 # Required: the gateway's static private key (created by "salvo keygen")
 # and the users file (managed by "salvo user add|del|passwd|list"). Both

@@ -15,6 +15,7 @@ import (
 // from the others by LoadServer.
 type Server struct {
 	Listen             []string `toml:"listen"`           // UDP "ip:port"; default both wildcards on 51820
+	PublicEndpoint     string   `toml:"public_endpoint"`  // optional "host:port" clients reach the gateway at (salvo client-config)
 	PrivateKeyFile     string   `toml:"private_key_file"` // required; resolved against the config's directory
 	UsersFile          string   `toml:"users_file"`       // required; resolved against the config's directory
 	TunName            string   `toml:"tun_name"`         // default "salvo0"
@@ -100,6 +101,9 @@ func LoadServer(path string) (*Server, error) {
 		s.Listen = []string{"0.0.0.0:51820", "[::]:51820"}
 	}
 	s.ListenAddrs = l.parseListen(s.Listen)
+	if l.defined("public_endpoint") {
+		l.checkPublicEndpoint(s.PublicEndpoint)
+	}
 
 	s.PrivateKeyFile = l.requireFile("private_key_file", s.PrivateKeyFile)
 	s.UsersFile = l.requireFile("users_file", s.UsersFile)
@@ -227,6 +231,15 @@ func (l *loader) parseListen(list []string) []netip.AddrPort {
 		out = append(out, ap)
 	}
 	return out
+}
+
+// checkPublicEndpoint checks the address clients are told to reach the gateway at by the rules of a
+// client's server key, and refuses a wildcard: listen often holds one, and a client cannot send to it.
+func (l *loader) checkPublicEndpoint(s string) {
+	host, _ := l.parseHostPort("public_endpoint", s)
+	if a, err := netip.ParseAddr(host); err == nil && a.IsUnspecified() {
+		l.failf("public_endpoint", "%q is a wildcard address: write the name or address clients reach this host at, such as \"vpn.example.com:51820\"", s)
+	}
 }
 
 // parsePool checks a pool prefix. It must leave room for the network

@@ -31,7 +31,7 @@ func loadServerInputs(cfg *config.Server) (*serverInputs, error) {
 	if in.static, err = LoadStaticKey(cfg.PrivateKeyFile); err != nil {
 		errs = append(errs, config.KeyError(cfg.Path, "private_key_file", err))
 	}
-	if in.store, err = loadUsers(cfg.UsersFile); err != nil {
+	if in.store, err = LoadUsers(cfg.UsersFile); err != nil {
 		errs = append(errs, config.KeyError(cfg.Path, "users_file", err))
 	} else {
 		if in.pool4, err = poolFor(cfg, "ipv4_pool", cfg.Pool4, in.store, func(u users.User) netip.Addr { return u.FixedIPv4 }); err != nil {
@@ -131,9 +131,9 @@ func fixedAddrs(store *users.Store) (v4, v6 []netip.Addr) {
 	return v4, v6
 }
 
-// loadUsers reads the users file after checking that only its owner can read it (it holds password
+// LoadUsers reads the users file after checking that only its owner can read it (it holds password
 // hashes, which an attacker could try offline).
-func loadUsers(path string) (*users.Store, error) {
+func LoadUsers(path string) (*users.Store, error) {
 	if err := secretfile.Check(path, "users file"); err != nil {
 		return nil, err
 	}

@@ -32,6 +32,8 @@ Usage:
   salvo pubkey < private.key              print the public key of a private key
   salvo user SUBCOMMAND ...               manage the gateway's users file: add, del, passwd, disable, enable, list
   salvo server --config server.toml       run the gateway (--check: check the configuration and exit)
+  salvo client-config [--config server.toml] [--qr] USER
+                                          print a client.toml for USER (gateway address and key, no password)
   salvo client --config client.toml       run the client
   salvo client --down --config FILE       lift what a crashed client left (its leak guard: the kill switch)
   salvo status [--socket PATH] [--json]   show a running gateway's or client's sessions and counters
@@ -80,6 +82,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdServer(args[1:], stdout, stderr)
 	case "client":
 		err = cmdClient(args[1:], stdin, stdout, stderr)
+	case "client-config":
+		err = cmdClientConfig(args[1:], stdout, stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "kick":
@@ -160,6 +164,25 @@ func (fs *flagSet) printHelp() {
 		}
 		fmt.Fprintf(fs.stdout, "%s\n      %s\n", line, usage)
 	})
+}
+
+// parseArg parses args holding flags and at most one argument (a login), the flags before or after it.
+// It returns the argument, or "" if there is none.
+func (fs *flagSet) parseArg(args []string) (string, error) {
+	if err := fs.parseFlags(args); err != nil {
+		return "", err
+	}
+	if fs.NArg() == 0 {
+		return "", nil
+	}
+	arg := fs.Arg(0)
+	if err := fs.parseFlags(fs.Args()[1:]); err != nil {
+		return "", err
+	}
+	if fs.NArg() > 0 {
+		return "", usageError{fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
+	}
+	return arg, nil
 }
 
 func parse(fs *flagSet, args []string) error {

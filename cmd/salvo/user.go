@@ -64,20 +64,9 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	ipv4 := fs.String("ipv4", "", "fixed IPv4 tunnel address for this user (add)")
 	ipv6 := fs.String("ipv6", "", "fixed IPv6 tunnel address for this user (add)")
 	fromStdin := fs.Bool("password-stdin", false, "read the password from standard input (add, passwd)")
-	// Flags may come before or after the login.
-	if err := fs.parseFlags(args[1:]); err != nil {
+	login, err := fs.parseArg(args[1:])
+	if err != nil {
 		return err
-	}
-	rest := fs.Args()
-	var login string
-	if len(rest) > 0 {
-		login = rest[0]
-		if err := fs.parseFlags(rest[1:]); err != nil {
-			return err
-		}
-		if fs.NArg() > 0 {
-			return usageError{fmt.Errorf("user %s: unexpected argument %q", sub, fs.Arg(0))}
-		}
 	}
 	var stray error
 	fs.Visit(func(f *flag.Flag) {
