@@ -35,7 +35,7 @@ func TestUsageErrors(t *testing.T) {
 	}
 	// Every command's help goes to standard output (so it pipes into less) and lists options as the usage
 	// lines spell them.
-	for _, cmd := range []string{"server", "client", "keygen", "pubkey", "status", "kick"} {
+	for _, cmd := range []string{"server", "client", "keygen", "pubkey", "status", "kick", "version"} {
 		code, out, errOut := runCLI(t, "", cmd, "--help")
 		if code != exitOK || errOut != "" || !strings.Contains(out, "Usage: salvo "+cmd) || singleDashOption.MatchString(out) {
 			t.Errorf("%s --help: exit %d, stdout %q, stderr %q", cmd, code, out, errOut)
