@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/salvovpn/salvo/internal/buildinfo.Version=$(VERSION)
 FUZZTIME ?= 30s
 
-.PHONY: all build deps test test-short demo bench bench-short bench-sessions bench-storm bench-micro chaos fuzz fuzz-ci lint clean
+.PHONY: all build deps test test-short demo bench bench-short bench-sessions bench-storm bench-micro chaos fuzz fuzz-ci lint package package-test clean
 
 all: build
 
@@ -73,6 +73,19 @@ fuzz-ci:
 # gofmt, vet, staticcheck (pinned; installed if missing) and the layering rules (scripts/lint.sh).
 lint:
 	GO=$(GO) ./scripts/lint.sh
+
+# The .deb and .rpm in bin/ (nfpm, pinned, installed into bin/tools if missing): salvo, the systemd units,
+# example configurations, man page and completion (packaging/). PKG_VERSION, which the packaged binary's
+# `salvo version` prints too, is 0.0.0~git<date>.<commit> until a v* tag (scripts/package-version.sh).
+PKG_VERSION ?= $(shell ./scripts/package-version.sh)
+package:
+	CGO_ENABLED=0 $(MAKE) build VERSION=$(PKG_VERSION) BIN=bin/package/salvo
+	GO=$(GO) PKG_VERSION=$(PKG_VERSION) ./scripts/package.sh
+
+# Installs the .deb into a scratch root with dpkg, checks its files, units (systemd-analyze verify) and
+# version, purges it and checks that nothing is left (scripts/package-test.sh).
+package-test: package
+	PKG_VERSION=$(PKG_VERSION) ./scripts/package-test.sh
 
 clean:
 	rm -rf bin

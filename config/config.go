@@ -283,12 +283,21 @@ func (l *loader) checkSocket(key string, p *string, def string) {
 		*p = def
 		return
 	}
-	switch {
-	case !filepath.IsAbs(*p):
-		l.failf(key, "%q must be an absolute path", *p)
-	case len(*p) > maxSocketPath:
-		l.failf(key, "path is %d bytes; a unix socket path is limited to %d", len(*p), maxSocketPath)
+	if err := CheckSocketPath(*p); err != nil {
+		l.fail(key, err.Error())
 	}
+}
+
+// CheckSocketPath says whether p can name a control socket: an absolute path that fits a unix socket
+// address. The configuration's control_socket and the --control-socket flag obey it.
+func CheckSocketPath(p string) error {
+	switch {
+	case !filepath.IsAbs(p):
+		return fmt.Errorf("%q must be an absolute path", p)
+	case len(p) > maxSocketPath:
+		return fmt.Errorf("path is %d bytes; a unix socket path is limited to %d", len(p), maxSocketPath)
+	}
+	return nil
 }
 
 func (l *loader) checkIfName(key string, name *string, def string) {

@@ -70,8 +70,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	case "version", "--version":
-		fmt.Fprintln(stdout, "salvo", buildinfo.Read())
-		return exitOK
+		err = cmdVersion(args[1:], stdout)
 	case "keygen":
 		err = cmdKeygen(args[1:], stdout, stderr)
 	case "pubkey":
@@ -93,6 +92,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	return exitCode(err, stderr)
+}
+
+func cmdVersion(args []string, stdout io.Writer) error {
+	fs := newFlags("version", "Usage: salvo version\n\nPrints the version (the package's, for an installed salvo), the commit and the\nGo version it was built with.\n\n", stdout)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "salvo", buildinfo.Read())
+	return nil
 }
 
 func exitCode(err error, stderr io.Writer) int {
@@ -152,7 +160,11 @@ func (fs *flagSet) parseFlags(args []string) error {
 // printHelp prints the command's text and its options, spelled as the usage lines spell them (--name).
 func (fs *flagSet) printHelp() {
 	fmt.Fprint(fs.stdout, fs.text)
-	fmt.Fprintln(fs.stdout, "Options:")
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n > 0 {
+		fmt.Fprintln(fs.stdout, "Options:")
+	}
 	fs.VisitAll(func(f *flag.Flag) {
 		arg, usage := flag.UnquoteUsage(f)
 		line := "  --" + f.Name

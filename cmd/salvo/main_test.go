@@ -35,7 +35,7 @@ func TestUsageErrors(t *testing.T) {
 	}
 	// Every command's help goes to standard output (so it pipes into less) and lists options as the usage
 	// lines spell them.
-	for _, cmd := range []string{"server", "client", "client-config", "keygen", "pubkey", "status", "kick"} {
+	for _, cmd := range []string{"server", "client", "client-config", "keygen", "pubkey", "status", "kick", "version"} {
 		code, out, errOut := runCLI(t, "", cmd, "--help")
 		if code != exitOK || errOut != "" || !strings.Contains(out, "Usage: salvo "+cmd) || singleDashOption.MatchString(out) {
 			t.Errorf("%s --help: exit %d, stdout %q, stderr %q", cmd, code, out, errOut)
@@ -325,5 +325,38 @@ func TestStatusNamesTheSocketsTried(t *testing.T) {
 	code, _, e := runCLI(t, "", "status", "--socket", sock)
 	if code != exitFailure || !strings.Contains(e, sock) {
 		t.Fatalf("status on a missing socket: exit %d: %s", code, e)
+	}
+}
+
+// TestControlSocketFlag: --control-socket replaces the configuration's control_socket (the systemd units
+// give each instance its own socket with it) and must be an absolute path, as control_socket must.
+func TestControlSocketFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "/run/salvo/client.sock"},
+		{[]string{"--control-socket", "/run/salvo/client-office/control.sock"}, "/run/salvo/client-office/control.sock"},
+	} {
+		fs := newFlags("client", "", &bytes.Buffer{})
+		apply := controlSocketFlag(fs)
+		if err := fs.parseFlags(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		sock := "/run/salvo/client.sock"
+		if err := apply(&sock); err != nil || sock != tc.want {
+			t.Errorf("%q: socket %q, %v; want %q", tc.args, sock, err, tc.want)
+		}
+	}
+	dir := t.TempDir()
+	for cmd, example := range map[string]string{"server": config.ExampleServer(), "client": config.ExampleClient()} {
+		conf := filepath.Join(dir, cmd+".toml")
+		if err := os.WriteFile(conf, []byte(example), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, _, e := runCLI(t, "", cmd, "--check", "--config", conf, "--control-socket", "control.sock")
+		if code != exitUsage || !strings.Contains(e, "--control-socket") || !strings.Contains(e, "absolute path") {
+			t.Errorf("%s with a relative --control-socket: exit %d: %s", cmd, code, e)
+		}
 	}
 }

@@ -35,12 +35,16 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("server", "Usage: salvo server --config server.toml\n\nRuns the gateway. SIGINT/SIGTERM stop it and remove what it set up;\nSIGHUP reloads the users file.\n\nExample configuration:\n\n"+config.ExampleServer()+"\n", stdout)
 	path := fs.String("config", "/etc/salvo/server.toml", "configuration file")
 	check := fs.Bool("check", false, "check the configuration, its key and its users file, touch nothing, and exit (0: fine, 2: not)")
+	sock := controlSocketFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg, err := config.LoadServer(*path)
 	if err != nil {
 		return usageError{err}
+	}
+	if err := sock(&cfg.ControlSocket); err != nil {
+		return err
 	}
 	if *check {
 		if err := daemon.CheckServer(cfg); err != nil {
@@ -65,12 +69,16 @@ func cmdClient(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	path := fs.String("config", "/etc/salvo/client.toml", "configuration file")
 	down := fs.Bool("down", false, "remove what a client with this configuration left after a crash (its leak guard and policy rules) and exit")
 	check := fs.Bool("check", false, "check the configuration and its password file, touch nothing, and exit (0: fine, 2: not)")
+	sock := controlSocketFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg, err := config.LoadClient(*path)
 	if err != nil {
 		return usageError{err}
+	}
+	if err := sock(&cfg.ControlSocket); err != nil {
+		return err
 	}
 	if *check {
 		if err := daemon.CheckClient(cfg); err != nil {
@@ -119,16 +127,33 @@ func cmdClient(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	return err
 }
 
+// controlSocketFlag adds --control-socket to a daemon's flags. The function it returns replaces the
+// configuration's control_socket with the flag's path, if given: the systemd units give each instance its
+// own socket that way, whatever the configuration says.
+func controlSocketFlag(fs *flagSet) func(socket *string) error {
+	path := fs.String("control-socket", "", "serve the admin API on this unix socket instead of the configuration's control_socket")
+	return func(socket *string) error {
+		if *path == "" {
+			return nil
+		}
+		if err := config.CheckSocketPath(*path); err != nil {
+			return usageError{fmt.Errorf("%s: --control-socket: %w", fs.Name(), err)}
+		}
+		*socket = *path
+		return nil
+	}
+}
+
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", "Usage: salvo status [--socket PATH] [--json]\n\nShows a running gateway's or client's sessions, traffic and drops by reason.\n\n", stdout)
-	sock := fs.String("socket", "", "control socket (default: the server's, else the client's)")
+	sock := fs.String("socket", "", "control socket (default: the server's, then salvo-server.service's, then the client's)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	paths := []string{*sock}
 	if *sock == "" {
-		paths = []string{defaultServerSocket, "/run/salvo/client.sock"}
+		paths = []string{defaultServerSocket, serviceServerSocket, "/run/salvo/client.sock"}
 	}
 	var st engine.Status
 	var errs []error
@@ -155,6 +180,10 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 
 // defaultServerSocket is where `salvo server` serves its admin API unless control_socket says otherwise.
 const defaultServerSocket = "/run/salvo/server.sock"
+
+// serviceServerSocket is where salvo-server.service has the gateway serve it (--control-socket): in the
+// unit's own runtime directory, which the service account may write (packaging/salvo-server.service).
+const serviceServerSocket = "/run/salvo/server/control.sock"
 
 func cmdKick(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("kick", "Usage: salvo kick [--socket PATH] USER\n\nEnds every session of USER on the running gateway. The clients are told they were\nkicked and stop instead of reconnecting. It does not stop USER from logging in\nagain: remove or disable the user (salvo user del|disable, then SIGHUP) for that.\n\n", stdout)

@@ -46,10 +46,10 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 
+	"github.com/salvovpn/salvo/internal/atomicfile"
 	"github.com/salvovpn/salvo/protocol"
 )
 
@@ -492,12 +492,11 @@ func (s *Store) SetDisabled(login string, disabled bool) error {
 	return nil
 }
 
-// Save writes the users file atomically: a temporary file in the same
-// directory, mode 0600, synced, then renamed over path, then the directory
-// synced, so a crash leaves either the old or the new file, never half.
-// If path exists, the new file keeps its owner and group (so `sudo salvo
-// user ...` does not take the file away from a gateway running as another
-// user); Save fails if it cannot.
+// Save writes the users file atomically with mode 0600 (atomicfile.Write),
+// so a crash leaves either the old or the new file, never half. If path
+// exists, the new file keeps its owner and group (so `sudo salvo user ...`
+// does not take the file away from a gateway running as another user); Save
+// fails if it cannot.
 func (s *Store) Save(path string) error {
 	var buf bytes.Buffer
 	s.mu.RLock()
@@ -520,46 +519,8 @@ func (s *Store) Save(path string) error {
 		buf.WriteByte('\n')
 	}
 	s.mu.RUnlock()
-	return writeAtomic(path, buf.Bytes())
-}
-
-func writeAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("saving users file %s: %w", path, err)
+	if err := atomicfile.Write(path, buf.Bytes(), 0o600); err != nil {
+		return fmt.Errorf("saving users file: %w", err)
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			err = fmt.Errorf("saving users file %s: %w", path, err)
-		}
-	}()
-	if err = f.Chmod(0o600); err != nil {
-		return err
-	}
-	if err = keepOwner(f, path); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	// Make the rename itself durable.
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }

@@ -11,6 +11,10 @@ import (
 // Write replaces path with data: it writes a temporary file in the same directory with mode perm, syncs
 // it, renames it over path and syncs the directory, so the rename itself is durable. The temporary file is
 // removed on any failure.
+//
+// A file that is replaced keeps its owner and group: root editing the users file of a gateway that runs as
+// another user must not leave it a file that user can no longer read. Changing the owner needs root (or
+// CAP_CHOWN); without it, replacing another user's file fails before anything is renamed.
 func Write(path string, data []byte, perm os.FileMode) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
@@ -26,6 +30,9 @@ func Write(path string, data []byte, perm os.FileMode) (err error) {
 		}
 	}()
 	if err = f.Chmod(perm); err != nil {
+		return err
+	}
+	if err = keepOwner(f, path); err != nil {
 		return err
 	}
 	if _, err = f.Write(data); err != nil {

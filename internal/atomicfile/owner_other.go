@@ -1,6 +1,6 @@
 //go:build !unix
 
-package users
+package atomicfile
 
 import "os"
 
