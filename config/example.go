@@ -53,6 +53,8 @@ max_session_age = "0s"       # "0s": no limit; else a session older than this mu
                              # in with its password again at its next rekey (at least "10m")
 hash_budget = 1280           # password hashing allowed per second, in argon2id MiB x passes
                              # (1280: ten logins/s at the default 64 MiB, t=2)
+failed_login_burst = 10      # failed logins allowed at once from one source (or for one login),
+failed_login_interval = "2s" # then one more per interval; SIGHUP or salvo reload applies changes
 state_dir = "/var/lib/salvo" # leases kept across restarts (the same client gets the same address)
 
 control_socket = "/run/salvo/server.sock"

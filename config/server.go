@@ -33,6 +33,8 @@ type Server struct {
 	MaxSessionsPerUser int      `toml:"max_sessions_per_user"` // default 4; a login beyond it replaces the user's oldest session
 	MaxSessionAge      Duration `toml:"max_session_age"`       // default 0 (no limit): after it, a rekey needs the password again
 	HashBudget         uint64   `toml:"hash_budget"`           // argon2 MiB x passes per second for all logins; default 1280
+	FailedLoginBurst   int      `toml:"failed_login_burst"`    // failed logins per source (and per login) at once; default 10
+	FailedLoginEvery   Duration `toml:"failed_login_interval"` // then one more per interval; default 2s
 	StateDir           string   `toml:"state_dir"`             // default "/var/lib/salvo": leases kept across restarts
 	ControlSocket      string   `toml:"control_socket"`        // default "/run/salvo/server.sock"
 	LogFormat          string   `toml:"log_format"`            // "text" (default) | "json"
@@ -63,6 +65,11 @@ const (
 	// passes per second; users with cheaper parameters get proportionally more.
 	DefaultHashBudget = 10 * 64 * 2
 	MaxHashBudget     = 1 << 30
+	// DefaultFailedLoginBurst failed logins from one source, or for one login, are allowed at once, then
+	// one per DefaultFailedLoginInterval; forged resumes from one source likewise.
+	DefaultFailedLoginBurst    = 10
+	DefaultFailedLoginInterval = 2 * time.Second
+	MaxFailedLoginBurst        = 10000
 	// DefaultBatchSize packets move per read/write call. Each packet buffer is 72 KiB (room for a 64 KiB
 	// offload super-packet), so one vector is batch_size x 72 KiB: 9 MiB at 128. The gateway holds one per
 	// socket plus one for the TUN device; a small router lowers it.
@@ -167,6 +174,16 @@ func LoadServer(path string) (*Server, error) {
 		s.HashBudget = DefaultHashBudget
 	} else if s.HashBudget < 1 || s.HashBudget > MaxHashBudget {
 		l.failf("hash_budget", "%d is outside 1..%d (MiB x passes per second)", s.HashBudget, MaxHashBudget)
+	}
+	if !l.defined("failed_login_burst") {
+		s.FailedLoginBurst = DefaultFailedLoginBurst
+	} else if s.FailedLoginBurst < 1 || s.FailedLoginBurst > MaxFailedLoginBurst {
+		l.failf("failed_login_burst", "%d is outside 1..%d", s.FailedLoginBurst, MaxFailedLoginBurst)
+	}
+	if !l.defined("failed_login_interval") {
+		s.FailedLoginEvery = Duration{DefaultFailedLoginInterval}
+	} else if d := s.FailedLoginEvery.Duration; d < 10*time.Millisecond || d > time.Hour {
+		l.failf("failed_login_interval", "%v is outside 10ms..1h", d)
 	}
 	if !l.defined("state_dir") {
 		s.StateDir = "/var/lib/salvo"

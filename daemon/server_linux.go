@@ -6,17 +6,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/signal"
 	"runtime"
 	"strings"
-	"syscall"
 
 	"github.com/salvovpn/salvo/config"
 	"github.com/salvovpn/salvo/engine"
 	"github.com/salvovpn/salvo/engine/control"
 	"github.com/salvovpn/salvo/engine/ippool"
-	"github.com/salvovpn/salvo/engine/users"
-	"github.com/salvovpn/salvo/internal/secretfile"
 	"github.com/salvovpn/salvo/netcfg"
 	"github.com/salvovpn/salvo/offload"
 	"github.com/salvovpn/salvo/protocol/handshake"
@@ -28,8 +24,18 @@ import (
 // claims should be.
 const ClaimsDir = "/run/salvo/claims"
 
+// ServerOptions are what RunServer needs besides the configuration.
+type ServerOptions struct {
+	// Level is the logger's level, which a reload sets from log_level (nil: the level stays).
+	Level *slog.LevelVar
+	// Load rereads the configuration for a reload (nil: config.LoadServer of the file cfg came from). The
+	// CLI's wraps it to apply its command-line overrides again.
+	Load func() (*config.Server, error)
+}
+
 // RunServer runs a gateway from its configuration until ctx ends, then removes everything it set up.
-func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err error) {
+// SIGHUP and POST /reload on the control socket reload the configuration and the users file.
+func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger, opts ServerOptions) (err error) {
 	sw, err := readSwitches()
 	if err != nil {
 		return err
@@ -59,7 +65,7 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	}
 	sc := engine.ServerConfig{Static: static, Users: store, ClientToClient: cfg.ClientToClient,
 		MaxSessionsPerUser: cfg.MaxSessionsPerUser, MaxSessionAge: cfg.MaxSessionAge.Duration,
-		HashBudget: cfg.HashBudget * 1024, StateDir: cfg.StateDir, BatchSize: cfg.BatchSize, Log: log}
+		Limits: loginLimits(cfg), StateDir: cfg.StateDir, BatchSize: cfg.BatchSize, Log: log}
 	var tunAddrs []netip.Prefix
 	sc.Pool4, sc.Pool6 = in.pool4, in.pool6
 	for _, p := range []*ippool.Pool{sc.Pool4, sc.Pool6} {
@@ -175,9 +181,13 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	rl := &reloader{running: cfg, load: opts.Load, srv: srv, store: store, pool4: sc.Pool4, pool6: sc.Pool6, level: opts.Level, log: log}
+	if rl.load == nil {
+		rl.load = func() (*config.Server, error) { return config.LoadServer(cfg.Path) }
+	}
 	ctlErr := make(chan error, 1)
-	go func() { ctlErr <- control.Serve(ctx, cfg.ControlSocket, srv.API()) }()
-	go reloadUsersOnHUP(ctx, srv, store, cfg.UsersFile, sc.Pool4, sc.Pool6, log)
+	go func() { ctlErr <- control.Serve(ctx, cfg.ControlSocket, rl.api()) }()
+	go rl.onHUP(ctx.Done())
 	var listen []string
 	for i, c := range conns {
 		if i%sc.Workers == 0 {
@@ -196,40 +206,4 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger) (err e
 	}
 	log.Info("gateway stopped")
 	return err
-}
-
-// reloadUsersOnHUP rereads the users file on SIGHUP, keeps the pools' reserved addresses in step with the
-// users' fixed addresses, and ends the sessions of users who were removed, disabled or given a new password.
-func reloadUsersOnHUP(ctx context.Context, srv *engine.Server, store *users.Store, path string, pool4, pool6 *ippool.Pool, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			err := secretfile.Check(path, "users file")
-			if err == nil {
-				err = store.Reload(path)
-			}
-			if err != nil {
-				log.Error("reloading users file failed; keeping the old one", "file", path, "err", err)
-				continue
-			}
-			v4, v6 := fixedAddrs(store)
-			for _, p := range []struct {
-				pool  *ippool.Pool
-				addrs []netip.Addr
-			}{{pool4, v4}, {pool6, v6}} {
-				if p.pool != nil {
-					if err := p.pool.SetReserved(p.addrs...); err != nil {
-						log.Error("users file: fixed address outside the pool", "file", path, "err", err)
-					}
-				}
-			}
-			revoked := srv.UsersChanged()
-			log.Info("users file reloaded", "file", path, "sessions_revoked", revoked)
-		}
-	}
 }

@@ -35,7 +35,7 @@ func loginRequest(t *testing.T, w *world, login, password string) []byte {
 func TestSpoofedLoginFloodHashesLittle(t *testing.T) {
 	p := users.Params{Memory: 1024, Time: 1, Threads: 1}
 	const perSecond = 10 // budget: ten of these hashes a second, two for unproven senders
-	w := newWorld(t, func(c *ServerConfig) { c.HashBudget = perSecond * p.Cost() })
+	w := newWorld(t, func(c *ServerConfig) { c.Limits.HashBudget = perSecond * p.Cost() })
 	w.store = users.New()
 	w.addUser("alice", p)
 	w.startServer()
@@ -90,7 +90,7 @@ func TestSpoofedFailuresDoNotLockOutUser(t *testing.T) {
 	waitUntil(t, 5*time.Second, "the spoofed attempts processed", func() bool {
 		return w.srv.logins.hashes.Load()-before >= 10 && w.srv.hsq.len() == 0
 	})
-	if w.srv.logins.failedByLogin.Check("alice", time.Now()) {
+	if w.srv.logins.limits.Load().failedByLogin.Check("alice", time.Now()) {
 		t.Fatal("the spoofed failures did not empty alice's bucket: the test proves nothing")
 	}
 	c := w.connect(clientOpts{})
@@ -198,7 +198,7 @@ func TestFailedLoginsAnswerAfterTheSameTime(t *testing.T) {
 // an expensive user sent at once are partly refused as busy once the budget is spent.
 func TestHashBudgetCountsCost(t *testing.T) {
 	big := users.Params{Memory: 8 * 1024, Time: 2, Threads: 1}
-	w := newWorld(t, func(c *ServerConfig) { c.HashBudget = 3 * big.Cost() })
+	w := newWorld(t, func(c *ServerConfig) { c.Limits.HashBudget = 3 * big.Cost() })
 	w.addUser("big", big)
 	w.startServer()
 	try := func(login string, i int) handshake.Result {

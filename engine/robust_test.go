@@ -88,7 +88,7 @@ func TestLoginStormNoWaste(t *testing.T) {
 	p := users.Params{Memory: 8 * 1024, Time: 2, Threads: 1}
 	w := newWorld(t, func(c *ServerConfig) {
 		c.MaxSessionsPerUser = clients
-		c.HashBudget = 1000 * p.Cost()
+		c.Limits.HashBudget = 1000 * p.Cost()
 	})
 	w.store = users.New()
 	w.addUser("alice", p)

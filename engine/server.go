@@ -34,9 +34,8 @@ type ServerConfig struct {
 	// MaxSessionAge, if set, is how long a session may be resumed (rekeyed without a password) after its
 	// login; after that its next rekey is refused and the client logs in with its password again.
 	MaxSessionAge time.Duration
-	// HashBudget bounds password hashing: argon2id cost (memory in KiB x passes) per second, shared by all
-	// logins. 0 means DefaultHashBudget.
-	HashBudget uint64
+	// Limits are the login rate limits (zero fields: the defaults).
+	Limits LoginLimits
 	// StateDir, if set, is where leases are kept across restarts (leases.json), so a client instance gets
 	// the same addresses from a restarted gateway.
 	StateDir string
@@ -149,9 +148,6 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = batchsize.Default
 	}
-	if cfg.HashBudget == 0 {
-		cfg.HashBudget = DefaultHashBudget
-	}
 	if cfg.pendingTimeout == 0 {
 		cfg.pendingTimeout = pendingTimeout
 	}
@@ -163,7 +159,7 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 		leases:  newLeaseTable(cfg.Pool4, cfg.Pool6, cfg.StateDir),
 		hsq:     newHandshakeQueue(handshakeQueueLen),
 	}
-	if err := s.logins.init(cfg.HashBudget, cfg.Users); err != nil {
+	if err := s.logins.init(cfg.Limits, cfg.Users); err != nil {
 		return nil, err
 	}
 	if err := s.notices.init(); err != nil {

@@ -35,11 +35,8 @@ import (
 //     most that many hashes a second, after which unproven requests get a cookie instead of a hash, and
 //     genuine clients (who answer the cookie at once) hash from the rest of the budget.
 type loginGuard struct {
-	failedBySrc   *ratelimit.Limiter[netip.Prefix]
-	failedByLogin *ratelimit.Limiter[string]
-	forgedResumes *ratelimit.Limiter[netip.Prefix] // resumes of a live index without its proof
-	budget        *ratelimit.Budget
-	unproven      *ratelimit.Budget
+	// limits are the limiters above; a reload that changes the limits replaces them whole.
+	limits atomic.Pointer[loginLimits]
 	// memory bounds the argon2id memory of the hashes running at once to that of the users file's costliest
 	// parameters: with two handshake workers, two 64 MiB hashes side by side would double the gateway's
 	// peak RSS under a login flood; cheaper hashes still run side by side.
@@ -101,30 +98,79 @@ const bigHashMemory = 8 * 1024
 // address (mac2) before the gateway does any Curve25519 or argon2 work for it.
 const budgetPressure = 0.5
 
-func (g *loginGuard) init(budget uint64, store *users.Store) error {
+// loginLimits are loginGuard's limiters, built from LoginLimits.
+type loginLimits struct {
+	LoginLimits
+	failedBySrc   *ratelimit.Limiter[netip.Prefix]
+	failedByLogin *ratelimit.Limiter[string]
+	forgedResumes *ratelimit.Limiter[netip.Prefix] // resumes of a live index without its proof
+	budget        *ratelimit.Budget
+	unproven      *ratelimit.Budget
+}
+
+// LoginLimits are the gateway's login rate limits (ServerConfig.Limits; Server.Reload changes them).
+type LoginLimits struct {
+	// HashBudget bounds password hashing: argon2id cost (memory in KiB x passes) per second, shared by
+	// all logins. 0 means DefaultHashBudget.
+	HashBudget uint64
+	// FailureBurst failed logins per source (and per login), or forged resumes per source, are allowed
+	// at once; then one per FailureInterval. 0 means 10 and 2 s.
+	FailureBurst    int
+	FailureInterval time.Duration
+}
+
+func (l LoginLimits) withDefaults() LoginLimits {
+	if l.HashBudget == 0 {
+		l.HashBudget = DefaultHashBudget
+	}
+	if l.FailureBurst == 0 {
+		l.FailureBurst = 10
+	}
+	if l.FailureInterval == 0 {
+		l.FailureInterval = 2 * time.Second
+	}
+	return l
+}
+
+func (g *loginGuard) init(limits LoginLimits, store *users.Store) error {
+	g.memory = semaphore.NewWeighted(HashMemoryCap)
+	if err := g.setLimits(limits, store); err != nil {
+		return err
+	}
+	g.measure(store)
+	return nil
+}
+
+// setLimits builds limiters for limits and puts them in place. Changed limits start afresh: the counts of
+// failures so far are forgotten (a reload is an administrator's act; an attacker cannot cause one).
+func (g *loginGuard) setLimits(limits LoginLimits, store *users.Store) error {
+	limits = limits.withDefaults()
+	if cur := g.limits.Load(); cur != nil && cur.LoginLimits == limits {
+		return nil
+	}
+	budget := float64(limits.HashBudget)
+	if max := store.MaxParams().Cost(); float64(max) > 2*budget/5 {
+		return fmt.Errorf("hash budget %d KiB-passes/s is too small for the most expensive hash in the users file (%d KiB-passes): raise hash_budget", limits.HashBudget, max)
+	}
+	l := &loginLimits{LoginLimits: limits}
 	var err error
-	// Failed logins: a burst of 10, then one every 2 s.
-	if g.failedBySrc, err = ratelimit.New[netip.Prefix](2*time.Second, 10, 1<<16); err != nil {
+	if l.failedBySrc, err = ratelimit.New[netip.Prefix](limits.FailureInterval, limits.FailureBurst, 1<<16); err != nil {
 		return err
 	}
-	if g.failedByLogin, err = ratelimit.New[string](2*time.Second, 10, 1<<16); err != nil {
+	if l.failedByLogin, err = ratelimit.New[string](limits.FailureInterval, limits.FailureBurst, 1<<16); err != nil {
 		return err
 	}
-	if g.forgedResumes, err = ratelimit.New[netip.Prefix](2*time.Second, 10, 1<<16); err != nil {
+	if l.forgedResumes, err = ratelimit.New[netip.Prefix](limits.FailureInterval, limits.FailureBurst, 1<<16); err != nil {
 		return err
 	}
 	// Bursts of two seconds' worth: a handful of simultaneous logins never waits.
-	if g.budget, err = ratelimit.NewBudget(float64(budget), 2*float64(budget)); err != nil {
+	if l.budget, err = ratelimit.NewBudget(budget, 2*budget); err != nil {
 		return err
 	}
-	if g.unproven, err = ratelimit.NewBudget(float64(budget)/5, 2*float64(budget)/5); err != nil {
+	if l.unproven, err = ratelimit.NewBudget(budget/5, 2*budget/5); err != nil {
 		return err
 	}
-	g.memory = semaphore.NewWeighted(HashMemoryCap)
-	if max := store.MaxParams().Cost(); float64(max) > 2*float64(budget)/5 {
-		return fmt.Errorf("hash budget %d KiB-passes/s is too small for the most expensive hash in the users file (%d KiB-passes): raise hash_budget", budget, max)
-	}
-	g.measure(store)
+	g.limits.Store(l)
 	return nil
 }
 
@@ -153,7 +199,7 @@ func (g *loginGuard) observe(took time.Duration) {
 // either budget is under half full, and for pressureHold after (otherwise a flood would be let back in to
 // spend the unproven budget each time it refilled past half).
 func (g *loginGuard) underPressure(now time.Time) bool {
-	if g.budget.Level(now) < budgetPressure || g.unproven.Level(now) < budgetPressure {
+	if l := g.limits.Load(); l.budget.Level(now) < budgetPressure || l.unproven.Level(now) < budgetPressure {
 		g.pressureUntil.Store(now.Add(pressureHold).UnixNano())
 		return true
 	}
@@ -342,8 +388,9 @@ func (s *Server) sendCookie(reply []byte, job handshakeJob, now time.Time) {
 // It returns the datagram to send now, or nil.
 func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) []byte {
 	g := &s.logins
+	lim := g.limits.Load()
 	src := ratelimit.SourcePrefix(job.src.Addr())
-	if !g.failedBySrc.Check(src, now) {
+	if !lim.failedBySrc.Check(src, now) {
 		g.stats.rateLimited.Add(1)
 		s.log.Warn("login rate limited", "user", req.Login, "from", job.src, "reason", "failed attempts from this source")
 		return s.reject(req, job, handshake.ResultRateLimited)
@@ -352,11 +399,11 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 	if !req.SourceProven {
 		// A login that others are failing at, or any login once the budget runs low, is hashed only for
 		// senders that proved their address; and unproven senders share a small part of the budget.
-		if !g.failedByLogin.Check(req.Login, now) || g.underPressure(now) || !g.unproven.Take(cost, now) {
+		if !lim.failedByLogin.Check(req.Login, now) || g.underPressure(now) || !lim.unproven.Take(cost, now) {
 			return s.demandCookie(req, job, now)
 		}
 	}
-	if !g.budget.Take(cost, now) {
+	if !lim.budget.Take(cost, now) {
 		g.stats.busy.Add(1)
 		s.log.Warn("login refused: password-hashing budget spent", "user", req.Login, "from", job.src)
 		return s.reject(req, job, handshake.ResultBusy)
@@ -379,8 +426,8 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 	g.observe(time.Since(started))
 	if err != nil { // unknown user, wrong password or disabled: one answer, after one time
 		g.stats.failed.Add(1)
-		g.failedBySrc.Allow(src, now)
-		g.failedByLogin.Allow(req.Login, now)
+		lim.failedBySrc.Allow(src, now)
+		lim.failedByLogin.Allow(req.Login, now)
 		s.log.Warn("login failed", "user", req.Login, "from", job.src, "reason", "bad credentials")
 		out := s.reject(req, job, handshake.ResultBadCredentials)
 		s.sendAt(started.Add(time.Duration(g.failurePad.Load())), out, job)
@@ -472,8 +519,9 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 // index the request names. It returns the datagram to send.
 func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time) []byte {
 	g := &s.logins
+	lim := g.limits.Load()
 	src := ratelimit.SourcePrefix(job.src.Addr())
-	if !g.forgedResumes.Check(src, now) {
+	if !lim.forgedResumes.Check(src, now) {
 		g.stats.rateLimited.Add(1)
 		return s.reject(req, job, handshake.ResultRateLimited)
 	}
@@ -488,7 +536,7 @@ func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time)
 		// session over produces. Limited per source like failed logins. A resume of an index the gateway
 		// does not know is not charged: that is every client after a gateway restart, and charging it
 		// would lock out everybody behind one NAT address once ten of them had tried.
-		g.forgedResumes.Allow(src, now)
+		lim.forgedResumes.Allow(src, now)
 	}
 	return s.reject(req, job, result)
 }

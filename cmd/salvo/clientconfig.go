@@ -83,7 +83,7 @@ func cmdClientConfig(args []string, stdout, stderr io.Writer) error {
 		text = halfBlocks(code.Bitmap())
 	}
 	if u.Disabled {
-		fmt.Fprintf(stderr, "salvo: warning: user %q is disabled in %s: it cannot log in until 'salvo user enable --file %s %s' and SIGHUP\n",
+		fmt.Fprintf(stderr, "salvo: warning: user %q is disabled in %s: it cannot log in until 'salvo user enable --file %s %s' and salvo reload\n",
 			login, cfg.UsersFile, cfg.UsersFile, login)
 	}
 	_, err = io.WriteString(stdout, text)

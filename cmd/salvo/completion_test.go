@@ -11,13 +11,13 @@ import (
 var completionFiles = []string{"../../packaging/completion/salvo.bash", "../../packaging/completion/_salvo"}
 
 var (
-	usageCommand = regexp.MustCompile(`(?m)^  salvo ([a-z]+)`)
+	usageCommand = regexp.MustCompile(`(?m)^  salvo ([a-z][a-z-]*)`)
 	userLine     = regexp.MustCompile(`(?m)^  salvo user ([a-z]+)(.*)$`)
 	helpOption   = regexp.MustCompile(`(?m)^  --([a-z][a-z-]*)`)
 	anyOption    = regexp.MustCompile(`--([a-z][a-z-]*)`)
 	// caseBlock is one branch of a shell case statement, "name) ... ;;": the files complete each command's
 	// (and each user subcommand's) options in a branch of its own.
-	caseBlock = regexp.MustCompile(`(?ms)^\s*([a-z]+)\)(.*?);;`)
+	caseBlock = regexp.MustCompile(`(?ms)^\s*([a-z][a-z-]*)\)(.*?);;`)
 )
 
 // TestCompletionMatchesHelp: the bash and zsh completion offer every command `salvo --help` lists, every

@@ -38,6 +38,7 @@ Usage:
   salvo client --down --config FILE       lift what a crashed client left (its leak guard: the kill switch)
   salvo status [--socket PATH] [--json]   show a running gateway's or client's sessions and counters
   salvo kick [--socket PATH] USER         end USER's sessions on a running gateway (they are told and stop)
+  salvo reload [--socket PATH]            make a running gateway reread its configuration and users file
   salvo version                          print the version, the commit and the Go version
 
 Run 'salvo help COMMAND' (or 'salvo COMMAND --help') for a command's options.
@@ -87,6 +88,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "kick":
 		err = cmdKick(args[1:], stdout, stderr)
+	case "reload":
+		err = cmdReload(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "salvo: unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
@@ -207,8 +210,8 @@ func parse(fs *flagSet, args []string) error {
 	return nil
 }
 
-func newLogger(format, level string, w io.Writer) *slog.Logger {
-	var lv slog.Level
+// newLogger logs at level (log_level, checked by config) through lv, which a reload may change.
+func newLogger(format, level string, lv *slog.LevelVar, w io.Writer) *slog.Logger {
 	_ = lv.UnmarshalText([]byte(level))
 	opts := &slog.HandlerOptions{Level: lv}
 	if format == "json" {

@@ -35,7 +35,7 @@ func TestUsageErrors(t *testing.T) {
 	}
 	// Every command's help goes to standard output (so it pipes into less) and lists options as the usage
 	// lines spell them.
-	for _, cmd := range []string{"server", "client", "client-config", "keygen", "pubkey", "status", "kick", "version"} {
+	for _, cmd := range []string{"server", "client", "client-config", "keygen", "pubkey", "status", "kick", "reload", "version"} {
 		code, out, errOut := runCLI(t, "", cmd, "--help")
 		if code != exitOK || errOut != "" || !strings.Contains(out, "Usage: salvo "+cmd) || singleDashOption.MatchString(out) {
 			t.Errorf("%s --help: exit %d, stdout %q, stderr %q", cmd, code, out, errOut)

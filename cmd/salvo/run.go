@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -32,18 +33,25 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func cmdServer(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("server", "Usage: salvo server --config server.toml\n\nRuns the gateway. SIGINT/SIGTERM stop it and remove what it set up;\nSIGHUP reloads the users file.\n\nExample configuration:\n\n"+config.ExampleServer()+"\n", stdout)
+	fs := newFlags("server", "Usage: salvo server --config server.toml\n\nRuns the gateway. SIGINT/SIGTERM stop it and remove what it set up;\nSIGHUP (or salvo reload) reloads the configuration and the users file.\n\nExample configuration:\n\n"+config.ExampleServer()+"\n", stdout)
 	path := fs.String("config", "/etc/salvo/server.toml", "configuration file")
 	check := fs.Bool("check", false, "check the configuration, its key and its users file, touch nothing, and exit (0: fine, 2: not)")
 	sock := controlSocketFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := config.LoadServer(*path)
-	if err != nil {
-		return usageError{err}
+	load := func() (*config.Server, error) {
+		cfg, err := config.LoadServer(*path)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		if err := sock(&cfg.ControlSocket); err != nil {
+			return nil, err
+		}
+		return cfg, nil
 	}
-	if err := sock(&cfg.ControlSocket); err != nil {
+	cfg, err := load()
+	if err != nil {
 		return err
 	}
 	if *check {
@@ -53,7 +61,8 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "salvo: %s: configuration, key and users file are fine\n", cfg.Path)
 		return nil
 	}
-	log := newLogger(cfg.LogFormat, cfg.LogLevel, stderr)
+	level := new(slog.LevelVar)
+	log := newLogger(cfg.LogFormat, cfg.LogLevel, level, stderr)
 	stopProfile, err := startProfile("server")
 	if err != nil {
 		return usageError{err}
@@ -61,7 +70,7 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 	defer stopProfile()
 	ctx, stop := signalContext()
 	defer stop()
-	return daemon.RunServer(ctx, cfg, log)
+	return daemon.RunServer(ctx, cfg, log, daemon.ServerOptions{Level: level, Load: load})
 }
 
 func cmdClient(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -99,7 +108,7 @@ func cmdClient(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
-	log := newLogger(cfg.LogFormat, cfg.LogLevel, stderr)
+	log := newLogger(cfg.LogFormat, cfg.LogLevel, new(slog.LevelVar), stderr)
 	prompt := config.TerminalPrompt(int(os.Stdin.Fd()), stderr, fmt.Sprintf("Password for %s: ", cfg.Username))
 	pw, err := config.ResolvePassword(cfg, func() ([]byte, error) {
 		b, err := prompt()
@@ -151,23 +160,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	paths := []string{*sock}
-	if *sock == "" {
-		paths = []string{defaultServerSocket, serviceServerSocket, "/run/salvo/client.sock"}
-	}
 	var st engine.Status
-	var errs []error
-	for _, p := range paths {
-		err := control.Query(p, &st)
-		if err == nil {
-			errs = nil
-			break
-		}
-		errs = append(errs, err)
-	}
-	if len(errs) > 0 {
-		// Name every socket tried: with no --socket that is the gateway's and the client's default.
-		return fmt.Errorf("no gateway or client answered (--socket names another): %w", errors.Join(errs...))
+	if err := controlDo(*sock, append(gatewaySockets, defaultClientSocket), http.MethodGet, "/status", &st); err != nil {
+		return err
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -178,16 +173,40 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// defaultServerSocket is where `salvo server` serves its admin API unless control_socket says otherwise.
-const defaultServerSocket = "/run/salvo/server.sock"
+// defaultServerSocket is where `salvo server` serves its admin API unless control_socket says otherwise;
+// defaultClientSocket is the client's.
+const (
+	defaultServerSocket = "/run/salvo/server.sock"
+	defaultClientSocket = "/run/salvo/client.sock"
+)
+
+// gatewaySockets are where a gateway's control socket is looked for when --socket is not given.
+var gatewaySockets = []string{defaultServerSocket, serviceServerSocket}
+
+// controlDo sends a request to the control socket sock or, when sock is empty, to the first of defaults
+// that something listens on. When none does, the error names every socket tried.
+func controlDo(sock string, defaults []string, method, path string, out any) error {
+	if sock != "" {
+		return control.Do(sock, method, path, out)
+	}
+	var errs []error
+	for _, p := range defaults {
+		err := control.Do(p, method, path, out)
+		if !errors.Is(err, control.ErrNotListening) {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("nothing answered (--socket names another socket): %w", errors.Join(errs...))
+}
 
 // serviceServerSocket is where salvo-server.service has the gateway serve it (--control-socket): in the
 // unit's own runtime directory, which the service account may write (packaging/salvo-server.service).
 const serviceServerSocket = "/run/salvo/server/control.sock"
 
 func cmdKick(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("kick", "Usage: salvo kick [--socket PATH] USER\n\nEnds every session of USER on the running gateway. The clients are told they were\nkicked and stop instead of reconnecting. It does not stop USER from logging in\nagain: remove or disable the user (salvo user del|disable, then SIGHUP) for that.\n\n", stdout)
-	sock := fs.String("socket", defaultServerSocket, "the gateway's control socket")
+	fs := newFlags("kick", "Usage: salvo kick [--socket PATH] USER\n\nEnds every session of USER on the running gateway. The clients are told they were\nkicked and stop instead of reconnecting. It does not stop USER from logging in\nagain: remove or disable the user (salvo user del|disable, then salvo reload) for that.\n\n", stdout)
+	sock := gatewaySocketFlag(fs)
 	if err := fs.parseFlags(args); err != nil {
 		return err
 	}
@@ -195,10 +214,41 @@ func cmdKick(args []string, stdout, stderr io.Writer) error {
 		return usageError{errors.New("kick: want exactly one USER")}
 	}
 	var kr engine.KickResult
-	if err := control.Do(*sock, http.MethodPost, "/sessions/"+url.PathEscape(fs.Arg(0))+"/disconnect", &kr); err != nil {
+	if err := controlDo(*sock, gatewaySockets, http.MethodPost, "/sessions/"+url.PathEscape(fs.Arg(0))+"/disconnect", &kr); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "ended %d session(s) of %s\n", kr.Ended, kr.User)
+	return nil
+}
+
+func gatewaySocketFlag(fs *flagSet) *string {
+	return fs.String("socket", "", "the gateway's control socket (default: "+strings.Join(gatewaySockets, ", then ")+")")
+}
+
+func cmdReload(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("reload", `Usage: salvo reload [--socket PATH]
+
+Makes the running gateway reread its configuration file and its users file, as
+SIGHUP does, and says what changed. Sessions stay up. It applies: the users (removed,
+disabled or re-passworded users' sessions end with "revoked"), `+strings.Join(daemon.ReloadableKeys, ", ")+`.
+Routes and DNS reach each session at its next login or rekey (within 2 minutes).
+Any other key needs a restart: a reload that changes one is refused, names the key
+and changes nothing, and so is a configuration or users file with an error.
+
+`, stdout)
+	sock := gatewaySocketFlag(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var res daemon.ReloadResult
+	if err := controlDo(*sock, gatewaySockets, http.MethodPost, "/reload", &res); err != nil {
+		return err
+	}
+	changed := "no configuration key"
+	if len(res.Changed) > 0 {
+		changed = strings.Join(res.Changed, ", ")
+	}
+	fmt.Fprintf(stdout, "reloaded: %s changed; %d session(s) revoked\n", changed, res.SessionsRevoked)
 	return nil
 }
 

@@ -28,7 +28,7 @@ Manages the gateway's users file. Passwords are read from a prompt (twice) or, w
 --password-stdin, from the first line of standard input; never from the command line.
 They are stored as argon2id hashes with a per-user salt. A disabled user keeps their
 hash and fixed addresses but cannot log in; list marks them "disabled".
-Send the gateway SIGHUP to reload the file.
+Run salvo reload (or send the gateway SIGHUP) to apply the change.
 
 `
 
@@ -166,7 +166,7 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err := store.Save(*file); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "users file %s updated (%s %s); send the gateway SIGHUP to reload it\n", *file, sub, login)
+	fmt.Fprintf(stderr, "users file %s updated (%s %s); run salvo reload (or send the gateway SIGHUP) to apply it\n", *file, sub, login)
 	return nil
 }
 

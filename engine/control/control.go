@@ -69,6 +69,9 @@ func WriteError(w http.ResponseWriter, code int, msg string) {
 	WriteJSON(w, code, map[string]string{"error": msg})
 }
 
+// ErrNotListening is Do's error when nothing listens on the socket (it does not exist, or refuses).
+var ErrNotListening = errors.New("no Salvo process is listening")
+
 func client(path string) *http.Client {
 	return &http.Client{Timeout: requestTimeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -89,7 +92,7 @@ func Do(path, method, urlPath string, out any) error {
 	if err != nil {
 		switch {
 		case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
-			return fmt.Errorf("no Salvo process is listening on %s (is it running? see --socket)", path)
+			return fmt.Errorf("%w on %s (is it running? see --socket)", ErrNotListening, path)
 		case errors.Is(err, os.ErrPermission):
 			return fmt.Errorf("connect %s: permission denied (the control socket is root's)", path)
 		}

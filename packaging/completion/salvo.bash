@@ -20,7 +20,7 @@ _salvo_user() {
 
 _salvo() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="keygen pubkey user server client status kick version help"
+    local commands="keygen pubkey user server client client-config status kick reload version help"
     local user_subcommands="add passwd del disable enable list"
     if [ "$COMP_CWORD" -eq 1 ]; then
         COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur"))
@@ -28,7 +28,7 @@ _salvo() {
     fi
     local cmd=${COMP_WORDS[1]} opts=
     case $prev in
-        --config | --out) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --config | --out | --password-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --socket | --control-socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac
     case $cmd in
@@ -38,6 +38,8 @@ _salvo() {
         client) opts="--config --check --down --control-socket" ;;
         status) opts="--socket --json" ;;
         kick) opts="--socket" ;;
+        reload) opts="--socket" ;;
+        client-config) opts="--config --password-file --qr" ;;
         version) opts="" ;;
         help)
             [ "$COMP_CWORD" -eq 2 ] && COMPREPLY=($(compgen -W "$commands" -- "$cur"))

@@ -1,0 +1,161 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/salvovpn/salvo/config"
+	"github.com/salvovpn/salvo/engine"
+	"github.com/salvovpn/salvo/engine/control"
+	"github.com/salvovpn/salvo/engine/ippool"
+	"github.com/salvovpn/salvo/engine/users"
+	"github.com/salvovpn/salvo/internal/secretfile"
+)
+
+// ReloadableKeys are the gateway configuration keys a reload applies to the running gateway. Every other
+// key needs a restart, and a reload that changes one is refused, naming it.
+var ReloadableKeys = []string{"routes", "excluded_routes", "dns", "search_domains", "max_sessions_per_user",
+	"max_session_age", "hash_budget", "failed_login_burst", "failed_login_interval", "log_level"}
+
+// ReloadResult is the answer of POST /reload (and what `salvo reload` prints).
+type ReloadResult struct {
+	Changed         []string `json:"changed"` // configuration keys applied
+	SessionsRevoked int      `json:"sessions_revoked"`
+}
+
+// errRestartOnly is a reload refused because it changes keys only a restart applies.
+var errRestartOnly = errors.New("needs a restart")
+
+// reloader applies the configuration file and the users file to a running gateway, on SIGHUP and on
+// POST /reload. One reload runs at a time.
+type reloader struct {
+	mu           sync.Mutex
+	running      *config.Server // the configuration in effect
+	load         func() (*config.Server, error)
+	srv          *engine.Server
+	store        *users.Store
+	pool4, pool6 *ippool.Pool
+	level        *slog.LevelVar
+	log          *slog.Logger
+}
+
+// reload rereads both files. A configuration that does not load, or changes a key only a restart
+// applies, changes nothing (not even the users); otherwise the users file is reloaded (a broken one is
+// an error, and the old one stays) and the reloadable keys are applied.
+func (r *reloader) reload() (ReloadResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next, err := r.load()
+	if err != nil {
+		return ReloadResult{}, err
+	}
+	changed, restart := diffKeys(r.running, next)
+	if len(restart) > 0 {
+		return ReloadResult{}, fmt.Errorf("%s: %s changed, which %w (the gateway keeps running with the old configuration; restart it to apply)",
+			next.Path, strings.Join(restart, ", "), errRestartOnly)
+	}
+	if err := secretfile.Check(next.UsersFile, "users file"); err != nil {
+		return ReloadResult{}, err
+	}
+	if err := r.store.Reload(next.UsersFile); err != nil {
+		return ReloadResult{}, fmt.Errorf("users file %s: %w (keeping the old one)", next.UsersFile, err)
+	}
+	v4, v6 := fixedAddrs(r.store)
+	for _, p := range []struct {
+		pool  *ippool.Pool
+		addrs []netip.Addr
+	}{{r.pool4, v4}, {r.pool6, v6}} {
+		if p.pool != nil {
+			if err := p.pool.SetReserved(p.addrs...); err != nil {
+				r.log.Error("users file: fixed address outside the pool", "file", next.UsersFile, "err", err)
+			}
+		}
+	}
+	if err := r.srv.Reload(reloadable(next)); err != nil {
+		return ReloadResult{}, fmt.Errorf("%s: %w", next.Path, err)
+	}
+	if r.level != nil {
+		_ = r.level.UnmarshalText([]byte(next.LogLevel)) // checked by LoadServer
+	}
+	r.running = next
+	res := ReloadResult{Changed: changed, SessionsRevoked: r.srv.UsersChanged()}
+	r.log.Info("configuration and users file reloaded", "file", next.Path, "users_file", next.UsersFile,
+		"changed", strings.Join(changed, ","), "sessions_revoked", res.SessionsRevoked)
+	return res, nil
+}
+
+// reloadable is the part of cfg a running gateway applies (engine.Reloadable).
+func reloadable(cfg *config.Server) engine.Reloadable {
+	return engine.Reloadable{Routes: cfg.RoutePrefixes, ExcludedRoutes: cfg.ExcludedRoutePrefixes, DNS: cfg.DNSAddrs,
+		SearchDomains: cfg.SearchDomains, MaxSessionsPerUser: cfg.MaxSessionsPerUser, MaxSessionAge: cfg.MaxSessionAge.Duration,
+		Limits: loginLimits(cfg)}
+}
+
+// loginLimits converts the configuration's limits (hash_budget in MiB) to the engine's (KiB).
+func loginLimits(cfg *config.Server) engine.LoginLimits {
+	return engine.LoginLimits{HashBudget: cfg.HashBudget * 1024, FailureBurst: cfg.FailedLoginBurst,
+		FailureInterval: cfg.FailedLoginEvery.Duration}
+}
+
+// diffKeys compares two gateway configurations key by key (the toml-tagged fields, after defaults) and
+// splits the keys that differ into those a reload applies and those that need a restart.
+func diffKeys(old, next *config.Server) (reloadable, restart []string) {
+	a, b := reflect.ValueOf(old).Elem(), reflect.ValueOf(next).Elem()
+	for i := range a.NumField() {
+		key := a.Type().Field(i).Tag.Get("toml")
+		if key == "" || key == "-" || reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
+			continue
+		}
+		if slices.Contains(ReloadableKeys, key) {
+			reloadable = append(reloadable, key)
+		} else {
+			restart = append(restart, key)
+		}
+	}
+	return reloadable, restart
+}
+
+// onHUP reloads on every SIGHUP until stop is closed; a failed reload is logged and changes nothing.
+func (r *reloader) onHUP(stop <-chan struct{}) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-hup:
+			if _, err := r.reload(); err != nil {
+				r.log.Error("reload failed; nothing changed", "err", err)
+			}
+		}
+	}
+}
+
+// api is the gateway's admin API (engine.Server.API) with POST /reload.
+func (r *reloader) api() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", r.srv.API())
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, _ *http.Request) {
+		res, err := r.reload()
+		switch {
+		case errors.Is(err, errRestartOnly):
+			control.WriteError(w, http.StatusConflict, err.Error())
+		case err != nil:
+			control.WriteError(w, http.StatusUnprocessableEntity, err.Error())
+		default:
+			control.WriteJSON(w, http.StatusOK, res)
+		}
+	})
+	return mux
+}
