@@ -58,6 +58,8 @@ failed_login_interval = "2s" # then one more per interval; SIGHUP or salvo reloa
 state_dir = "/var/lib/salvo" # leases kept across restarts (the same client gets the same address)
 
 control_socket = "/run/salvo/server.sock"
+# metrics_listen = "127.0.0.1:9586" # Prometheus metrics at /metrics (off unless set; they name users)
+# metrics_per_user = true            # per-user traffic series (false: totals only)
 log_format = "text"          # "text" or "json"
 log_level = "info"           # "debug", "info", "warn" or "error"
 ebpf = "auto"                # eBPF classifier: steer data to the worker owning its session, drop junk in

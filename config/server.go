@@ -37,6 +37,8 @@ type Server struct {
 	FailedLoginEvery   Duration `toml:"failed_login_interval"` // then one more per interval; default 2s
 	StateDir           string   `toml:"state_dir"`             // default "/var/lib/salvo": leases kept across restarts
 	ControlSocket      string   `toml:"control_socket"`        // default "/run/salvo/server.sock"
+	MetricsListen      string   `toml:"metrics_listen"`        // optional "ip:port": Prometheus metrics at /metrics
+	MetricsPerUser     bool     `toml:"metrics_per_user"`      // default true: per-user traffic series
 	LogFormat          string   `toml:"log_format"`            // "text" (default) | "json"
 	LogLevel           string   `toml:"log_level"`             // debug | info (default) | warn | error
 	EBPF               string   `toml:"ebpf"`                  // "auto" (default) | "on" | "off"
@@ -194,6 +196,14 @@ func LoadServer(path string) (*Server, error) {
 	}
 
 	l.checkSocket("control_socket", &s.ControlSocket, "/run/salvo/server.sock")
+	if l.defined("metrics_listen") {
+		if _, err := netip.ParseAddrPort(s.MetricsListen); err != nil {
+			l.failf("metrics_listen", "%q is not ip:port, such as \"127.0.0.1:9586\" (only what can reach that address can scrape: it names your users)", s.MetricsListen)
+		}
+	}
+	if !l.defined("metrics_per_user") {
+		s.MetricsPerUser = true
+	}
 	l.checkLog(&s.LogFormat, &s.LogLevel)
 
 	if !l.defined("ebpf") {

@@ -13,6 +13,7 @@ import (
 	"github.com/salvovpn/salvo/engine"
 	"github.com/salvovpn/salvo/engine/control"
 	"github.com/salvovpn/salvo/engine/ippool"
+	"github.com/salvovpn/salvo/metrics"
 	"github.com/salvovpn/salvo/netcfg"
 	"github.com/salvovpn/salvo/offload"
 	"github.com/salvovpn/salvo/protocol/handshake"
@@ -188,6 +189,18 @@ func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger, opts S
 	ctlErr := make(chan error, 1)
 	go func() { ctlErr <- control.Serve(ctx, cfg.ControlSocket, rl.api()) }()
 	go rl.onHUP(ctx.Done())
+	if cfg.MetricsListen != "" {
+		wait, err := metrics.Serve(ctx, cfg.MetricsListen, metrics.Registry(srv, cfg.MetricsPerUser))
+		if err != nil {
+			return fmt.Errorf("metrics_listen: %w", err)
+		}
+		defer func() {
+			cancel() // before waiting: the gateway may stop on an error with ctx still live
+			if err := wait(); err != nil {
+				log.Warn("metrics server", "err", err)
+			}
+		}()
+	}
 	var listen []string
 	for i, c := range conns {
 		if i%sc.Workers == 0 {

@@ -191,6 +191,9 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 	return s, nil
 }
 
+// Logins returns what the gateway's handshakes did so far.
+func (s *Server) Logins() LoginStats { return s.logins.snapshot() }
+
 // Run moves packets until ctx is cancelled or a socket or the device fails. On the way out it tells every
 // client the gateway is shutting down (so they reconnect with backoff rather than wait for a timeout),
 // saves the leases, and closes the sockets and TUN queues it was given (closing is what unblocks the loops).
@@ -314,7 +317,7 @@ func (s *Server) Status() Status {
 	st := Status{Role: "server", Version: buildinfo.Read().Version, Started: s.started, Global: s.global.Snapshot(),
 		Sessions: []SessionStatus{}, Runtime: readRuntimeStats(), Workers: s.workers, CrossWorkerPackets: s.crossWorker.Load(),
 		Panics: s.panics.count.Load(), Totals: &totals}
-	ls := s.logins.snapshot()
+	ls := s.Logins()
 	st.Logins = &ls
 	if s.cfg.KernelStatus != nil {
 		st.Classifier = s.cfg.KernelStatus()

@@ -54,8 +54,8 @@ type loginGuard struct {
 
 // loginCounters count what happened to handshakes, for the status (and the flood and storm tests).
 type loginCounters struct {
-	ok, failed, rateLimited, busy, resumed, cookies atomic.Uint64
-	rejected                                        [numRejectReasons]atomic.Uint64 // before login or resume
+	ok, failed, rateLimited, busy, resumed, cookies, handled atomic.Uint64
+	rejected                                                 [numRejectReasons]atomic.Uint64 // before login or resume
 }
 
 // LoginStats is the JSON form of the gateway's handshake counters.
@@ -67,6 +67,7 @@ type LoginStats struct {
 	Busy           uint64 `json:"busy"` // refused: hashing budget spent
 	Resumes        uint64 `json:"resumes"`
 	CookiesSent    uint64 `json:"cookies_sent"` // proof of address demanded
+	Handshakes     uint64 `json:"handshakes"`   // requests taken from the queue and processed
 	// Rejected counts requests refused before any login or resume logic, by reason (wrong_key: the client
 	// pinned another gateway key; stale, replay: timestamps; decrypt, malformed, version, no_suite).
 	Rejected map[string]uint64 `json:"rejected"`
@@ -76,7 +77,7 @@ func (g *loginGuard) snapshot() LoginStats {
 	c := &g.stats
 	st := LoginStats{PasswordHashes: g.hashes.Load(), LoginsOK: c.ok.Load(), LoginsFailed: c.failed.Load(),
 		RateLimited: c.rateLimited.Load(), Busy: c.busy.Load(), Resumes: c.resumed.Load(), CookiesSent: c.cookies.Load(),
-		Rejected: map[string]uint64{}}
+		Handshakes: c.handled.Load(), Rejected: map[string]uint64{}}
 	for i := range c.rejected {
 		st.Rejected[rejectNames[i]] = c.rejected[i].Load()
 	}
@@ -327,6 +328,7 @@ func (s *Server) underLoad(now time.Time) bool {
 }
 
 func (s *Server) handleHandshake(job handshakeJob) {
+	s.logins.stats.handled.Add(1)
 	now := time.Now()
 	req, reply, err := s.hs.ConsumeRequest(job.buf, job.src, now, s.underLoad(now))
 	if err != nil {

@@ -9,8 +9,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/salvovpn/salvo/config"
+	"github.com/salvovpn/salvo/engine"
 	"github.com/salvovpn/salvo/engine/users"
 )
 
@@ -357,6 +359,17 @@ func TestControlSocketFlag(t *testing.T) {
 		code, _, e := runCLI(t, "", cmd, "--check", "--config", conf, "--control-socket", "control.sock")
 		if code != exitUsage || !strings.Contains(e, "--control-socket") || !strings.Contains(e, "absolute path") {
 			t.Errorf("%s with a relative --control-socket: exit %d: %s", cmd, code, e)
+		}
+	}
+}
+
+func TestPrintStatus(t *testing.T) {
+	var b bytes.Buffer
+	printStatus(&b, engine.Status{Role: "server", Device: "salvo0", Version: "0.1.0", Started: time.Now().Add(-time.Hour),
+		Logins: &engine.LoginStats{LoginsOK: 3, Rejected: map[string]uint64{"wrong_key": 2, "stale": 0}}})
+	for _, want := range []string{"salvo 0.1.0, up 1h0m0s", "logins: ok=3 ", "handshakes rejected: wrong_key=2\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
 		}
 	}
 }
