@@ -19,6 +19,10 @@ import (
 
 // RunClient logs in to the gateway of cfg and runs the tunnel until ctx ends.
 func RunClient(ctx context.Context, cfg *config.Client, password []byte, log *slog.Logger) error {
+	return needsNetAdmin(runClient(ctx, cfg, password, log))
+}
+
+func runClient(ctx context.Context, cfg *config.Client, password []byte, log *slog.Logger) error {
 	sw, err := readSwitches()
 	if err != nil {
 		return err

@@ -36,7 +36,11 @@ type ServerOptions struct {
 
 // RunServer runs a gateway from its configuration until ctx ends, then removes everything it set up.
 // SIGHUP and POST /reload on the control socket reload the configuration and the users file.
-func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger, opts ServerOptions) (err error) {
+func RunServer(ctx context.Context, cfg *config.Server, log *slog.Logger, opts ServerOptions) error {
+	return needsNetAdmin(runServer(ctx, cfg, log, opts))
+}
+
+func runServer(ctx context.Context, cfg *config.Server, log *slog.Logger, opts ServerOptions) (err error) {
 	sw, err := readSwitches()
 	if err != nil {
 		return err

@@ -130,3 +130,15 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
+// TestWithoutNetAdmin: a gateway started without CAP_NET_ADMIN says that is what it needs, instead of a
+// bare "operation not permitted".
+func TestWithoutNetAdmin(t *testing.T) {
+	w := newWorld(t)
+	path := filepath.Join(w.dir, "server.toml")
+	must(t, os.WriteFile(path, []byte(w.serverConfig("")), 0o600))
+	out, err := w.gw.Exec(t.Context(), "setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", "--",
+		salvoBin, "server", "--config", path).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "operation not permitted: needs CAP_NET_ADMIN") {
+		t.Fatalf("gateway without CAP_NET_ADMIN: %v\n%s", err, out)
+	}
+}
