@@ -44,10 +44,13 @@ type Traffic struct {
 }
 
 func (t *Traffic) add(c *Counters) {
-	t.RxPackets += c.RxPackets.Load()
-	t.RxBytes += c.RxBytes.Load()
-	t.TxPackets += c.TxPackets.Load()
-	t.TxBytes += c.TxBytes.Load()
+	*t = t.Plus(Traffic{RxPackets: c.RxPackets.Load(), RxBytes: c.RxBytes.Load(), TxPackets: c.TxPackets.Load(), TxBytes: c.TxBytes.Load()})
+}
+
+// Plus is the sum of t and o.
+func (t Traffic) Plus(o Traffic) Traffic {
+	return Traffic{RxPackets: t.RxPackets + o.RxPackets, RxBytes: t.RxBytes + o.RxBytes,
+		TxPackets: t.TxPackets + o.TxPackets, TxBytes: t.TxBytes + o.TxBytes}
 }
 
 // Totals are the gateway's counters since it started, ended sessions included: what a metrics scrape reads.
@@ -95,10 +98,7 @@ func (s *Server) accountLocked(sess *serverSession, reason string, now time.Time
 		u = &Traffic{}
 		l.users[sess.user] = u
 	}
-	u.RxPackets += t.RxPackets
-	u.RxBytes += t.RxBytes
-	u.TxPackets += t.TxPackets
-	u.TxBytes += t.TxBytes
+	*u = u.Plus(t)
 	l.traffic.RxPackets.Add(t.RxPackets)
 	l.traffic.RxBytes.Add(t.RxBytes)
 	l.traffic.TxPackets.Add(t.TxPackets)

@@ -97,8 +97,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	n := 0
 	for user, tr := range t.Users {
 		if n++; n > MaxUsers {
-			other.RxBytes, other.TxBytes = other.RxBytes+tr.RxBytes, other.TxBytes+tr.TxBytes
-			other.RxPackets, other.TxPackets = other.RxPackets+tr.RxPackets, other.TxPackets+tr.TxPackets
+			other = other.Plus(tr)
 			continue
 		}
 		traffic(descUserBytes, descUserPackets, tr, user)
