@@ -1,5 +1,11 @@
 // Command salvo is the Salvo VPN gateway and client. The logic lives in packages; this file parses
 // arguments, sets up logging and maps errors to exit codes.
+//
+// Arguments are parsed with the standard library's flag package behind one small wrapper (flagSet),
+// not with cobra or kong: the CLI is eleven flat commands with a handful of options each, and the wrapper
+// is what makes them consistent (--name spelling, help on standard output, one error line, exit 2).
+// What a framework would add for free is had here from the same help text: `salvo help CMD`, the man
+// page (packaging/gen) and the shell completion, which a test holds to the help (completion_test.go).
 package main
 
 import (
