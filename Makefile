@@ -34,8 +34,9 @@ test-short:
 demo: deps build
 	./scripts/demo.sh
 
-# System benchmark: bare veth, Salvo and wireguard-go (pinned, built from the module proxy) side by side in
-# one run; raw results in bench-results.json, the table in bench-results.md (paste into BENCHMARKS.md).
+# System benchmark: bare veth, Salvo, wireguard-go (pinned, built from the module proxy) and OpenVPN 2.6
+# (Debian's, static key, no DCO) side by side in one run; raw results in bench-results.json, the table in
+# bench-results.md (paste into BENCHMARKS.md).
 # BENCHFLAGS selects systems, duration, runs..., e.g. BENCHFLAGS="--systems salvo,wireguard-go --runs 1".
 BENCHFLAGS ?=
 bench: deps

@@ -1,7 +1,7 @@
 // Package bench is Salvo's system benchmark: it measures the bare veth link,
-// wireguard-go and Salvo on the same two-namespace topology in one run, so
-// every figure can be read as a ratio to the reference data plane
-// (wireguard-go) and to the ceiling (the link itself).
+// wireguard-go, OpenVPN 2.6 and Salvo on the same two-namespace topology in
+// one run, so every figure can be read as a ratio to the reference data
+// planes (wireguard-go, OpenVPN) and to the ceiling (the link itself).
 //
 // Everything runs inside throw-away network namespaces named
 // "salvo-bench-<pid>-<random>" (see internal/netns); nothing is sent on the

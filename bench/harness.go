@@ -220,6 +220,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			s = bareSystem{}
 		case SysWireguardGo:
 			s = &wgSystem{cacheDir: cfg.CacheDir}
+		case SysOpenVPN:
+			s = &openvpnSystem{}
 		case SysSalvo:
 			s = &salvoSystem{repoDir: cfg.RepoDir, sysName: SysSalvo}
 		case SysSalvoRef:
@@ -429,7 +431,7 @@ func runOnce(ctx context.Context, cfg *Config, s system, run int, work string) (
 
 // Tools the harness runs, with the Debian package that provides each.
 var tools = []struct{ bin, pkg string }{
-	{"iperf3", "iperf3"}, {"wg", "wireguard-tools"}, {"ping", "iputils-ping"},
+	{"iperf3", "iperf3"}, {"wg", "wireguard-tools"}, {"openvpn", "openvpn"}, {"ping", "iputils-ping"},
 	{"ip", "iproute2"}, {"ss", "iproute2"}, {"nsenter", "util-linux"}, {"unshare", "util-linux"},
 	{"go", ""}, // needed to build salvo and wireguard-go; not installed for the user
 }

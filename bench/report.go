@@ -146,7 +146,7 @@ func fmtRatio(x float64) string {
 type row struct{ cells []string }
 
 func (r *Results) rows() (header []string, rows []row) {
-	header = []string{"metric", "better", "system", "median", "min", "max", "vs wireguard-go", "vs bare"}
+	header = []string{"metric", "better", "system", "median", "min", "max", "vs wireguard-go", "vs openvpn", "vs bare"}
 	for _, m := range metrics {
 		for _, s := range r.Systems {
 			if s.Status != statusOK {
@@ -158,7 +158,7 @@ func (r *Results) rows() (header []string, rows []row) {
 			}
 			rows = append(rows, row{[]string{m.label(&r.Config), m.better, s.Name,
 				fmt.Sprintf(m.format, st.Median), fmt.Sprintf(m.format, st.Min), fmt.Sprintf(m.format, st.Max),
-				r.ratio(m.key, st.Median, SysWireguardGo), r.ratio(m.key, st.Median, SysBare)}})
+				r.ratio(m.key, st.Median, SysWireguardGo), r.ratio(m.key, st.Median, SysOpenVPN), r.ratio(m.key, st.Median, SysBare)}})
 		}
 	}
 	return header, rows

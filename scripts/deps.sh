@@ -10,6 +10,7 @@ have ping || need+=(iputils-ping)       # e2e and demo pings
 have nft || need+=(nftables)            # netcfg and e2e check the NAT tables
 have iperf3 || need+=(iperf3)           # demo, bench and its harness test
 have wg || need+=(wireguard-tools)      # bench: the wireguard-go side
+have openvpn || need+=(openvpn)         # bench: the OpenVPN 2.6 side
 have unshare || need+=(util-linux)      # setpriv/unshare in e2e
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"

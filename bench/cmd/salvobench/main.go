@@ -1,8 +1,8 @@
-// Command salvobench measures Salvo against wireguard-go and the bare veth
-// link on one two-namespace topology, in one run. Run it as root from the
-// Salvo checkout:
+// Command salvobench measures Salvo against wireguard-go, OpenVPN 2.6 and the
+// bare veth link on one two-namespace topology, in one run. Run it as root
+// from the Salvo checkout:
 //
-//	go run ./bench/cmd/salvobench [--systems bare,salvo,wireguard-go] [--short] [--json F] [--markdown F]
+//	go run ./bench/cmd/salvobench [--systems bare,wireguard-go,openvpn,salvo] [--short] [--json F] [--markdown F]
 //	go run ./bench/cmd/salvobench --systems wireguard-go,salvo --faults loss1,reorder10,blackout2 [--faults-only]
 //
 // It prints progress on stderr and the table on stdout. Exit status: 0 all
@@ -34,10 +34,10 @@ func run() int {
 	cfg := bench.DefaultConfig()
 	fs := flag.NewFlagSet("salvobench", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: salvobench [flags]\n\nBenchmarks bare veth, wireguard-go and salvo between two network namespaces (needs root).\n\n")
+		fmt.Fprintf(fs.Output(), "Usage: salvobench [flags]\n\nBenchmarks bare veth, wireguard-go, OpenVPN and salvo between two network namespaces (needs root).\n\n")
 		fs.PrintDefaults()
 	}
-	systems := fs.String("systems", strings.Join(cfg.Systems, ","), "comma-separated systems to measure: bare, wireguard-go, salvo-baseline (salvo with UDP GSO/GRO off), salvo-wgtun (salvo on wireguard-go's tun code), salvo-1worker (gateway with one worker), salvo-ref (salvo at --ref REV), salvo")
+	systems := fs.String("systems", strings.Join(cfg.Systems, ","), "comma-separated systems to measure: bare, wireguard-go, openvpn (OpenVPN 2.6, static key, no DCO), salvo-baseline (salvo with UDP GSO/GRO off), salvo-wgtun (salvo on wireguard-go's tun code), salvo-1worker (gateway with one worker), salvo-ref (salvo at --ref REV), salvo")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "length of each iperf3 test (whole seconds)")
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "repetitions of every measurement (median shown)")
 	fs.IntVar(&cfg.Streams, "streams", cfg.Streams, "parallel TCP streams for the multi-stream test")
