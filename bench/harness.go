@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,14 +19,17 @@ import (
 
 // Config selects what a harness run measures.
 type Config struct {
-	Systems   []string      `json:"systems"`
-	Duration  time.Duration `json:"-"`
-	Runs      int           `json:"runs"`
-	Streams   int           `json:"streams"`
-	UDPSize   int           `json:"udp_size"`
-	PingCount int           `json:"ping_count"`
-	CPURate   string        `json:"cpu_rate"` // iperf3 -b for the CPU-cost test
-	Short     bool          `json:"short"`
+	Systems  []string      `json:"systems"`
+	Duration time.Duration `json:"-"`
+	Runs     int           `json:"runs"`
+	Streams  int           `json:"streams"`
+	UDPSize  int           `json:"udp_size"`
+	// UDPRatePPS is the packet rate of the fixed-rate small-packet test, where loss means something (at
+	// an unlimited rate the sender outruns every tunnel and "loss" is only the excess it offered).
+	UDPRatePPS int    `json:"udp_rate_pps"`
+	PingCount  int    `json:"ping_count"`
+	CPURate    string `json:"cpu_rate"` // iperf3 -b for the CPU-cost test
+	Short      bool   `json:"short"`
 	// Ref, if set, adds system salvo-ref: Salvo built from this git revision, for a before/after of a
 	// change measured in one run.
 	Ref string `json:"ref,omitempty"`
@@ -46,6 +50,7 @@ type Config struct {
 	RepoDir  string    `json:"-"` // Salvo checkout, for `go build ./cmd/salvo`
 	CacheDir string    `json:"-"` // where the pinned wireguard-go is built once
 	Progress io.Writer `json:"-"` // progress lines; nil = discard
+	eta      *etaClock // the time left, on every progress line once Run has a plan
 	// CommandLine is recorded verbatim in the report.
 	CommandLine string `json:"command_line"`
 }
@@ -54,7 +59,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Systems: slices.Clone(AllSystems), Duration: 10 * time.Second, Runs: 3, Streams: 4,
-		UDPSize: 64, PingCount: 500, CPURate: "1G",
+		UDPSize: 64, UDPRatePPS: 100000, PingCount: 500, CPURate: "1G",
 	}
 }
 
@@ -70,6 +75,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Runs < 1 || c.Streams < 1 || c.PingCount < 2 {
 		return fmt.Errorf("runs (%d), streams (%d) must be >= 1 and ping count (%d) >= 2", c.Runs, c.Streams, c.PingCount)
+	}
+	if c.UDPRatePPS < 1 || c.UDPRatePPS > 10_000_000 {
+		return fmt.Errorf("udp rate %d pkt/s: must be 1..10000000", c.UDPRatePPS)
 	}
 	if c.UDPSize < 16 || c.UDPSize > 1400 {
 		return fmt.Errorf("udp size %d: must be 16..1400 (iperf3's header needs 16 bytes; larger would fragment in a 1420 tunnel)", c.UDPSize)
@@ -154,7 +162,8 @@ type RunResult struct {
 	Info       map[string]string `json:"info,omitempty"`
 	TCP1       *TCPResult        `json:"tcp_1_stream"`
 	TCPN       *TCPResult        `json:"tcp_n_streams"`
-	UDP        *UDPResult        `json:"udp_small"`
+	UDP        *UDPResult        `json:"udp_small"`            // at an unlimited rate
+	UDPRate    *UDPResult        `json:"udp_small_fixed_rate"` // at Config.UDPRatePPS
 	PingIdle   *PingResult       `json:"ping_idle"`
 	PingLoaded *PingResult       `json:"ping_loaded"`
 	CPU        *CPUResult        `json:"cpu,omitempty"`    // nil for bare: no tunnel process
@@ -183,8 +192,21 @@ func (r *Results) Failed() []*SystemResult {
 
 func (c *Config) progressf(format string, args ...any) {
 	if c.Progress != nil {
-		fmt.Fprintf(c.Progress, "salvobench: "+format+"\n", args...)
+		fmt.Fprintf(c.Progress, "salvobench: "+format+"%s\n", append(args, c.eta.suffix())...)
 	}
+}
+
+// loadRamp is how long the TCP load of the loaded-ping test runs before the pings start.
+func (c *Config) loadRamp() time.Duration {
+	if c.Short {
+		return 300 * time.Millisecond
+	}
+	return time.Second
+}
+
+// udpRateBits is iperf3's -b for the fixed-rate UDP test: iperf3 counts the payload (-l) bytes.
+func (c *Config) udpRateBits() string {
+	return strconv.FormatInt(int64(c.UDPRatePPS)*int64(c.UDPSize)*8, 10)
 }
 
 // Run measures every selected system. A system that fails is marked FAILED
@@ -249,6 +271,14 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		systems = append(systems, s)
 	}
 
+	var plan float64
+	for i, s := range systems {
+		if res.Systems[i].Status == statusOK {
+			plan += float64(cfg.Runs) * cfg.nominalRun(s.name())
+		}
+	}
+	cfg.eta = newETAClock(plan, time.Now)
+
 	// Runs are interleaved (run 1 of every system, then run 2...) rather than
 	// grouped per system, so slow drift on a noisy machine spreads over all
 	// systems instead of biasing whichever ran last. Each run also starts one
@@ -262,6 +292,11 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				continue
 			}
 			rr := &RunResult{Run: run}
+			cfg.eta.begin(cfg.nominalRun(s.name()))
+			failed := func() {
+				cfg.eta.end(false)
+				cfg.eta.drop(float64(cfg.Runs-run) * cfg.nominalRun(s.name()))
+			}
 			if !cfg.FaultsOnly && !cfg.FloodsOnly {
 				cfg.progressf("[run %d/%d] %s: bringing up", run, cfg.Runs, s.name())
 				rr, err = runOnce(ctx, &cfg, s, run, work)
@@ -270,6 +305,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				}
 				if err != nil {
 					sr.Status, sr.Error = statusFailed, fmt.Sprintf("run %d: %v", run, err)
+					failed()
 					cfg.progressf("[run %d/%d] %s FAILED: %v", run, cfg.Runs, s.name(), err)
 					continue
 				}
@@ -282,6 +318,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				}
 				if err != nil {
 					sr.Status, sr.Error = statusFailed, fmt.Sprintf("run %d, faults: %v", run, err)
+					failed()
 					cfg.progressf("[run %d/%d] %s FAILED under faults: %v", run, cfg.Runs, s.name(), err)
 					continue
 				}
@@ -294,10 +331,12 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				}
 				if err != nil {
 					sr.Status, sr.Error = statusFailed, fmt.Sprintf("run %d, floods: %v", run, err)
+					failed()
 					cfg.progressf("[run %d/%d] %s FAILED under floods: %v", run, cfg.Runs, s.name(), err)
 					continue
 				}
 			}
+			cfg.eta.end(true)
 			if (cfg.FaultsOnly || cfg.FloodsOnly) && len(rr.Faults) == 0 && len(rr.Floods) == 0 {
 				continue // bare, in a faults- or floods-only run: nothing to measure
 			}
@@ -388,43 +427,45 @@ func runOnce(ctx context.Context, cfg *Config, s system, run int, work string) (
 	secs := int(cfg.Duration / time.Second)
 	tgt := tun.target()
 	rr := &RunResult{Run: run, Info: tun.info()}
-	p := func(format string, args ...any) {
+	// p reports a finished measurement of nominal seconds.
+	p := func(nominal float64, format string, args ...any) {
+		cfg.eta.tick(nominal)
 		cfg.progressf("[run %d/%d] %s: %s", run, cfg.Runs, s.name(), fmt.Sprintf(format, args...))
 	}
 	alive := aliveCheck(append(tun.daemons(), srv))
 	if rr.TCP1, err = measureTCP(ctx, topo.A, tgt, secs, 1, "0"); err != nil {
 		return nil, errors.Join(err, alive())
 	}
-	p("TCP 1 stream %.2f Gbit/s", rr.TCP1.Gbps)
+	p(cfg.nominalTest(), "TCP 1 stream %.2f Gbit/s", rr.TCP1.Gbps)
 	if rr.TCPN, err = measureTCP(ctx, topo.A, tgt, secs, cfg.Streams, "0"); err != nil {
 		return nil, errors.Join(err, alive())
 	}
-	p("TCP %d streams %.2f Gbit/s", cfg.Streams, rr.TCPN.Gbps)
-	if rr.UDP, err = measureUDP(ctx, topo.A, tgt, secs, cfg.UDPSize); err != nil {
+	p(cfg.nominalTest(), "TCP %d streams %.2f Gbit/s", cfg.Streams, rr.TCPN.Gbps)
+	if rr.UDP, err = measureUDP(ctx, topo.A, tgt, secs, cfg.UDPSize, "0"); err != nil {
 		return nil, errors.Join(err, alive())
 	}
-	p("UDP %d B: %.0f pkt/s received, %.1f%% lost", cfg.UDPSize, rr.UDP.PPS, rr.UDP.LossPct)
+	p(cfg.nominalTest(), "UDP %d B at max rate: %.0f pkt/s delivered of %.0f offered", cfg.UDPSize, rr.UDP.PPS, rr.UDP.OfferedPPS)
+	if rr.UDPRate, err = measureUDP(ctx, topo.A, tgt, secs, cfg.UDPSize, cfg.udpRateBits()); err != nil {
+		return nil, errors.Join(err, alive())
+	}
+	p(cfg.nominalTest(), "UDP %d B at %d pkt/s: %.0f pkt/s offered, %.2f%% lost", cfg.UDPSize, cfg.UDPRatePPS, rr.UDPRate.OfferedPPS, rr.UDPRate.LossPct)
 	if rr.PingIdle, err = measurePing(ctx, topo.A, tgt, cfg.PingCount); err != nil {
 		return nil, errors.Join(err, alive())
 	}
-	p("ping idle p50 %.3f ms p99 %.3f ms (%d/%d)", rr.PingIdle.P50ms, rr.PingIdle.P99ms, rr.PingIdle.Received, rr.PingIdle.Sent)
-	ramp := time.Second
-	if cfg.Short {
-		ramp = 300 * time.Millisecond
-	}
-	if rr.PingLoaded, err = measureLoadedPing(ctx, topo.A, tgt, cfg.PingCount, ramp); err != nil {
+	p(cfg.nominalPing(), "ping idle p50 %.3f ms p99 %.3f ms (%d/%d)", rr.PingIdle.P50ms, rr.PingIdle.P99ms, rr.PingIdle.Received, rr.PingIdle.Sent)
+	if rr.PingLoaded, err = measureLoadedPing(ctx, topo.A, tgt, cfg.PingCount, cfg.loadRamp()); err != nil {
 		return nil, errors.Join(err, alive())
 	}
-	p("ping loaded p50 %.3f ms p99 %.3f ms (%d/%d)", rr.PingLoaded.P50ms, rr.PingLoaded.P99ms, rr.PingLoaded.Received, rr.PingLoaded.Sent)
+	p(cfg.nominalLoadedPing(), "ping loaded p50 %.3f ms p99 %.3f ms (%d/%d)", rr.PingLoaded.P50ms, rr.PingLoaded.P99ms, rr.PingLoaded.Received, rr.PingLoaded.Sent)
 	if ds := tun.daemons(); len(ds) > 0 {
 		if rr.CPU, err = measureCPU(ctx, topo.A, tgt, secs, cfg.CPURate, ds); err != nil {
 			return nil, errors.Join(err, alive())
 		}
-		p("CPU %.2f s per GB at %s (%.2f Gbit/s moved)", rr.CPU.PerGB, cfg.CPURate, rr.CPU.Transfer.Gbps)
+		p(cfg.nominalTest(), "CPU %.2f s per GB at %s (%.2f Gbit/s moved)", rr.CPU.PerGB, cfg.CPURate, rr.CPU.Transfer.Gbps)
 		if rr.Memory, err = measureMem(ds); err != nil {
 			return nil, err
 		}
-		p("peak RSS %.1f MiB", rr.Memory.TotalMiB)
+		p(0, "peak RSS %.1f MiB", rr.Memory.TotalMiB)
 	}
 	return rr, alive()
 }

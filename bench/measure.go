@@ -30,9 +30,12 @@ type TCPResult struct {
 	Retransmits uint64  `json:"retransmits"`
 }
 
-// UDPResult is one iperf3 UDP test; PPS counts packets that arrived.
+// UDPResult is one iperf3 UDP test. PPS counts packets that arrived (delivered); OfferedPPS is what the
+// sender put into the tunnel. Sent and Lost are the receiver's count (by sequence number), as LossPct.
 type UDPResult struct {
 	PayloadBytes int     `json:"payload_bytes"`
+	Rate         string  `json:"rate"` // iperf3 -b ("0" = unlimited)
+	OfferedPPS   float64 `json:"offered_pps"`
 	Sent         uint64  `json:"sent"`
 	Lost         uint64  `json:"lost"`
 	Received     uint64  `json:"received"`
@@ -89,7 +92,9 @@ type iperfJSON struct {
 	Error string `json:"error"`
 	End   struct {
 		SumSent struct {
-			Retransmits uint64 `json:"retransmits"`
+			Retransmits uint64  `json:"retransmits"`
+			Seconds     float64 `json:"seconds"`
+			Packets     uint64  `json:"packets"` // UDP: what the sender sent
 		} `json:"sum_sent"`
 		SumReceived struct {
 			Seconds     float64 `json:"seconds"`
@@ -141,10 +146,12 @@ func measureTCP(ctx context.Context, ns *netns.NS, target string, seconds, strea
 	return res, nil
 }
 
-// measureUDP runs `iperf3 -u -b 0 -l size`: small packets as fast as one
-// sender can go, so the tunnel's per-packet cost dominates.
-func measureUDP(ctx context.Context, ns *netns.NS, target string, seconds, size int) (*UDPResult, error) {
-	r, err := iperfClient(ctx, ns, target, seconds, "-u", "-b", "0", "-l", strconv.Itoa(size))
+// measureUDP runs `iperf3 -u -b rate -l size`. At rate "0" small packets go as fast as one sender can
+// push them, so the tunnel's per-packet cost dominates and what counts is how many are delivered: the
+// sender offers far more than any tunnel carries, so the "loss" is mostly that excess. At a fixed rate
+// that the link carries, the loss is the tunnel's own.
+func measureUDP(ctx context.Context, ns *netns.NS, target string, seconds, size int, rate string) (*UDPResult, error) {
+	r, err := iperfClient(ctx, ns, target, seconds, "-u", "-b", rate, "-l", strconv.Itoa(size))
 	if err != nil {
 		return nil, err
 	}
@@ -152,12 +159,16 @@ func measureUDP(ctx context.Context, ns *netns.NS, target string, seconds, size 
 	if rx.LostPackets > rx.Packets {
 		return nil, fmt.Errorf("iperf3 UDP to %s: lost %d of %d packets: inconsistent report", target, rx.LostPackets, rx.Packets)
 	}
-	res := &UDPResult{PayloadBytes: size, Sent: rx.Packets, Lost: rx.LostPackets,
+	res := &UDPResult{PayloadBytes: size, Rate: rate, Sent: rx.Packets, Lost: rx.LostPackets,
 		Received: rx.Packets - rx.LostPackets, Seconds: rx.Seconds, LossPct: rx.LostPercent}
 	if res.Received == 0 || !(res.Seconds > 0) {
 		return nil, fmt.Errorf("iperf3 UDP to %s: no packet arrived (%d sent)", target, res.Sent)
 	}
 	res.PPS = float64(res.Received) / res.Seconds
+	res.OfferedPPS = float64(res.Sent) / res.Seconds
+	if tx := r.End.SumSent; tx.Packets > 0 && tx.Seconds > 0 {
+		res.OfferedPPS = float64(tx.Packets) / tx.Seconds // the sender's own count, tail included
+	}
 	return res, nil
 }
 

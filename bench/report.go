@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -35,13 +36,27 @@ func tcpGbps(f func(*RunResult) *TCPResult) func(*RunResult) (float64, bool) {
 	}
 }
 
-func udpField(f func(*UDPResult) float64) func(*RunResult) (float64, bool) {
+func udpField(test func(*RunResult) *UDPResult, f func(*UDPResult) float64) func(*RunResult) (float64, bool) {
 	return func(r *RunResult) (float64, bool) {
-		if r.UDP == nil {
-			return 0, false
+		if u := test(r); u != nil {
+			return f(u), true
 		}
-		return f(r.UDP), true
+		return 0, false
 	}
+}
+
+func maxRate(r *RunResult) *UDPResult   { return r.UDP }
+func fixedRate(r *RunResult) *UDPResult { return r.UDPRate }
+
+// fmtRate writes a packet rate the way people say it: 100k, 1.5M.
+func fmtRate(pps int) string {
+	switch {
+	case pps >= 1_000_000 && pps%100_000 == 0:
+		return strconv.FormatFloat(float64(pps)/1e6, 'f', -1, 64) + "M"
+	case pps >= 1000 && pps%100 == 0:
+		return strconv.FormatFloat(float64(pps)/1e3, 'f', -1, 64) + "k"
+	}
+	return strconv.Itoa(pps)
 }
 
 func pingField(p func(*RunResult) *PingResult, f func(*PingResult) float64) func(*RunResult) (float64, bool) {
@@ -63,10 +78,13 @@ var metrics = []metric{
 		tcpGbps(func(r *RunResult) *TCPResult { return r.TCP1 })},
 	{"tcp_n_gbps", func(c *Config) string { return fmt.Sprintf("TCP %d streams (Gbit/s)", c.Streams) }, "higher", "%.2f",
 		tcpGbps(func(r *RunResult) *TCPResult { return r.TCPN })},
-	{"udp_pps", func(c *Config) string { return fmt.Sprintf("UDP %d B received (pkt/s)", c.UDPSize) }, "higher", "%.0f",
-		udpField(func(u *UDPResult) float64 { return u.PPS })},
-	{"udp_loss_pct", func(c *Config) string { return fmt.Sprintf("UDP %d B loss (%%)", c.UDPSize) }, "lower", "%.1f",
-		udpField(func(u *UDPResult) float64 { return u.LossPct })},
+	{"udp_delivered_pps", func(c *Config) string { return fmt.Sprintf("UDP %d B delivered at max rate (pkt/s)", c.UDPSize) },
+		"higher", "%.0f", udpField(maxRate, func(u *UDPResult) float64 { return u.PPS })},
+	{"udp_offered_pps", func(c *Config) string { return fmt.Sprintf("UDP %d B offered at max rate (pkt/s)", c.UDPSize) },
+		"—", "%.0f", udpField(maxRate, func(u *UDPResult) float64 { return u.OfferedPPS })},
+	{"udp_rate_loss_pct", func(c *Config) string {
+		return fmt.Sprintf("UDP %d B loss at %s pkt/s (%%)", c.UDPSize, fmtRate(c.UDPRatePPS))
+	}, "lower", "%.2f", udpField(fixedRate, func(u *UDPResult) float64 { return u.LossPct })},
 	{"ping_idle_p50_ms", func(*Config) string { return "ping idle p50 (ms)" }, "lower", "%.3f", pingField(idle, p50)},
 	{"ping_idle_p99_ms", func(*Config) string { return "ping idle p99 (ms)" }, "lower", "%.3f", pingField(idle, p99)},
 	{"ping_loaded_p50_ms", func(*Config) string { return "ping under TCP load p50 (ms)" }, "lower", "%.3f", pingField(loaded, p50)},

@@ -42,6 +42,7 @@ func run() int {
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "repetitions of every measurement (median shown)")
 	fs.IntVar(&cfg.Streams, "streams", cfg.Streams, "parallel TCP streams for the multi-stream test")
 	fs.IntVar(&cfg.UDPSize, "udp-size", cfg.UDPSize, "UDP payload bytes for the small-packet test")
+	fs.IntVar(&cfg.UDPRatePPS, "udp-rate-pps", cfg.UDPRatePPS, "packet rate of the fixed-rate small-packet UDP test, whose loss is reported (iperf3 -b is computed from it and --udp-size)")
 	fs.IntVar(&cfg.PingCount, "ping-count", cfg.PingCount, "pings per latency test (10 ms apart)")
 	fs.StringVar(&cfg.CPURate, "cpu-rate", cfg.CPURate, "iperf3 -b rate of the CPU-cost transfer")
 	fs.StringVar(&cfg.Ref, "ref", "", "also measure salvo built from this git revision (system salvo-ref), for a before/after in one run")
