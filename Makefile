@@ -36,11 +36,13 @@ demo: deps build
 
 # System benchmark: bare veth, Salvo, wireguard-go (pinned, built from the module proxy) and OpenVPN 2.6
 # (Debian's, static key, no DCO) side by side in one run; raw results in bench-results.json, the table in
-# bench-results.md (paste into BENCHMARKS.md).
-# BENCHFLAGS selects systems, duration, runs..., e.g. BENCHFLAGS="--systems salvo,wireguard-go --runs 1".
+# bench-results.md (paste into BENCHMARKS.md), the plot in $(PLOT) (PLOT=docs/bench.svg for the one
+# BENCHMARKS.md shows); `go run ./bench/cmd/salvobench --plot-only --json bench-results.json --plot F.svg`
+# redraws it. BENCHFLAGS selects systems, duration, runs..., e.g. BENCHFLAGS="--systems salvo,wireguard-go --runs 1".
 BENCHFLAGS ?=
+PLOT ?= bench-results.svg
 bench: deps
-	$(GO) run ./bench/cmd/salvobench --json bench-results.json --markdown bench-results.md $(BENCHFLAGS)
+	$(GO) run ./bench/cmd/salvobench --json bench-results.json --markdown bench-results.md --plot $(PLOT) $(BENCHFLAGS)
 
 bench-short:
 	$(GO) run ./bench/cmd/salvobench --short

@@ -4,6 +4,7 @@
 //
 //	go run ./bench/cmd/salvobench [--systems bare,wireguard-go,openvpn,salvo] [--short] [--json F] [--markdown F]
 //	go run ./bench/cmd/salvobench --systems wireguard-go,salvo --faults loss1,reorder10,blackout2 [--faults-only]
+//	go run ./bench/cmd/salvobench --plot-only --json bench-results.json --plot bench-results.svg
 //
 // It prints progress on stderr and the table on stdout. Exit status: 0 all
 // selected systems measured, 1 a system FAILED or the harness failed,
@@ -54,6 +55,8 @@ func run() int {
 	short := fs.Bool("short", false, "smoke run in seconds: duration 1s, 1 run, 50 pings (overrides those flags)")
 	jsonOut := fs.String("json", "", "write raw results as JSON to this file")
 	mdOut := fs.String("markdown", "", "write the report as a Markdown section to this file")
+	plotOut := fs.String("plot", "", "write an SVG plot of the results (a panel per test: medians, min-max whiskers) to this file")
+	plotOnly := fs.Bool("plot-only", false, "measure nothing: read --json's file and write --plot from it")
 	fs.StringVar(&cfg.CacheDir, "cache-dir", bench.DefaultCacheDir(), "where the pinned wireguard-go binary is built")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -64,6 +67,9 @@ func run() int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "salvobench: unexpected arguments %q\n", fs.Args())
 		return 2
+	}
+	if *plotOnly {
+		return replot(*jsonOut, *plotOut)
 	}
 	cfg.Systems = nil
 	for _, s := range strings.Split(*systems, ",") {
@@ -138,6 +144,12 @@ func run() int {
 			code = 1
 		}
 	}
+	if *plotOut != "" {
+		if err := res.WritePlot(*plotOut); err != nil {
+			fmt.Fprintln(os.Stderr, "salvobench: write plot:", err)
+			code = 1
+		}
+	}
 	if failed := res.Failed(); len(failed) > 0 {
 		for _, s := range failed {
 			fmt.Fprintf(os.Stderr, "salvobench: %s FAILED\n", s.Name)
@@ -145,6 +157,23 @@ func run() int {
 		code = 1
 	}
 	return code
+}
+
+// replot is --plot-only: the plot of results measured before, without root or a run.
+func replot(jsonPath, plotPath string) int {
+	if jsonPath == "" || plotPath == "" {
+		fmt.Fprintln(os.Stderr, "salvobench: --plot-only needs --json FILE (to read) and --plot FILE (to write)")
+		return 2
+	}
+	res, err := bench.ReadResults(jsonPath)
+	if err == nil {
+		err = res.WritePlot(plotPath)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "salvobench:", err)
+		return 1
+	}
+	return 0
 }
 
 // shellQuote renders argv so it can be pasted back into a shell.
