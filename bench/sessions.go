@@ -12,6 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,7 +29,8 @@ import (
 // SessionsConfig selects what the many-session benchmark measures.
 type SessionsConfig struct {
 	Sessions int           // concurrent sessions (>= 1)
-	Workers  int           // gateway workers
+	Workers  []int         // gateway workers to compare; 0 = one per CPU (the config's meaning)
+	Size     int           // UDP payload bytes of each inner packet (the packet is 28 bytes more)
 	Duration time.Duration // traffic time per measurement
 	EBPF     []string      // gateway ebpf settings to compare ("off", "on")
 	Modes    []string      // "one-tuple" (every session behind one address:port) and/or "per-session"
@@ -36,14 +40,33 @@ type SessionsConfig struct {
 
 // SessionsResult is one measurement.
 type SessionsResult struct {
-	EBPF              string  `json:"ebpf"`
-	Mode              string  `json:"mode"`
-	Sessions          int     `json:"sessions"`
+	EBPF     string `json:"ebpf"`
+	Mode     string `json:"mode"`
+	Sessions int    `json:"sessions"`
+	// Workers is the gateway's setting (0 = one per CPU), WorkersRun what that came to on this machine.
 	Workers           int     `json:"workers"`
+	WorkersRun        int     `json:"workers_run"`
+	PacketBytes       int     `json:"inner_packet_bytes"`
 	PacketsPerSec     float64 `json:"gateway_packets_per_sec"`
 	CrossWorkerPerSec float64 `json:"cross_worker_packets_per_sec"`
 	CrossWorkerShare  float64 `json:"cross_worker_share"`
 	SentPerSec        float64 `json:"sent_packets_per_sec"`
+	// The gateway process's CPU time (utime+stime of all its threads) over the measurement, charged to
+	// the data packets and inner bytes its sessions received in that time. Kernel work done for the
+	// gateway in another task's context (the sender's softirq delivering to the veth) is not in it.
+	Packets        uint64  `json:"gateway_packets"`
+	Bytes          uint64  `json:"gateway_bytes"`
+	CPUSeconds     float64 `json:"gateway_cpu_seconds"`
+	CPUNsPerPacket float64 `json:"gateway_cpu_ns_per_packet"`
+	CPUNsPerByte   float64 `json:"gateway_cpu_ns_per_byte"`
+}
+
+// WorkersLabel names a worker setting as the results table shows it.
+func (r SessionsResult) WorkersLabel() string {
+	if r.Workers == 0 {
+		return fmt.Sprintf("per CPU (%d)", r.WorkersRun)
+	}
+	return strconv.Itoa(r.Workers)
 }
 
 const sessionsBlackhole = "10.250.0.1" // routed to a blackhole on the gateway: written to the TUN, then dropped
@@ -51,8 +74,11 @@ const sessionsBlackhole = "10.250.0.1" // routed to a blackhole on the gateway: 
 // RunSessions measures each (ebpf, mode) combination on a fresh topology and returns the results. It fails
 // loudly when the gateway does not come up or a login fails.
 func RunSessions(ctx context.Context, cfg SessionsConfig) ([]SessionsResult, error) {
-	if cfg.Sessions < 1 || cfg.Workers < 1 || cfg.Duration <= 0 {
-		return nil, errors.New("sessions: need sessions >= 1, workers >= 1 and a duration")
+	if cfg.Sessions < 1 || len(cfg.Workers) == 0 || slices.Min(cfg.Workers) < 0 || cfg.Duration <= 0 {
+		return nil, errors.New("sessions: need sessions >= 1, worker counts >= 0 (0 = one per CPU) and a duration")
+	}
+	if cfg.Size < 8 || cfg.Size > 1400 {
+		return nil, fmt.Errorf("sessions: packet size %d: want 8..1400 bytes of UDP payload", cfg.Size)
 	}
 	work, err := os.MkdirTemp("", "salvo-sessions-")
 	if err != nil {
@@ -64,23 +90,28 @@ func RunSessions(ctx context.Context, cfg SessionsConfig) ([]SessionsResult, err
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	var results []SessionsResult
-	for _, eb := range cfg.EBPF {
-		for _, mode := range cfg.Modes {
-			fmt.Fprintf(cfg.Progress, "salvosessions: ebpf=%s mode=%s: %d sessions, %d workers\n", eb, mode, cfg.Sessions, cfg.Workers)
-			r, err := runSessionsOnce(ctx, cfg, bin, filepath.Join(work, eb+"-"+mode), eb, mode)
-			if err != nil {
-				return results, fmt.Errorf("ebpf=%s mode=%s: %w", eb, mode, err)
+	for _, workers := range cfg.Workers {
+		for _, eb := range cfg.EBPF {
+			for _, mode := range cfg.Modes {
+				fmt.Fprintf(cfg.Progress, "salvosessions: workers=%d ebpf=%s mode=%s: %d sessions\n", workers, eb, mode, cfg.Sessions)
+				r, err := runSessionsOnce(ctx, cfg, bin, filepath.Join(work, fmt.Sprintf("w%d-%s-%s", workers, eb, mode)), workers, eb, mode)
+				if err != nil {
+					return results, fmt.Errorf("workers=%d ebpf=%s mode=%s: %w", workers, eb, mode, err)
+				}
+				fmt.Fprintf(cfg.Progress, "salvosessions:   %.0f pkt/s at the gateway, %.0f cross-worker pkt/s (%.1f%%), %.0f CPU-ns per packet, %.2f per byte\n",
+					r.PacketsPerSec, r.CrossWorkerPerSec, 100*r.CrossWorkerShare, r.CPUNsPerPacket, r.CPUNsPerByte)
+				results = append(results, r)
 			}
-			fmt.Fprintf(cfg.Progress, "salvosessions:   %.0f pkt/s at the gateway, %.0f cross-worker pkt/s (%.1f%%)\n",
-				r.PacketsPerSec, r.CrossWorkerPerSec, 100*r.CrossWorkerShare)
-			results = append(results, r)
 		}
 	}
 	return results, nil
 }
 
-func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir, ebpf, mode string) (SessionsResult, error) {
-	res := SessionsResult{EBPF: ebpf, Mode: mode, Sessions: cfg.Sessions, Workers: cfg.Workers}
+func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir string, workers int, ebpf, mode string) (SessionsResult, error) {
+	res := SessionsResult{EBPF: ebpf, Mode: mode, Sessions: cfg.Sessions, Workers: workers, WorkersRun: workers, PacketBytes: 28 + cfg.Size}
+	if workers == 0 {
+		res.WorkersRun = runtime.NumCPU() // the gateway's GOMAXPROCS on this machine
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return res, err
 	}
@@ -113,7 +144,7 @@ func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir, ebpf, mo
 	sock := filepath.Join(dir, "server.sock")
 	conf := fmt.Sprintf("listen = [\"%s:51820\"]\nprivate_key_file = %q\nusers_file = %q\ntun_name = \"salvo0\"\n"+
 		"ipv4_pool = \"10.77.0.0/16\"\nmax_sessions_per_user = 1024\nworkers = %d\nebpf = %q\ncontrol_socket = %q\nstate_dir = %q\n",
-		addrB4, keyFile, users, cfg.Workers, ebpf, sock, filepath.Join(dir, "state"))
+		addrB4, keyFile, users, workers, ebpf, sock, filepath.Join(dir, "state"))
 	confPath := filepath.Join(dir, "server.toml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return res, err
@@ -171,15 +202,23 @@ func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir, ebpf, mo
 		if err != nil {
 			return res, fmt.Errorf("login %d: %w", i, err)
 		}
-		sessions[i] = session{kp: kp, conn: c, pkt: innerUDP(addr, netip.MustParseAddr(sessionsBlackhole), 64)}
+		sessions[i] = session{kp: kp, conn: c, pkt: innerUDP(addr, netip.MustParseAddr(sessionsBlackhole), cfg.Size)}
 	}
 	st0, err := queryStatus(sock)
 	if err != nil {
 		return res, err
 	}
+	cpu0, err := cpuSeconds(gw.pid())
+	if err != nil {
+		return res, fmt.Errorf("gateway CPU time: %w", err)
+	}
 	sent := sendLoad(sessions, server, cfg.Duration, func(s session) (*transport.Keypair, *batch.Conn, []byte) {
 		return s.kp, s.conn, s.pkt
 	})
+	cpu1, err := cpuSeconds(gw.pid())
+	if err != nil {
+		return res, fmt.Errorf("gateway CPU time: %w", err)
+	}
 	st1, err := queryStatus(sock)
 	if err != nil {
 		return res, err
@@ -187,10 +226,17 @@ func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir, ebpf, mo
 	if err := gw.exited(); err != nil {
 		return res, err
 	}
-	rx := sumRx(st1) - sumRx(st0)
+	rx0, rx1 := sumRx(st0), sumRx(st1)
+	rx := rx1.RxPackets - rx0.RxPackets
 	if rx == 0 {
 		return res, errors.New("the gateway received no data packets")
 	}
+	res.Packets, res.Bytes, res.CPUSeconds = rx, rx1.RxBytes-rx0.RxBytes, cpu1-cpu0
+	if !(res.CPUSeconds > 0) {
+		return res, fmt.Errorf("the gateway used no measurable CPU (%d Hz accounting) receiving %d packets: measure longer", clockTicks, rx)
+	}
+	res.CPUNsPerPacket = res.CPUSeconds * 1e9 / float64(res.Packets)
+	res.CPUNsPerByte = res.CPUSeconds * 1e9 / float64(res.Bytes)
 	secs := cfg.Duration.Seconds()
 	res.PacketsPerSec = float64(rx) / secs
 	res.CrossWorkerPerSec = float64(st1.CrossWorkerPackets-st0.CrossWorkerPackets) / secs
@@ -205,12 +251,13 @@ func queryStatus(sock string) (engine.Status, error) {
 	return st, err
 }
 
-func sumRx(st engine.Status) uint64 {
-	var n uint64
+// sumRx adds up what the gateway's sessions received (data packets, inner bytes).
+func sumRx(st engine.Status) engine.Traffic {
+	var t engine.Traffic
 	for _, s := range st.Sessions {
-		n += s.Counters.RxPackets
+		t = t.Plus(engine.Traffic{RxPackets: s.Counters.RxPackets, RxBytes: s.Counters.RxBytes})
 	}
-	return n
+	return t
 }
 
 // loginOne runs one real login (Noise NK + argon2id on the gateway) over c and returns the session's keys
