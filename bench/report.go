@@ -233,7 +233,65 @@ func (r *Results) writeFailures(b *strings.Builder, bullet string) {
 	}
 }
 
-// Markdown renders a self-contained section: where, when, how, the table.
+// standing is the compact table that opens BENCHMARKS.md: one row per metric, the median of every
+// measured system side by side, and Salvo's ratio to each reference that was measured.
+func (r *Results) standing() (header []string, rows [][]string) {
+	var systems []*SystemResult
+	for _, s := range r.Systems {
+		if s.Status == statusOK {
+			systems = append(systems, s)
+		}
+	}
+	salvo := r.system(SysSalvo)
+	var refs []string
+	for _, ref := range []string{SysWireguardGo, SysOpenVPN, SysBare} {
+		if salvo != nil && r.system(ref) != nil {
+			refs = append(refs, ref)
+		}
+	}
+	header = []string{"metric", "better"}
+	for _, s := range systems {
+		header = append(header, s.Name)
+	}
+	for _, ref := range refs {
+		header = append(header, "salvo vs "+ref)
+	}
+	for _, m := range metrics {
+		row := []string{m.label(&r.Config), m.better}
+		measured := false
+		for _, s := range systems {
+			st, ok := s.Summary[m.key]
+			if !ok {
+				row = append(row, "—")
+				continue
+			}
+			measured = true
+			row = append(row, fmt.Sprintf(m.format, st.Median))
+		}
+		for _, ref := range refs {
+			if st, ok := salvo.Summary[m.key]; ok {
+				row = append(row, r.ratio(m.key, st.Median, ref))
+			} else {
+				row = append(row, "—")
+			}
+		}
+		if measured {
+			rows = append(rows, row)
+		}
+	}
+	return header, rows
+}
+
+func writeMarkdownTable(b *strings.Builder, header []string, rows [][]string) {
+	b.WriteString("| " + strings.Join(header, " | ") + " |\n")
+	b.WriteString(strings.Repeat("|---", len(header)) + "|\n")
+	for _, rw := range rows {
+		b.WriteString("| " + strings.Join(rw, " | ") + " |\n")
+	}
+}
+
+// Markdown renders a self-contained section: where, when, how, the standing (medians side by side),
+// then every figure with its spread.
 func (r *Results) Markdown() string {
 	var b strings.Builder
 	e := r.Env
@@ -250,13 +308,18 @@ func (r *Results) Markdown() string {
 		fmt.Fprintf(&b, "- Faults: %s\n", strings.Join(r.Config.Faults, ", "))
 	}
 	b.WriteString("\n")
+	if sh, srows := r.standing(); len(srows) > 0 {
+		b.WriteString("Medians:\n\n")
+		writeMarkdownTable(&b, sh, srows)
+		b.WriteString("\nEvery figure, with its spread:\n\n")
+	}
 	header, rows := r.rows()
 	if len(rows) > 0 {
-		b.WriteString("| " + strings.Join(header, " | ") + " |\n")
-		b.WriteString(strings.Repeat("|---", len(header)) + "|\n")
-		for _, rw := range rows {
-			b.WriteString("| " + strings.Join(rw.cells, " | ") + " |\n")
+		cells := make([][]string, len(rows))
+		for i, rw := range rows {
+			cells[i] = rw.cells
 		}
+		writeMarkdownTable(&b, header, cells)
 	}
 	if fh, frows := r.faultRows(); len(frows) > 0 {
 		if len(rows) > 0 {
@@ -264,20 +327,12 @@ func (r *Results) Markdown() string {
 		}
 		b.WriteString("### TCP throughput under faults\n\n")
 		b.WriteString(r.faultNote() + "\n\n")
-		b.WriteString("| " + strings.Join(fh, " | ") + " |\n")
-		b.WriteString(strings.Repeat("|---", len(fh)) + "|\n")
-		for _, rw := range frows {
-			b.WriteString("| " + strings.Join(rw, " | ") + " |\n")
-		}
+		writeMarkdownTable(&b, fh, frows)
 	}
 	if fh, frows := r.floodRows(); len(frows) > 0 {
 		b.WriteString("\n### Victim TCP throughput under floods\n\n")
 		b.WriteString(floodNote + "\n\n")
-		b.WriteString("| " + strings.Join(fh, " | ") + " |\n")
-		b.WriteString(strings.Repeat("|---", len(fh)) + "|\n")
-		for _, rw := range frows {
-			b.WriteString("| " + strings.Join(rw, " | ") + " |\n")
-		}
+		writeMarkdownTable(&b, fh, frows)
 	}
 	if len(r.Failed()) > 0 {
 		b.WriteString("\n")
