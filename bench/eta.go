@@ -94,12 +94,21 @@ func (c *Config) nominalRun(sys string) float64 {
 	}
 	if faultSystem(sys) {
 		for _, f := range c.faultSpecs {
-			n += 2 * c.nominalTest() // baseline + faulty
-			if f.Blackout > 0 {
-				n += math.Ceil((blackoutLead + 2*f.Blackout).Seconds()) // see measureFault
-			}
+			n += c.nominalFault(f)
 		}
-		n += float64(len(c.floodSpecs)) * (2*c.nominalTest() + 2) // baseline + flooded + the pauses
+		n += float64(len(c.floodSpecs)) * c.nominalFlood()
 	}
 	return n
 }
+
+// nominalFault is one fault's baseline and faulty TCP tests (a blackout's is longer: see measureFault).
+func (c *Config) nominalFault(f FaultSpec) float64 {
+	n := 2 * c.nominalTest()
+	if f.Blackout > 0 {
+		n += math.Ceil((blackoutLead + 2*f.Blackout).Seconds())
+	}
+	return n
+}
+
+// nominalFlood is one flood's baseline and flooded TCP tests and the pauses around the flood.
+func (c *Config) nominalFlood() float64 { return 2*c.nominalTest() + 2 }

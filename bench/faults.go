@@ -186,6 +186,7 @@ func runFaults(ctx context.Context, cfg *Config, s system, run int, work string)
 		if d := fr.Relay.ToGateway.SocketDrops + fr.Relay.ToClient.SocketDrops; d > 0 {
 			rec += fmt.Sprintf(" (the relay itself lost %d datagrams: its socket overflowed)", d)
 		}
+		cfg.eta.tick(cfg.nominalFault(spec))
 		cfg.progressf("[run %d/%d] %s: %s %.0f Mbit/s, baseline %.0f (%.0f%%)%s", run, cfg.Runs, s.name(), spec.Name,
 			fr.Faulty.Gbps*1000, fr.Baseline.Gbps*1000, fr.Share*100, rec)
 		out = append(out, fr)

@@ -213,6 +213,7 @@ func runFloods(ctx context.Context, cfg *Config, s system, run int, work string)
 		if fr.LoginMs != 0 {
 			login = fmt.Sprintf(", a new login took %.0f ms", fr.LoginMs)
 		}
+		cfg.eta.tick(cfg.nominalFlood())
 		cfg.progressf("[run %d/%d] %s: %s at %.0f pkt/s: %.0f Mbit/s, baseline %.0f (%.0f%%), peak RSS %.0f -> %.0f MiB%s",
 			run, cfg.Runs, s.name(), spec.Name(), fr.SentPPS, fr.Flooded.Gbps*1000, fr.Baseline.Gbps*1000, fr.Share*100,
 			fr.RSSBeforeMiB, fr.RSSAfterMiB, login)
