@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// TestHarnessShort runs the real harness in --short mode on the bare link and
-// on wireguard-go (when the pinned version builds), so the harness cannot
+// TestHarnessShort runs the real harness in --short mode on the bare link, on
+// OpenVPN and on wireguard-go (when the pinned version builds), so the harness cannot
 // rot: every figure must be positive (loss may be 0) and the JSON must
 // round-trip. Under CI=true a missing privilege or tool fails instead of
 // skipping, because a skipped benchmark test would hide breakage.
@@ -48,6 +48,8 @@ func TestHarnessShort(t *testing.T) {
 		// The fault benchmark too, cheaply: one loss and one short blackout through the relay.
 		cfg.Faults = []string{"loss5", "blackout0.5"}
 	}
+	// OpenVPN is one of the tools above (make test installs it); it runs through the fault relay too.
+	cfg.Systems = append(cfg.Systems, SysOpenVPN)
 	cfg.CommandLine = "go test ./bench"
 	var progress strings.Builder
 	cfg.Progress = &progress
