@@ -185,6 +185,7 @@ func (r *Results) panel(m metric, unit string, systems []*SystemResult) (*plot.P
 	p.Y.Tick.Label.Font.Size = 7
 	p.X.Tick.Label.Font.Size = 7
 	p.Y.Min = 0
+	p.Y.Tick.Marker = compactTicks{}
 
 	var names []string
 	var wh whiskers
@@ -260,6 +261,19 @@ func compact(v float64) string {
 		return fmt.Sprintf("%.0f", v)
 	}
 	return fmt.Sprintf("%.3g", v)
+}
+
+// compactTicks are gonum's default ticks labelled the way the bars are (250k, not 250000.00).
+type compactTicks struct{}
+
+func (compactTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = compact(ticks[i].Value)
+		}
+	}
+	return ticks
 }
 
 // WritePlot writes the plot of r to path.
