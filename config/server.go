@@ -215,7 +215,7 @@ func LoadServer(path string) (*Server, error) {
 	}
 	if !l.defined("workers") {
 		// One worker measured faster than one per CPU with a single client on a 2-core machine shared with
-		// that client (BENCHMARKS.md); gateways with many clients on their own cores set 0 or N.
+		// that client (BENCHMARKS-history.md); gateways with many clients on their own cores set 0 or N.
 		s.Workers = 1
 	}
 	if s.EBPFTunSteering && s.EBPF == "off" {
