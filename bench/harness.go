@@ -144,11 +144,13 @@ type Results struct {
 
 // SystemResult holds one system's raw runs and their summary.
 type SystemResult struct {
-	Name    string          `json:"name"`
-	Status  string          `json:"status"` // "ok" or "FAILED"
-	Error   string          `json:"error,omitempty"`
-	Version string          `json:"version,omitempty"`
-	Runs    []*RunResult    `json:"runs"`
+	Name    string       `json:"name"`
+	Status  string       `json:"status"` // "ok" or "FAILED"
+	Error   string       `json:"error,omitempty"`
+	Version string       `json:"version,omitempty"`
+	Runs    []*RunResult `json:"runs"`
+	// Retried lists the runs that failed once and were measured again on a fresh topology, with why.
+	Retried []string        `json:"retried,omitempty"`
 	Summary map[string]Stat `json:"summary"`
 	// FaultSummary is the fault benchmark by fault name (absent without --faults, and for bare).
 	FaultSummary map[string]FaultStat `json:"fault_summary,omitempty"`
@@ -300,6 +302,13 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			if !cfg.FaultsOnly && !cfg.FloodsOnly {
 				cfg.progressf("[run %d/%d] %s: bringing up", run, cfg.Runs, s.name())
 				rr, err = runOnce(ctx, &cfg, s, run, work)
+				if err != nil && ctx.Err() == nil {
+					// One flake (a daemon slow to come up, say) must not drop a system from every later
+					// run: measure the run again once, on a fresh topology, and say so in the report.
+					sr.Retried = append(sr.Retried, fmt.Sprintf("run %d: %v", run, err))
+					cfg.progressf("[run %d/%d] %s failed (%v); measuring the run again", run, cfg.Runs, s.name(), err)
+					rr, err = runOnce(ctx, &cfg, s, run, filepath.Join(work, "retry"))
+				}
 				if ctx.Err() != nil {
 					return res, ctx.Err()
 				}

@@ -227,9 +227,16 @@ func (r *Results) Table() string {
 	return b.String()
 }
 
+// writeFailures lists the failed systems and the runs measured again, one line each (a multi-line build
+// error would break a Markdown list).
 func (r *Results) writeFailures(b *strings.Builder, bullet string) {
 	for _, s := range r.Failed() {
-		fmt.Fprintf(b, "%s%s FAILED: %s\n", bullet, s.Name, s.Error)
+		fmt.Fprintf(b, "%s%s FAILED: %s\n", bullet, s.Name, strings.ReplaceAll(s.Error, "\n", " / "))
+	}
+	for _, s := range r.Systems {
+		for _, why := range s.Retried {
+			fmt.Fprintf(b, "%s%s measured again after a failed %s\n", bullet, s.Name, strings.ReplaceAll(why, "\n", " / "))
+		}
 	}
 }
 
@@ -334,12 +341,10 @@ func (r *Results) Markdown() string {
 		b.WriteString(floodNote + "\n\n")
 		writeMarkdownTable(&b, fh, frows)
 	}
-	if len(r.Failed()) > 0 {
-		b.WriteString("\n")
-		for _, s := range r.Failed() {
-			// One bullet per system: a multi-line build error would break the list.
-			fmt.Fprintf(&b, "- %s FAILED: %s\n", s.Name, strings.ReplaceAll(s.Error, "\n", " / "))
-		}
+	var notes strings.Builder
+	r.writeFailures(&notes, "- ")
+	if notes.Len() > 0 {
+		b.WriteString("\n" + notes.String())
 	}
 	b.WriteString("\n")
 	return b.String()
