@@ -86,6 +86,10 @@ type sessionLedger struct {
 // accountLocked closes the books of a live session that ends now: one log line with what it did (the
 // accounting record), and its counters folded into the ledger.
 func (s *Server) accountLocked(sess *serverSession, reason string, now time.Time) {
+	if sess.accounted {
+		return
+	}
+	sess.accounted = true
 	l := &s.ledger
 	if l.ended == nil {
 		l.ended, l.users = map[string]uint64{}, map[string]*Traffic{}
@@ -146,6 +150,9 @@ func (s *Server) Totals(perUser bool) Totals {
 	}
 	t.Sessions = len(s.live)
 	for _, sess := range s.live {
+		if sess.accounted {
+			continue // in the ledger already (the gateway is stopping)
+		}
 		t.Traffic.add(&sess.counters)
 		addDrops(&sess.counters)
 		if perUser {

@@ -113,3 +113,30 @@ func TestHandshakeRejectionsCounted(t *testing.T) {
 		t.Fatalf("wrong key counted elsewhere too: drops %v, logins %+v", st.Global.Drops, st.Logins)
 	}
 }
+
+// TestShutdownAccountsOnce: a stopping gateway accounts its live sessions ("shutdown"); a client's goodbye
+// that arrives after that neither logs a second line nor counts the session's traffic twice.
+func TestShutdownAccountsOnce(t *testing.T) {
+	t.Parallel()
+	logs := &lockedBuffer{}
+	w := newWorld(t, func(c *ServerConfig) { c.Log = slog.New(slog.NewJSONHandler(logs, nil)) })
+	w.startServer()
+	alice := w.connect(clientOpts{})
+	must(t, alice.sendUp(hostV4, "before the shutdown"))
+	before := w.srv.Totals(false)
+	w.srv.shutdown()
+	w.srv.mu.Lock()
+	var sess *serverSession
+	for _, s := range w.srv.live {
+		sess = s
+	}
+	w.srv.mu.Unlock()
+	w.srv.removeSession(sess) // the client's goodbye
+	after := w.srv.Totals(false)
+	if n := len(logs.records("session ended")); n != 1 {
+		t.Fatalf("%d accounting lines for one session", n)
+	}
+	if after.Traffic.RxBytes != before.Traffic.RxBytes || after.SessionsEnded["shutdown"] != 1 || after.SessionsEnded["closed_by_client"] != 0 {
+		t.Fatalf("totals before %+v, after %+v", before, after)
+	}
+}

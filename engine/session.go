@@ -34,6 +34,9 @@ type serverSession struct {
 	created time.Time // of the login (resumes keep it): max_session_age counts from here
 
 	live bool // guarded by Server.mu: the client has used the login's keys, so the session routes traffic
+	// accounted is set (under Server.mu) once the session's end is accounted: a gateway that stops
+	// accounts its live sessions while they still exist, and a goodbye arriving after must not count twice.
+	accounted bool
 
 	current, previous, next atomic.Pointer[transport.Keypair]
 	endpoint                atomic.Pointer[endpoint]
