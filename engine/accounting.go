@@ -35,24 +35,6 @@ func (v *vectorCounters) addTo(s *VectorStats) {
 	s.TUNPackets += v.tunPackets.Load()
 }
 
-// Traffic is bytes and packets each way.
-type Traffic struct {
-	RxPackets uint64 `json:"rx_packets"`
-	RxBytes   uint64 `json:"rx_bytes"`
-	TxPackets uint64 `json:"tx_packets"`
-	TxBytes   uint64 `json:"tx_bytes"`
-}
-
-func (t *Traffic) add(c *Counters) {
-	*t = t.Plus(Traffic{RxPackets: c.RxPackets.Load(), RxBytes: c.RxBytes.Load(), TxPackets: c.TxPackets.Load(), TxBytes: c.TxBytes.Load()})
-}
-
-// Plus is the sum of t and o.
-func (t Traffic) Plus(o Traffic) Traffic {
-	return Traffic{RxPackets: t.RxPackets + o.RxPackets, RxBytes: t.RxBytes + o.RxBytes,
-		TxPackets: t.TxPackets + o.TxPackets, TxBytes: t.TxBytes + o.TxBytes}
-}
-
 // Totals are the gateway's counters since it started, ended sessions included: what a metrics scrape reads.
 // Every field only grows, except Sessions.
 type Totals struct {
@@ -79,8 +61,9 @@ const (
 type sessionLedger struct {
 	started uint64
 	ended   map[string]uint64
-	traffic Counters // ended sessions' traffic and drops
-	users   map[string]*Traffic
+	traffic Traffic // ended sessions' traffic
+	drops   [numDropReasons]uint64
+	users   map[string]Traffic
 }
 
 // accountLocked closes the books of a live session that ends now: one log line with what it did (the
@@ -92,23 +75,14 @@ func (s *Server) accountLocked(sess *serverSession, reason string, now time.Time
 	sess.accounted = true
 	l := &s.ledger
 	if l.ended == nil {
-		l.ended, l.users = map[string]uint64{}, map[string]*Traffic{}
+		l.ended, l.users = map[string]uint64{}, map[string]Traffic{}
 	}
 	l.ended[reason]++
-	var t Traffic
-	t.add(&sess.counters)
-	u := l.users[sess.user]
-	if u == nil {
-		u = &Traffic{}
-		l.users[sess.user] = u
-	}
-	*u = u.Plus(t)
-	l.traffic.RxPackets.Add(t.RxPackets)
-	l.traffic.RxBytes.Add(t.RxBytes)
-	l.traffic.TxPackets.Add(t.TxPackets)
-	l.traffic.TxBytes.Add(t.TxBytes)
+	t := sess.counters.traffic()
+	l.users[sess.user] = l.users[sess.user].Plus(t)
+	l.traffic = l.traffic.Plus(t)
 	for i := range sess.counters.Drops {
-		l.traffic.Drops[i].Add(sess.counters.Drops[i].Load())
+		l.drops[i] += sess.counters.Drops[i].Load()
 	}
 	endpoint := ""
 	if ep := sess.endpoint.Load(); ep != nil {
@@ -128,24 +102,23 @@ func (s *Server) Totals(perUser bool) Totals {
 	if perUser {
 		t.Users = map[string]Traffic{}
 	}
-	var drops [numDropReasons]uint64
+	s.mu.Lock()
+	l := &s.ledger
+	drops := l.drops
 	addDrops := func(c *Counters) {
 		for i := range c.Drops {
 			drops[i] += c.Drops[i].Load()
 		}
 	}
 	addDrops(&s.global)
-	s.mu.Lock()
-	l := &s.ledger
 	t.SessionsStarted = l.started
 	for r, n := range l.ended {
 		t.SessionsEnded[r] = n
 	}
-	t.Traffic.add(&l.traffic)
-	addDrops(&l.traffic)
+	t.Traffic = l.traffic
 	if perUser {
 		for u, tr := range l.users {
-			t.Users[u] = *tr
+			t.Users[u] = tr
 		}
 	}
 	t.Sessions = len(s.live)
@@ -153,12 +126,11 @@ func (s *Server) Totals(perUser bool) Totals {
 		if sess.accounted {
 			continue // in the ledger already (the gateway is stopping)
 		}
-		t.Traffic.add(&sess.counters)
+		tr := sess.counters.traffic()
+		t.Traffic = t.Traffic.Plus(tr)
 		addDrops(&sess.counters)
 		if perUser {
-			u := t.Users[sess.user]
-			u.add(&sess.counters)
-			t.Users[sess.user] = u
+			t.Users[sess.user] = t.Users[sess.user].Plus(tr)
 		}
 	}
 	s.mu.Unlock()

@@ -48,18 +48,32 @@ type Counters struct {
 
 func (c *Counters) drop(r DropReason) { c.Drops[r].Add(1) }
 
-// Snapshot is the JSON form of Counters.
+// Traffic is bytes and packets each way.
+type Traffic struct {
+	RxPackets uint64 `json:"rx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
+	TxPackets uint64 `json:"tx_packets"`
+	TxBytes   uint64 `json:"tx_bytes"`
+}
+
+// Plus is the sum of t and o.
+func (t Traffic) Plus(o Traffic) Traffic {
+	return Traffic{RxPackets: t.RxPackets + o.RxPackets, RxBytes: t.RxBytes + o.RxBytes,
+		TxPackets: t.TxPackets + o.TxPackets, TxBytes: t.TxBytes + o.TxBytes}
+}
+
+func (c *Counters) traffic() Traffic {
+	return Traffic{RxPackets: c.RxPackets.Load(), RxBytes: c.RxBytes.Load(), TxPackets: c.TxPackets.Load(), TxBytes: c.TxBytes.Load()}
+}
+
+// CountersSnapshot is the JSON form of Counters.
 type CountersSnapshot struct {
-	RxPackets uint64            `json:"rx_packets"`
-	RxBytes   uint64            `json:"rx_bytes"`
-	TxPackets uint64            `json:"tx_packets"`
-	TxBytes   uint64            `json:"tx_bytes"`
-	Drops     map[string]uint64 `json:"drops"`
+	Traffic
+	Drops map[string]uint64 `json:"drops"`
 }
 
 func (c *Counters) Snapshot() CountersSnapshot {
-	s := CountersSnapshot{RxPackets: c.RxPackets.Load(), RxBytes: c.RxBytes.Load(), TxPackets: c.TxPackets.Load(),
-		TxBytes: c.TxBytes.Load(), Drops: map[string]uint64{}}
+	s := CountersSnapshot{Traffic: c.traffic(), Drops: map[string]uint64{}}
 	for i := range c.Drops {
 		s.Drops[DropReason(i).String()] = c.Drops[i].Load()
 	}
