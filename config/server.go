@@ -8,6 +8,7 @@ import (
 
 	"github.com/salvovpn/salvo/internal/batchsize"
 	"github.com/salvovpn/salvo/internal/dnsname"
+	"github.com/salvovpn/salvo/internal/loginlimits"
 	"github.com/salvovpn/salvo/protocol"
 )
 
@@ -63,14 +64,12 @@ const (
 	MaxKeepalive         = time.Hour
 	SessionsPerUserLimit = 1024 // the largest max_sessions_per_user
 	MaxWorkers           = 1024
-	// DefaultHashBudget is ten logins a second at the default argon2id cost (64 MiB, 2 passes), in MiB x
-	// passes per second; users with cheaper parameters get proportionally more.
-	DefaultHashBudget = 10 * 64 * 2
-	MaxHashBudget     = 1 << 30
-	// DefaultFailedLoginBurst failed logins from one source, or for one login, are allowed at once, then
-	// one per DefaultFailedLoginInterval; forged resumes from one source likewise.
-	DefaultFailedLoginBurst    = 10
-	DefaultFailedLoginInterval = 2 * time.Second
+	// The login limits an unset key means (see package loginlimits); hash_budget is in MiB x passes per
+	// second.
+	DefaultHashBudget          = loginlimits.HashBudgetMiB
+	DefaultFailedLoginBurst    = loginlimits.FailureBurst
+	DefaultFailedLoginInterval = loginlimits.FailureInterval
+	MaxHashBudget              = 1 << 30
 	MaxFailedLoginBurst        = 10000
 	// DefaultBatchSize packets move per read/write call. Each packet buffer is 72 KiB (room for a 64 KiB
 	// offload super-packet), so one vector is batch_size x 72 KiB: 9 MiB at 128. The gateway holds one per

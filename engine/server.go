@@ -17,6 +17,7 @@ import (
 	"github.com/salvovpn/salvo/engine/users"
 	"github.com/salvovpn/salvo/internal/batchsize"
 	"github.com/salvovpn/salvo/internal/buildinfo"
+	"github.com/salvovpn/salvo/internal/loginlimits"
 	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/handshake"
 	"golang.zx2c4.com/wireguard/tun"
@@ -63,10 +64,8 @@ type ServerConfig struct {
 	pendingTimeout time.Duration
 }
 
-// DefaultHashBudget is ten logins a second at the default argon2id parameters (64 MiB, 2 passes): about
-// what one core of the test machine hashes, leaving the other to the data path. Users with cheaper
-// parameters get proportionally more logins from the same budget.
-const DefaultHashBudget = 10 * 64 * 1024 * 2
+// DefaultHashBudget is loginlimits.HashBudgetMiB in the engine's unit, argon2id KiB x passes per second.
+const DefaultHashBudget = loginlimits.HashBudgetMiB * 1024
 
 // Server is the gateway: it authenticates clients, hands out addresses and moves packets between the UDP
 // sockets and the TUN device.

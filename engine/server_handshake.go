@@ -14,6 +14,7 @@ import (
 
 	"github.com/salvovpn/salvo/engine/ratelimit"
 	"github.com/salvovpn/salvo/engine/users"
+	"github.com/salvovpn/salvo/internal/loginlimits"
 	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/handshake"
 	"github.com/salvovpn/salvo/protocol/transport"
@@ -115,7 +116,7 @@ type LoginLimits struct {
 	// all logins. 0 means DefaultHashBudget.
 	HashBudget uint64
 	// FailureBurst failed logins per source (and per login), or forged resumes per source, are allowed
-	// at once; then one per FailureInterval. 0 means 10 and 2 s.
+	// at once; then one per FailureInterval. 0 means loginlimits' defaults (10 and 2 s).
 	FailureBurst    int
 	FailureInterval time.Duration
 }
@@ -125,10 +126,10 @@ func (l LoginLimits) withDefaults() LoginLimits {
 		l.HashBudget = DefaultHashBudget
 	}
 	if l.FailureBurst == 0 {
-		l.FailureBurst = 10
+		l.FailureBurst = loginlimits.FailureBurst
 	}
 	if l.FailureInterval == 0 {
-		l.FailureInterval = 2 * time.Second
+		l.FailureInterval = loginlimits.FailureInterval
 	}
 	return l
 }
