@@ -452,6 +452,17 @@ func (p *rawPeer) send(to netip.AddrPort, b []byte) {
 
 // handshake sends a request made by h's constructor and returns the authenticated result, following one
 // cookie demand (as a real client would, which proves this peer's source address).
+// login sends a login for user with password (answering a cookie demand) and returns the gateway's answer.
+func (p *rawPeer) login(t *testing.T, user, password string) handshake.Result {
+	t.Helper()
+	cfg := handshake.ClientConfig{ServerPublic: p.w.static.Public, Login: user, Password: password, InstanceID: 9}
+	res, err := p.handshake(func(ck *handshake.Cookie) (*handshake.ClientHandshake, []byte, error) {
+		return handshake.NewLogin(&cfg, 5, time.Now(), ck)
+	})
+	must(t, err)
+	return res
+}
+
 func (p *rawPeer) handshake(build func(cookie *handshake.Cookie) (*handshake.ClientHandshake, []byte, error)) (handshake.Result, error) {
 	var cookie *handshake.Cookie
 	for range 2 {

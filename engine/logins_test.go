@@ -103,15 +103,7 @@ func TestFailuresPerSource(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, nil)
 	w.startServer()
-	login := func(t *testing.T, p *rawPeer, password string) handshake.Result {
-		t.Helper()
-		cfg := handshake.ClientConfig{ServerPublic: w.static.Public, Login: "bob", Password: password, InstanceID: 9}
-		res, err := p.handshake(func(ck *handshake.Cookie) (*handshake.ClientHandshake, []byte, error) {
-			return handshake.NewLogin(&cfg, 5, time.Now(), ck)
-		})
-		must(t, err)
-		return res
-	}
+	login := func(t *testing.T, p *rawPeer, password string) handshake.Result { return p.login(t, "bob", password) }
 	for _, tc := range []struct {
 		name          string
 		attacker      func(i int) netip.AddrPort
