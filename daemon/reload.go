@@ -49,9 +49,10 @@ type reloader struct {
 	log          *slog.Logger
 }
 
-// reload rereads both files. A configuration that does not load, or changes a key only a restart
-// applies, changes nothing (not even the users); otherwise the users file is reloaded (a broken one is
-// an error, and the old one stays) and the reloadable keys are applied.
+// reload rereads both files and applies both or neither: a configuration that does not load, changes a
+// key only a restart applies or is refused by the engine (too many routes, say), or a users file that
+// does not load, changes nothing. The engine's part goes first because it alone can refuse after the
+// files loaded; a users file that then fails to load puts it back.
 func (r *reloader) reload() (ReloadResult, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -64,11 +65,12 @@ func (r *reloader) reload() (ReloadResult, error) {
 		return ReloadResult{}, fmt.Errorf("%s: %s changed, which %w (the gateway keeps running with the old configuration; restart it to apply)",
 			next.Path, strings.Join(restart, ", "), errRestartOnly)
 	}
-	if err := secretfile.Check(next.UsersFile, "users file"); err != nil {
-		return ReloadResult{}, err
+	if err := r.srv.Reload(reloadable(next)); err != nil {
+		return ReloadResult{}, fmt.Errorf("%s: %w", next.Path, err)
 	}
-	if err := r.store.Reload(next.UsersFile); err != nil {
-		return ReloadResult{}, fmt.Errorf("users file %s: %w (keeping the old one)", next.UsersFile, err)
+	if err := r.loadUsers(next.UsersFile); err != nil {
+		_ = r.srv.Reload(reloadable(r.running)) // it was in force until a moment ago
+		return ReloadResult{}, err
 	}
 	v4, v6 := fixedAddrs(r.store)
 	for _, p := range []struct {
@@ -81,9 +83,6 @@ func (r *reloader) reload() (ReloadResult, error) {
 			}
 		}
 	}
-	if err := r.srv.Reload(reloadable(next)); err != nil {
-		return ReloadResult{}, fmt.Errorf("%s: %w", next.Path, err)
-	}
 	if r.level != nil {
 		_ = r.level.UnmarshalText([]byte(next.LogLevel)) // checked by LoadServer
 	}
@@ -92,6 +91,17 @@ func (r *reloader) reload() (ReloadResult, error) {
 	r.log.Info("configuration and users file reloaded", "file", next.Path, "users_file", next.UsersFile,
 		"changed", strings.Join(changed, ","), "sessions_revoked", res.SessionsRevoked)
 	return res, nil
+}
+
+// loadUsers replaces the users with the file at path, which must pass the secret-file checks.
+func (r *reloader) loadUsers(path string) error {
+	if err := secretfile.Check(path, "users file"); err != nil {
+		return err
+	}
+	if err := r.store.Reload(path); err != nil {
+		return fmt.Errorf("users file %s: %w (keeping the old configuration and users)", path, err)
+	}
+	return nil
 }
 
 // reloadable is the part of cfg a running gateway applies (engine.Reloadable).

@@ -1,12 +1,23 @@
 package daemon
 
 import (
+	"crypto/rand"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/tun"
+
 	"github.com/salvovpn/salvo/config"
+	"github.com/salvovpn/salvo/engine"
+	"github.com/salvovpn/salvo/engine/enginetest"
+	"github.com/salvovpn/salvo/engine/ippool"
+	"github.com/salvovpn/salvo/engine/users"
+	"github.com/salvovpn/salvo/protocol/handshake"
 )
 
 // TestDiffKeys: keys are named as the configuration file spells them, and split into those a reload
@@ -35,5 +46,61 @@ func TestDiffKeys(t *testing.T) {
 		if !slices.Contains(keys, k) {
 			t.Errorf("reloadable key %q is not a configuration key", k)
 		}
+	}
+}
+
+// TestRefusedReloadChangesNothing: a configuration the engine refuses (65 routes, one more than a
+// session's settings can carry) leaves the users as they were, even though the users file changed too.
+func TestRefusedReloadChangesNothing(t *testing.T) {
+	dir := t.TempDir()
+	usersPath := filepath.Join(dir, "users")
+	store := users.New()
+	h, err := users.HashPassword([]byte("pw"), users.Params{Memory: 256, Time: 1, Threads: 1}, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Add(users.User{Login: "alice", Hash: h}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Save(usersPath); err != nil {
+		t.Fatal(err)
+	}
+	static, err := handshake.GenerateKeypair(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := ippool.New(netip.MustParsePrefix("10.77.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := enginetest.NewNetwork().Listen(netip.MustParseAddrPort("192.0.2.1:51820"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := engine.NewServer(engine.ServerConfig{Static: static, Users: store, Pool4: pool,
+		Settings: handshake.Settings{MTU: 1420}}, []tun.Device{enginetest.NewTUN("salvo0", 1420)}, []engine.PacketConn{conn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := &config.Server{UsersFile: usersPath, MaxSessionsPerUser: 4, LogLevel: "info"}
+	next := *running
+	for i := range 65 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 100, byte(i), 0}), 24)
+		next.Routes, next.RoutePrefixes = append(next.Routes, p.String()), append(next.RoutePrefixes, p)
+	}
+	// The users file loses alice in the same reload.
+	if err := users.New().Save(usersPath); err != nil {
+		t.Fatal(err)
+	}
+	r := &reloader{running: running, load: func() (*config.Server, error) { return &next, nil }, srv: srv, store: store,
+		pool4: pool, log: slog.New(slog.DiscardHandler)}
+	if _, err := r.reload(); err == nil {
+		t.Fatal("a reload with 65 routes was accepted")
+	}
+	if _, ok := store.Lookup("alice"); !ok {
+		t.Fatal("the refused reload removed alice from the users")
+	}
+	if r.running != running {
+		t.Fatal("the refused reload replaced the running configuration")
 	}
 }
