@@ -63,6 +63,7 @@ type pktSpec struct {
 	tos      uint8
 	df       bool
 	opts     []byte // TCP options (multiple of 4)
+	ipOpts   []byte // IPv4 options (multiple of 4)
 	win      uint16 // TCP window; 0 means 502
 	payload  []byte
 }
@@ -115,9 +116,9 @@ func (s pktSpec) build() []byte {
 		copy(ip[8:], src.AsSlice())
 		copy(ip[24:], dst.AsSlice())
 	} else {
-		ip = make([]byte, 20)
-		ip[0], ip[1] = 0x45, s.tos
-		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(l4)))
+		ip = append(make([]byte, 20, 20+len(s.ipOpts)), s.ipOpts...)
+		ip[0], ip[1] = 0x40|byte(len(ip)/4), s.tos
+		binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)+len(l4)))
 		binary.BigEndian.PutUint16(ip[4:], s.id)
 		if s.df {
 			ip[6] = 0x40
@@ -140,8 +141,8 @@ func (s pktSpec) build() []byte {
 // sum in the checksum field) and one packet with the whole payload.
 func superOf(s pktSpec, gso int) (VirtioHdr, []byte) {
 	pkt := s.build()
-	l4 := 20
-	h := VirtioHdr{Flags: VirtioNeedsCsum, GSOSize: uint16(gso), CsumStart: 20, CsumOffset: 16}
+	l4 := 20 + len(s.ipOpts)
+	h := VirtioHdr{Flags: VirtioNeedsCsum, GSOSize: uint16(gso), CsumStart: uint16(l4), CsumOffset: 16}
 	if s.v6 {
 		l4, h.CsumStart = 40, 40
 	}

@@ -17,49 +17,55 @@ func TestSplit(t *testing.T) {
 		for _, udp := range []bool{false, true} {
 			for _, plen := range []int{1, 1420, 1420 * 3, 1420*3 + 17, 65535 - 60 - 40} {
 				for _, flags := range []uint8{tcpACK, tcpACK | tcpPSH, tcpACK | tcpPSH | tcpFIN | tcpCWR | tcpECE} {
-					if udp && flags != tcpACK {
-						continue
+					for _, ipOpts := range [][]byte{nil, ipv4RouterAlert} {
+						if udp && flags != tcpACK || v6 && ipOpts != nil {
+							continue
+						}
+						name := fmt.Sprintf("v6=%v/udp=%v/len=%d/flags=%#x/ipopts=%d", v6, udp, plen, flags, len(ipOpts))
+						t.Run(name, func(t *testing.T) {
+							s := defaultSpec(v6, udp)
+							s.flags, s.payload, s.ipOpts = flags, randBytes(r, plen), ipOpts
+							if !udp {
+								s.opts = []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2} // NOP NOP timestamps
+							}
+							if v6 || udp { // keep IPv6/UDP payload within the 64 KiB limits too
+								s.payload = s.payload[:min(plen, 65535-48-12)]
+							}
+							h, super := superOf(s, 1420)
+							want := segmentsOf(s, 1420)
+							bufs := makeBufs(64, testOff+65535)
+							sizes := make([]int, 64)
+							n, err := Split(&h, super, bufs, sizes, testOff)
+							if err != nil {
+								t.Fatal(err)
+							}
+							if n != len(want) {
+								t.Fatalf("%d segments, want %d", n, len(want))
+							}
+							for i := range n {
+								got := bufs[i][testOff : testOff+sizes[i]]
+								if !bytes.Equal(got, want[i]) {
+									t.Fatalf("segment %d differs:\n got %x\nwant %x", i, got[:60], want[i][:60])
+								}
+								if c := refL4Checksum(got); c != l4Csum(got) {
+									t.Fatalf("segment %d: L4 checksum %#x, reference %#x", i, l4Csum(got), c)
+								}
+							}
+						})
 					}
-					name := fmt.Sprintf("v6=%v/udp=%v/len=%d/flags=%#x", v6, udp, plen, flags)
-					t.Run(name, func(t *testing.T) {
-						s := defaultSpec(v6, udp)
-						s.flags, s.payload = flags, randBytes(r, plen)
-						if !udp {
-							s.opts = []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2} // NOP NOP timestamps
-						}
-						if v6 || udp { // keep IPv6/UDP payload within the 64 KiB limits too
-							s.payload = s.payload[:min(plen, 65535-48-12)]
-						}
-						h, super := superOf(s, 1420)
-						want := segmentsOf(s, 1420)
-						bufs := makeBufs(64, testOff+65535)
-						sizes := make([]int, 64)
-						n, err := Split(&h, super, bufs, sizes, testOff)
-						if err != nil {
-							t.Fatal(err)
-						}
-						if n != len(want) {
-							t.Fatalf("%d segments, want %d", n, len(want))
-						}
-						for i := range n {
-							got := bufs[i][testOff : testOff+sizes[i]]
-							if !bytes.Equal(got, want[i]) {
-								t.Fatalf("segment %d differs:\n got %x\nwant %x", i, got[:60], want[i][:60])
-							}
-							if c := refL4Checksum(got); c != l4Csum(got) {
-								t.Fatalf("segment %d: L4 checksum %#x, reference %#x", i, l4Csum(got), c)
-							}
-						}
-					})
 				}
 			}
 		}
 	}
 }
 
-// l4Csum returns the checksum field of a TCP or UDP packet without IP options.
+// ipv4RouterAlert is an IPv4 option (RFC 2113) that makes a 24-byte header.
+var ipv4RouterAlert = []byte{0x94, 4, 0, 0}
+
+// l4Csum returns the checksum field of a TCP or UDP packet (IPv4 with or without options, IPv6 without
+// extension headers).
 func l4Csum(pkt []byte) uint16 {
-	l4, proto := 20, pkt[9]
+	l4, proto := int(pkt[0]&0xf)*4, pkt[9]
 	if pkt[0]>>4 == 6 {
 		l4, proto = 40, pkt[6]
 	}
