@@ -55,7 +55,7 @@ hash_budget = 1280           # password hashing allowed per second, in argon2id 
                              # (1280: ten logins/s at the default 64 MiB, t=2)
 failed_login_burst = 10      # failed logins allowed at once from one source (or for one login),
 failed_login_interval = "2s" # then one more per interval; SIGHUP or salvo reload applies changes
-state_dir = "/var/lib/salvo" # leases kept across restarts (the same client gets the same address)
+state_dir = "/var/lib/salvo" # leases and session ticket keys, kept across restarts
 
 control_socket = "/run/salvo/server.sock"
 # metrics_listen = "127.0.0.1:9586" # Prometheus metrics at /metrics (off unless set; they name users)

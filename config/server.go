@@ -36,7 +36,7 @@ type Server struct {
 	HashBudget         uint64   `toml:"hash_budget"`           // argon2 MiB x passes per second for all logins; default 1280
 	FailedLoginBurst   int      `toml:"failed_login_burst"`    // failed logins per source (and per login) at once; default 10
 	FailedLoginEvery   Duration `toml:"failed_login_interval"` // then one more per interval; default 2s
-	StateDir           string   `toml:"state_dir"`             // default "/var/lib/salvo": leases kept across restarts
+	StateDir           string   `toml:"state_dir"`             // default "/var/lib/salvo": leases and ticket keys kept across restarts
 	ControlSocket      string   `toml:"control_socket"`        // default "/run/salvo/server.sock"
 	MetricsListen      string   `toml:"metrics_listen"`        // optional "ip:port": Prometheus metrics at /metrics
 	MetricsPerUser     bool     `toml:"metrics_per_user"`      // default true: per-user traffic series

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 
 	"github.com/salvovpn/salvo/config"
 	"github.com/salvovpn/salvo/engine/ippool"
+	"github.com/salvovpn/salvo/engine/tickets"
 	"github.com/salvovpn/salvo/engine/users"
 	"github.com/salvovpn/salvo/internal/secretfile"
 	"github.com/salvovpn/salvo/protocol/handshake"
@@ -20,6 +22,7 @@ type serverInputs struct {
 	static       handshake.StaticKeypair
 	store        *users.Store
 	pool4, pool6 *ippool.Pool // nil without that family
+	tickets      *tickets.Ring
 }
 
 // loadServerInputs reads and checks everything cfg points at. Every error is a *config.Error naming the
@@ -40,6 +43,9 @@ func loadServerInputs(cfg *config.Server) (*serverInputs, error) {
 		if in.pool6, err = poolFor(cfg, "ipv6_pool", cfg.Pool6, in.store, func(u users.User) netip.Addr { return u.FixedIPv6 }); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if in.tickets, err = tickets.Load(filepath.Join(cfg.StateDir, tickets.FileName), nil); err != nil {
+		errs = append(errs, config.KeyError(cfg.Path, "state_dir", err))
 	}
 	if cfg.NAT && cfg.NATInterface != "" {
 		if _, err := net.InterfaceByName(cfg.NATInterface); err != nil {

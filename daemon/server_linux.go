@@ -70,7 +70,7 @@ func runServer(ctx context.Context, cfg *config.Server, log *slog.Logger, opts S
 	}
 	sc := engine.ServerConfig{Static: static, Users: store, ClientToClient: cfg.ClientToClient,
 		MaxSessionsPerUser: cfg.MaxSessionsPerUser, MaxSessionAge: cfg.MaxSessionAge.Duration,
-		Limits: loginLimits(cfg), StateDir: cfg.StateDir, BatchSize: cfg.BatchSize, Log: log}
+		Limits: loginLimits(cfg), StateDir: cfg.StateDir, Tickets: in.tickets, BatchSize: cfg.BatchSize, Log: log}
 	var tunAddrs []netip.Prefix
 	sc.Pool4, sc.Pool6 = in.pool4, in.pool6
 	for _, p := range []*ippool.Pool{sc.Pool4, sc.Pool6} {

@@ -109,6 +109,10 @@ type Client struct {
 	mu        sync.Mutex
 	resumeKey [32]byte
 	settings  handshake.Settings
+	// ticket is the newest session ticket from the gateway, good until ticketUntil: it starts a new session
+	// without the password when the gateway no longer knows ours (a restart). Kept in memory only.
+	ticket      handshake.Ticket
+	ticketUntil time.Time
 }
 
 // NewClient prepares a client on an open UDP socket. Run logs in and moves packets.
@@ -253,6 +257,9 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 		// backoff to hash a password answers an attempt we have already retransmitted, and that answer
 		// is as good as the next one, which would only cost the gateway another hash.
 		attempts []pendingAttempt
+		// A login that may not rekey (resume false, or its resume was refused) tries the held ticket, if
+		// any, before the password: after a gateway restart that costs the gateway no password hash.
+		useTicket = true
 	)
 	for {
 		now := time.Now()
@@ -266,18 +273,27 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 			cookie = nil
 		}
 		cur := c.current.Load()
-		if resume && cur != nil {
-			c.mu.Lock()
-			rk := c.resumeKey
-			c.mu.Unlock()
+		kind := handshake.KindLogin
+		c.mu.Lock()
+		rk, tk := c.resumeKey, c.ticket
+		if !now.Before(c.ticketUntil) {
+			tk = handshake.Ticket{}
+		}
+		c.mu.Unlock()
+		switch {
+		case resume && cur != nil:
+			kind = handshake.KindResume
 			h, msg, err = handshake.NewResume(&c.cfg.Handshake, idx, cur.RemoteIndex(), rk, now, cookie)
-		} else {
+		case useTicket && !tk.IsZero():
+			kind = handshake.KindTicket
+			h, msg, err = handshake.NewTicketRequest(&c.cfg.Handshake, idx, tk, now, cookie)
+		default:
 			h, msg, err = handshake.NewLogin(&c.cfg.Handshake, idx, now, cookie)
 		}
 		if err != nil {
 			return err
 		}
-		attempts = append(attempts, pendingAttempt{h: h, resume: resume && cur != nil})
+		attempts = append(attempts, pendingAttempt{h: h, kind: kind})
 		if len(attempts) > maxPendingAttempts {
 			attempts = attempts[1:]
 		}
@@ -354,9 +370,15 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 					timer.Stop()
 					switch result {
 					case handshake.ResultOK:
-						return c.install(keys, st, a.resume)
+						return c.install(keys, st, a.kind)
 					case handshake.ResultUnknownSession:
-						resume = false // the gateway lost our session: log in with the password
+						// The gateway lost our session: start a new one, with the ticket if it still
+						// takes that, else with the password.
+						if a.kind == handshake.KindTicket {
+							useTicket = false
+							c.dropTicket()
+						}
+						resume = false
 						break waitLoop
 					case handshake.ResultBadCredentials:
 						return &LoginError{"bad_credentials", fmt.Sprintf("login to %s failed: wrong username or password", c.cfg.Server)}
@@ -379,8 +401,15 @@ const maxPendingAttempts = 3
 
 // pendingAttempt is one handshake of a login call that may still be answered.
 type pendingAttempt struct {
-	h      *handshake.ClientHandshake
-	resume bool
+	h    *handshake.ClientHandshake
+	kind handshake.Kind
+}
+
+// dropTicket forgets a ticket the gateway refused.
+func (c *Client) dropTicket() {
+	c.mu.Lock()
+	c.ticket, c.ticketUntil = handshake.Ticket{}, time.Time{}
+	c.mu.Unlock()
 }
 
 // findAttempt returns the attempt a serverAuthResponse or cookieReply (receiver index at bytes 4..7) is
@@ -416,9 +445,11 @@ func (c *Client) newIndex() uint32 {
 	}
 }
 
-// install makes a completed handshake's keys current; the old key stays for packets still in flight.
-func (c *Client) install(keys handshake.SessionKeys, st handshake.Settings, rekey bool) error {
+// install makes a completed handshake's keys current; after a resume (a rekey) the old key stays for
+// packets still in flight.
+func (c *Client) install(keys handshake.SessionKeys, st handshake.Settings, kind handshake.Kind) error {
 	now := time.Now()
+	rekey := kind == handshake.KindResume
 	kp, err := transport.NewKeypair(keys.Suite, keys.Send, keys.Recv, keys.LocalIndex, keys.RemoteIndex, true, now)
 	if err != nil {
 		return err
@@ -432,6 +463,9 @@ func (c *Client) install(keys handshake.SessionKeys, st handshake.Settings, reke
 	c.mu.Lock()
 	c.resumeKey = keys.ResumeKey
 	c.settings = st
+	if !keys.Ticket.IsZero() {
+		c.ticket, c.ticketUntil = keys.Ticket, now.Add(keys.Ticket.Lifetime)
+	}
 	c.mu.Unlock()
 	c.lastHandshake.Store(now.UnixNano())
 	c.lastRecv.Store(now.UnixNano())
@@ -439,7 +473,11 @@ func (c *Client) install(keys handshake.SessionKeys, st handshake.Settings, reke
 	// send one now rather than wait for traffic.
 	c.sendKeepalive(kp, now)
 	if !rekey {
-		c.log.Info("logged in", "server", c.cfg.Server, "ipv4", st.IPv4, "ipv6", st.IPv6, "suite", keys.Suite.String(),
+		how := "password"
+		if kind == handshake.KindTicket {
+			how = "session ticket"
+		}
+		c.log.Info("logged in", "server", c.cfg.Server, "with", how, "ipv4", st.IPv4, "ipv6", st.IPv6, "suite", keys.Suite.String(),
 			"mtu", st.MTU, "routes", fmt.Sprint(st.Routes))
 	} else {
 		c.log.Info("resumed: new session keys", "index", kp.LocalIndex())

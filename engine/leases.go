@@ -73,6 +73,13 @@ func newLeaseTable(pool4, pool6 *ippool.Pool, stateDir string) *leaseTable {
 // acquire returns the lease for u's instance, taking a reference: the existing one (a reconnect, or one
 // restored after a restart), or a new one with u's fixed addresses or the pools' next free ones.
 func (t *leaseTable) acquire(u users.User, instance uint64) (*lease, error) {
+	return t.acquirePreferring(u, instance, netip.Addr{}, netip.Addr{})
+}
+
+// acquirePreferring is acquire for a client that held want4 and want6 before (a session ticket says so):
+// a new lease takes them if they are free, so a gateway that lost its lease state (or another gateway)
+// still gives the client its old addresses. Fixed addresses and an existing lease come first.
+func (t *leaseTable) acquirePreferring(u users.User, instance uint64, want4, want6 netip.Addr) (*lease, error) {
 	key := leaseKeyFor(u, instance)
 	if l := t.byKey[key]; l != nil && t.matchesFixed(l, u) {
 		l.refs++
@@ -86,10 +93,10 @@ func (t *leaseTable) acquire(u users.User, instance uint64) (*lease, error) {
 	}
 	l := &lease{key: key, refs: 1}
 	var err error
-	if l.addr4, err = t.take(t.pool4, u.FixedIPv4); err != nil {
+	if l.addr4, err = t.take(t.pool4, u.FixedIPv4, want4); err != nil {
 		return nil, err
 	}
-	if l.addr6, err = t.take(t.pool6, u.FixedIPv6); err != nil {
+	if l.addr6, err = t.take(t.pool6, u.FixedIPv6, want6); err != nil {
 		t.give(t.pool4, l.addr4)
 		return nil, err
 	}
@@ -102,13 +109,17 @@ func (t *leaseTable) matchesFixed(l *lease, u users.User) bool {
 	return (!u.FixedIPv4.IsValid() || l.addr4 == u.FixedIPv4) && (!u.FixedIPv6.IsValid() || l.addr6 == u.FixedIPv6)
 }
 
-// take leases fixed from pool, or the next free address when fixed is unset. A restored lease that sits on
-// someone's fixed address (the users file changed while the gateway was down) gives way.
-func (t *leaseTable) take(pool *ippool.Pool, fixed netip.Addr) (netip.Addr, error) {
+// take leases fixed from pool, or when fixed is unset want if it is free, else the next free address. A
+// restored lease that sits on someone's fixed address (the users file changed while the gateway was down)
+// gives way; one that sits on want does not.
+func (t *leaseTable) take(pool *ippool.Pool, fixed, want netip.Addr) (netip.Addr, error) {
 	if pool == nil {
 		return netip.Addr{}, nil
 	}
 	if !fixed.IsValid() {
+		if want.IsValid() && pool.Contains(want) && t.byAddr[want] == nil && pool.Claim(want) == nil {
+			return want, nil
+		}
 		return pool.Allocate()
 	}
 	if holder := t.byAddr[fixed]; holder != nil && holder.refs == 0 {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/salvovpn/salvo/engine/ippool"
+	"github.com/salvovpn/salvo/engine/tickets"
 	"github.com/salvovpn/salvo/engine/users"
 	"github.com/salvovpn/salvo/internal/batchsize"
 	"github.com/salvovpn/salvo/internal/buildinfo"
@@ -40,6 +41,9 @@ type ServerConfig struct {
 	// StateDir, if set, is where leases are kept across restarts (leases.json), so a client instance gets
 	// the same addresses from a restarted gateway.
 	StateDir string
+	// Tickets, if set, seals and opens session tickets (gateways that share it accept each other's);
+	// otherwise the ticket keys live in StateDir (or, without one, in memory).
+	Tickets *tickets.Ring
 	// Workers is the number of per-core workers: each has one socket per listen address and, with a
 	// multi-queue TUN, its own queue. 0 means 1.
 	Workers int
@@ -72,6 +76,8 @@ const DefaultHashBudget = loginlimits.HashBudgetMiB * 1024
 type Server struct {
 	cfg ServerConfig
 	hs  *handshake.Server
+	// tickets seals the session tickets every successful handshake hands out, and opens them again.
+	tickets *tickets.Ring
 	// queues are the TUN device's queues (one per worker with a multi-queue device, else one).
 	queues []tun.Device
 	// sockets are the UDP sockets, arranged as layout says; hsConns are ServerConfig.HandshakeConns, one
@@ -160,6 +166,13 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 	}
 	if err := s.logins.init(cfg.Limits, cfg.Users); err != nil {
 		return nil, err
+	}
+	var err error
+	if s.tickets, err = openTickets(&cfg); err != nil {
+		return nil, err
+	}
+	if err := s.tickets.Prepare(time.Now()); err != nil {
+		s.log.Warn("session tickets", "err", err)
 	}
 	if err := s.notices.init(); err != nil {
 		return nil, err

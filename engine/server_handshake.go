@@ -56,6 +56,7 @@ type loginGuard struct {
 // loginCounters count what happened to handshakes, for the status (and the flood and storm tests).
 type loginCounters struct {
 	ok, failed, rateLimited, busy, resumed, cookies, handled atomic.Uint64
+	ticketLogins, ticketsRefused                             atomic.Uint64
 	rejected                                                 [numRejectReasons]atomic.Uint64 // before login or resume
 }
 
@@ -67,8 +68,10 @@ type LoginStats struct {
 	RateLimited    uint64 `json:"rate_limited"`
 	Busy           uint64 `json:"busy"` // refused: hashing budget spent
 	Resumes        uint64 `json:"resumes"`
-	CookiesSent    uint64 `json:"cookies_sent"` // proof of address demanded
-	Handshakes     uint64 `json:"handshakes"`   // requests taken from the queue and processed
+	TicketLogins   uint64 `json:"ticket_logins"`   // new sessions from a session ticket: no password hash
+	TicketsRefused uint64 `json:"tickets_refused"` // the client was sent to its password instead
+	CookiesSent    uint64 `json:"cookies_sent"`    // proof of address demanded
+	Handshakes     uint64 `json:"handshakes"`      // requests taken from the queue and processed
 	// Rejected counts requests refused before any login or resume logic, by reason (wrong_key: the client
 	// pinned another gateway key; stale, replay: timestamps; decrypt, malformed, version, no_suite).
 	Rejected map[string]uint64 `json:"rejected"`
@@ -78,6 +81,7 @@ func (g *loginGuard) snapshot() LoginStats {
 	c := &g.stats
 	st := LoginStats{PasswordHashes: g.hashes.Load(), LoginsOK: c.ok.Load(), LoginsFailed: c.failed.Load(),
 		RateLimited: c.rateLimited.Load(), Busy: c.busy.Load(), Resumes: c.resumed.Load(), CookiesSent: c.cookies.Load(),
+		TicketLogins: c.ticketLogins.Load(), TicketsRefused: c.ticketsRefused.Load(),
 		Handshakes: c.handled.Load(), Rejected: map[string]uint64{}}
 	for i := range c.rejected {
 		st.Rejected[rejectNames[i]] = c.rejected[i].Load()
@@ -349,6 +353,8 @@ func (s *Server) handleHandshake(job handshakeJob) {
 		out = s.login(req, job, now)
 	case handshake.KindResume:
 		out = s.resume(req, job, now)
+	case handshake.KindTicket:
+		out = s.ticketLogin(req, job, now)
 	}
 	if out == nil {
 		return // answered later (a padded failure), or not at all
@@ -436,19 +442,28 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 		s.sendAt(started.Add(time.Duration(g.failurePad.Load())), out, job)
 		return nil
 	}
-	out, kp, err := s.addPending(req, user, job, now)
+	out, ok := s.startSession(req, user, job, pendingLogin{authAt: now}, "login", now)
+	if ok {
+		g.stats.ok.Add(1)
+	}
+	return out
+}
+
+// startSession creates the pending session of a verified login (what: "login" or "ticket") and returns
+// the datagram to send: the response, or the reason it failed; ok reports a session.
+func (s *Server) startSession(req *handshake.Request, user users.User, job handshakeJob, pl pendingLogin, what string, now time.Time) (_ []byte, ok bool) {
+	out, kp, err := s.addPending(req, user, job, pl, now)
 	if err != nil {
 		var r resultError
 		if errors.As(err, &r) {
-			return s.reject(req, job, r.result)
+			return s.reject(req, job, r.result), false
 		}
-		s.log.Warn("login accepted but session not created", "user", req.Login, "err", err)
-		return s.reject(req, job, handshake.ResultServerError)
+		s.log.Warn(what+" accepted but session not created", "user", req.Login, "err", err)
+		return s.reject(req, job, handshake.ResultServerError), false
 	}
-	g.stats.ok.Add(1)
-	s.log.Debug("login accepted; waiting for the client's first packet", "user", user.Login, "endpoint", job.src,
+	s.log.Debug(what+" accepted; waiting for the client's first packet", "user", user.Login, "endpoint", job.src,
 		"index", kp.LocalIndex())
-	return out
+	return out, true
 }
 
 // sendAt sends out at t (at once if t has passed), without holding a handshake worker while waiting.
@@ -469,20 +484,27 @@ type resultError struct{ result handshake.Result }
 
 func (r resultError) Error() string { return r.result.String() }
 
+// pendingLogin is how a verified login came about: when its password was checked (now, or for a ticket
+// when the ticket's first session logged in) and, for a ticket, the addresses it had.
+type pendingLogin struct {
+	authAt       time.Time
+	want4, want6 netip.Addr
+}
+
 // addPending accepts a verified login: it leases the instance's addresses and installs the new key as the
 // pending session of this instance, replacing an older pending one. Nothing that routes traffic changes
 // until the client uses the key (promoteLocked).
-func (s *Server) addPending(req *handshake.Request, user users.User, job handshakeJob, now time.Time) ([]byte, *transport.Keypair, error) {
+func (s *Server) addPending(req *handshake.Request, user users.User, job handshakeJob, pl pendingLogin, now time.Time) ([]byte, *transport.Keypair, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	key := instanceKey{user.Login, req.InstanceID}
-	l, err := s.leases.acquire(user, req.InstanceID)
+	l, err := s.leases.acquirePreferring(user, req.InstanceID, pl.want4, pl.want6)
 	if err != nil {
 		s.log.Warn("no tunnel address for login", "user", user.Login, "err", err)
 		return nil, nil, resultError{handshake.ResultNoAddress}
 	}
 	sess := &serverSession{user: user.Login, instance: req.InstanceID, hash: user.Hash, lease: l,
-		addr4: l.addr4, addr6: l.addr6, created: now}
+		addr4: l.addr4, addr6: l.addr6, created: pl.authAt}
 	// A session belongs to the worker whose socket received its login (the kernel's reuseport hash put its
 	// 4-tuple there, so without a classifier its data arrives there too); a login that came in on a
 	// handshake socket (the classifier steers data by index anyway) goes to the workers in turn.
@@ -492,7 +514,7 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 	}
 	socket := s.layout.socket(job.from.group, sess.worker)
 	idx := s.newIndex(sess.worker)
-	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), now)
+	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), s.issueTicket(sess, user, now), now)
 	if err == nil {
 		var kp *transport.Keypair
 		kp, err = transport.NewKeypair(keys.Suite, keys.Send, keys.Recv, keys.LocalIndex, keys.RemoteIndex, false, now)
@@ -521,17 +543,14 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 // resume rekeys a session without a password: the proof is a MAC under the resume key of the keypair whose
 // index the request names. It returns the datagram to send.
 func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time) []byte {
-	g := &s.logins
-	lim := g.limits.Load()
-	src := ratelimit.SourcePrefix(job.src.Addr())
-	if !lim.forgedResumes.Check(src, now) {
-		g.stats.rateLimited.Add(1)
+	over, chargeForgery := s.overForgeryLimit(job, now)
+	if over {
 		return s.reject(req, job, handshake.ResultRateLimited)
 	}
 	result, out, kp, forged := s.resumeSession(req, now)
 	switch {
 	case result == handshake.ResultOK:
-		g.stats.resumed.Add(1)
+		s.logins.stats.resumed.Add(1)
 		s.log.Debug("resume accepted", "user", req.Login, "endpoint", job.src, "index", kp.LocalIndex())
 		return out
 	case forged:
@@ -539,9 +558,21 @@ func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time)
 		// session over produces. Limited per source like failed logins. A resume of an index the gateway
 		// does not know is not charged: that is every client after a gateway restart, and charging it
 		// would lock out everybody behind one NAT address once ten of them had tried.
-		lim.forgedResumes.Allow(src, now)
+		chargeForgery()
 	}
 	return s.reject(req, job, result)
+}
+
+// overForgeryLimit reports whether job's source has failed too many resume or ticket proofs lately (the
+// request is then answered "rate limited"), and returns what charges the source one more failure.
+func (s *Server) overForgeryLimit(job handshakeJob, now time.Time) (over bool, charge func()) {
+	lim := s.logins.limits.Load()
+	src := ratelimit.SourcePrefix(job.src.Addr())
+	if !lim.forgedResumes.Check(src, now) {
+		s.logins.stats.rateLimited.Add(1)
+		return true, nil
+	}
+	return false, func() { lim.forgedResumes.Allow(src, now) }
 }
 
 // resumeSession installs the new key of a verified resume as the session's pending key and returns the
@@ -566,8 +597,9 @@ func (s *Server) resumeSession(req *handshake.Request, now time.Time) (_ handsha
 			"age", now.Sub(sess.created).Round(time.Second))
 		return handshake.ResultUnknownSession, nil, nil, false
 	}
-	idx := s.newIndex(sess.worker) // a rekey keeps the session on its worker
-	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), now)
+	idx := s.newIndex(sess.worker)           // a rekey keeps the session on its worker
+	user, _ := s.cfg.Users.Lookup(sess.user) // userValid just found it
+	out, keys, err := s.hs.Accept(req, idx, s.settingsFor(sess), s.issueTicket(sess, user, now), now)
 	if err != nil {
 		return handshake.ResultServerError, nil, nil, false
 	}

@@ -43,6 +43,7 @@ var (
 	descSessionsEnded   = desc("sessions_ended_total", "Sessions that ended, by reason.", "reason")
 	descLogins          = desc("logins_total", "Password logins by result (cookie_demanded: the sender had to prove its address first).", "result")
 	descResumes         = desc("resumes_total", "Rekeys without a password that succeeded.")
+	descTickets         = desc("ticket_logins_total", "New sessions from a session ticket (no password hash), by result (refused: sent to the password).", "result")
 	descRejected        = desc("handshake_rejections_total", "Handshake requests refused before any login logic, by reason.", "reason")
 	descHashes          = desc("password_hashes_total", "argon2id password hashes computed.")
 	descHandshakes      = desc("handshakes_total", "Handshake requests the gateway processed (after queueing).")
@@ -81,6 +82,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLogins, l.Busy, "busy")
 	counter(descLogins, l.CookiesSent, "cookie_demanded")
 	counter(descResumes, l.Resumes)
+	counter(descTickets, l.TicketLogins, "ok")
+	counter(descTickets, l.TicketsRefused, "refused")
 	for reason, n := range l.Rejected {
 		counter(descRejected, n, reason)
 	}

@@ -13,13 +13,15 @@ const (
 	MaxLoginLen        = 64 // bytes of a login name (1-byte length on the wire)
 	MaxPasswordLen     = 128
 	CookieLen          = 16
-	CookieNonceLen     = 24 // XChaCha20-Poly1305 nonce of a cookie reply
+	CookieNonceLen     = 24  // XChaCha20-Poly1305 nonce of a cookie reply
+	MaxTicketLen       = 255 // an opaque session ticket (1-byte length on the wire)
+	TicketSecretLen    = 32  // the secret that proves a ticket's holder
 
 	// The request body: timestamp, instance, kind, suite count, then the kind's fields; MaxRequestBodyLen
-	// is the longest (the login branch).
+	// is the longest (the ticket branch).
 	requestFixed      = TAI64NLen + 8 + 1 + 1
-	minRequestBody    = requestFixed + 1 + 2 + 1                                        // one suite, 1-byte login, empty password
-	MaxRequestBodyLen = requestFixed + MaxSuites + 1 + MaxLoginLen + 1 + MaxPasswordLen // the login branch is the larger one
+	minRequestBody    = requestFixed + 1 + 2 + 1                                                 // one suite, 1-byte login, empty password
+	MaxRequestBodyLen = requestFixed + MaxSuites + 1 + MaxLoginLen + 1 + MaxTicketLen + ProofLen // the ticket branch
 
 	// MinRequestLen and MaxRequestLen bound a clientAuthRequest datagram.
 	MinRequestLen = HandshakeHeaderLen + KeyLen + minRequestBody + TagLen + 2*MacLen
@@ -32,6 +34,9 @@ const (
 	NoticeLen = 8
 )
 
-// A resume body (instance, kind, suites, login, index, proof) fits in what a login may use: a negative
-// constant does not convert to uint, so this fails to compile otherwise.
-const _ = uint(MaxRequestBodyLen - (requestFixed + MaxSuites + 1 + MaxLoginLen + 4 + ProofLen))
+// The login and resume bodies fit in what a ticket body may use: a negative constant does not convert to
+// uint, so this fails to compile otherwise.
+const (
+	_ = uint(MaxRequestBodyLen - (requestFixed + MaxSuites + 1 + MaxLoginLen + 4 + ProofLen))
+	_ = uint(MaxRequestBodyLen - (requestFixed + MaxSuites + 1 + MaxLoginLen + 1 + MaxPasswordLen))
+)

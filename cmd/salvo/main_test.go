@@ -278,6 +278,24 @@ func TestServerCheck(t *testing.T) {
 		t.Fatal("user del bob")
 	}
 
+	// A ticket key file that others can read (or that is garbage) is refused like the private key.
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write("server.toml", strings.Replace(config.ExampleServer(), `state_dir = "/var/lib/salvo"`, fmt.Sprintf("state_dir = %q", state), 1))
+	write("state/ticket-keys", "")
+	if err := os.Chmod(filepath.Join(state, "ticket-keys"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, e := runCLI(t, "", "server", "--check", "--config", conf); code != exitUsage || !strings.Contains(e, "state_dir") || !strings.Contains(e, "ticket key file") {
+		t.Errorf("world-readable ticket keys: exit %d: %s", code, e)
+	}
+	os.Remove(filepath.Join(state, "ticket-keys"))
+	if code, _, e := runCLI(t, "", "server", "--check", "--config", conf); code != exitOK {
+		t.Errorf("no ticket keys yet: exit %d: %s", code, e)
+	}
+
 	write("server.toml", strings.Replace(config.ExampleServer(), "nat = false", "nat = true\nnat_interface = \"nosuch0\"", 1))
 	if code, _, e := runCLI(t, "", "server", "--check", "--config", conf); code != exitUsage || !strings.Contains(e, `nat_interface: no interface "nosuch0"`) {
 		t.Errorf("missing NAT interface: exit %d: %s", code, e)

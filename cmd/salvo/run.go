@@ -265,8 +265,8 @@ func printStatus(w io.Writer, st engine.Status) {
 		fmt.Fprintf(w, "salvo %s, up %s\n", st.Version, time.Since(st.Started).Round(time.Second))
 	}
 	if l := st.Logins; l != nil {
-		fmt.Fprintf(w, "logins: ok=%d bad_credentials=%d rate_limited=%d busy=%d cookies=%d resumes=%d; handshakes rejected: %s\n",
-			l.LoginsOK, l.LoginsFailed, l.RateLimited, l.Busy, l.CookiesSent, l.Resumes, drops(l.Rejected))
+		fmt.Fprintf(w, "logins: ok=%d bad_credentials=%d rate_limited=%d busy=%d cookies=%d resumes=%d tickets=%d tickets_refused=%d; handshakes rejected: %s\n",
+			l.LoginsOK, l.LoginsFailed, l.RateLimited, l.Busy, l.CookiesSent, l.Resumes, l.TicketLogins, l.TicketsRefused, drops(l.Rejected))
 	}
 	if g := st.LeakGuard; g != nil {
 		fmt.Fprintf(w, "leak guard up (kill switch %s): %d packets blocked outside the tunnel\n", onOff(g.KillSwitch), g.Blocked)

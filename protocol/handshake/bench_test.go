@@ -43,7 +43,7 @@ func benchServer(b *testing.B, hashPassword bool) {
 			// t=2, p=1; this dominates the cost of a login by orders of magnitude.
 			_ = argon2.IDKey(req.Password, salt, 2, 64*1024, 1, 32)
 		}
-		if _, _, err := srv.Accept(req, uint32(i), st, now); err != nil {
+		if _, _, err := srv.Accept(req, uint32(i), st, nil, now); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -75,7 +75,7 @@ func BenchmarkRejectReplay(b *testing.B) {
 	srv, kp := newTestServer(b)
 	_, m, _ := NewLogin(clientCfg(kp.Public, nil), 1, t0, nil)
 	req, _, _ := srv.ConsumeRequest(m, srcA, t0, false)
-	if _, _, err := srv.Accept(req, 1, fullSettings(), t0); err != nil {
+	if _, _, err := srv.Accept(req, 1, fullSettings(), nil, t0); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()

@@ -29,6 +29,9 @@ type SessionKeys struct {
 	LocalIndex  uint32   // index the peer puts in packets sent to us
 	RemoteIndex uint32   // index we put in packets sent to the peer
 	ResumeKey   [32]byte
+	// Ticket is the session ticket the gateway handed out with this session (client side; zero when the
+	// gateway gave none).
+	Ticket Ticket
 }
 
 // ClientConfig is what a client needs to log in.
@@ -71,16 +74,24 @@ type ClientHandshake struct {
 
 // NewLogin builds a login request (kind 1). localIndex is the sender index. cookie may be nil.
 func NewLogin(cfg *ClientConfig, localIndex uint32, now time.Time, cookie *Cookie) (*ClientHandshake, []byte, error) {
-	return newRequest(cfg, KindLogin, localIndex, 0, nil, now, cookie)
+	return newRequest(cfg, KindLogin, localIndex, requestProof{}, now, cookie)
 }
 
 // NewResume builds a resume request (kind 2) for an existing session (sessionIndex = gateway's index,
 // resumeKey from the old SessionKeys). cfg.Password is not used.
 func NewResume(cfg *ClientConfig, localIndex, sessionIndex uint32, resumeKey [32]byte, now time.Time, cookie *Cookie) (*ClientHandshake, []byte, error) {
-	return newRequest(cfg, KindResume, localIndex, sessionIndex, &resumeKey, now, cookie)
+	return newRequest(cfg, KindResume, localIndex, requestProof{sessionIndex: sessionIndex, resumeKey: &resumeKey}, now, cookie)
 }
 
-func newRequest(cfg *ClientConfig, kind Kind, localIndex, sessionIndex uint32, resumeKey *[32]byte, now time.Time, cookie *Cookie) (*ClientHandshake, []byte, error) {
+// requestProof is what a password-less request proves itself with: a resume's session and resume key, or
+// a ticket.
+type requestProof struct {
+	sessionIndex uint32
+	resumeKey    *[32]byte
+	ticket       *Ticket
+}
+
+func newRequest(cfg *ClientConfig, kind Kind, localIndex uint32, p requestProof, now time.Time, cookie *Cookie) (*ClientHandshake, []byte, error) {
 	if cfg == nil || cfg.ServerPublic.IsZero() || !validLogin(cfg.Login) {
 		return nil, nil, ErrInvalidConfig
 	}
@@ -132,12 +143,16 @@ func newRequest(cfg *ClientConfig, kind Kind, localIndex, sessionIndex uint32, r
 	rb := requestBody{instanceID: cfg.InstanceID, kind: kind, suites: suites, login: cfg.Login}
 	putTAI64N(rb.ts[:], now)
 	var pw []byte
-	if kind == KindLogin {
+	switch kind {
+	case KindLogin:
 		pw = []byte(cfg.Password)
 		rb.password = pw
-	} else {
-		rb.sessionIndex = sessionIndex
-		rb.proof = resumeProof(*resumeKey, ePub, rb.ts[:], cfg.InstanceID, sessionIndex, cfg.Login)
+	case KindResume:
+		rb.sessionIndex = p.sessionIndex
+		rb.proof = resumeProof(*p.resumeKey, ePub, rb.ts[:], cfg.InstanceID, p.sessionIndex, cfg.Login)
+	case KindTicket:
+		rb.ticket = p.ticket.Blob
+		rb.proof = ticketProof(p.ticket.Secret, ePub, rb.ts[:], cfg.InstanceID, cfg.Login, p.ticket.Blob)
 	}
 	var bodyBuf [maxReqBody]byte
 	body, err := appendRequestBody(bodyBuf[:0], &rb)
@@ -222,7 +237,12 @@ func (h *ClientHandshake) ConsumeResponse(datagram []byte) (Result, SessionKeys,
 	if !offered {
 		return 0, SessionKeys{}, Settings{}, ErrMalformedBody
 	}
-	st, err := decodeSettings(body[6:])
+	r := reader{b: body[6:]}
+	ticket, ok := parseTicket(&r)
+	if !ok {
+		return 0, SessionKeys{}, Settings{}, ErrMalformedBody
+	}
+	st, err := decodeSettings(r.b)
 	if err != nil {
 		return 0, SessionKeys{}, Settings{}, err
 	}
@@ -233,6 +253,7 @@ func (h *ClientHandshake) ConsumeResponse(datagram []byte) (Result, SessionKeys,
 		LocalIndex:  h.localIndex,
 		RemoteIndex: binary.LittleEndian.Uint32(body[1:5]),
 		ResumeKey:   rk,
+		Ticket:      ticket,
 	}
 	return ResultOK, keys, st, nil
 }

@@ -3,7 +3,9 @@ package handshake
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"testing"
+	"time"
 
 	"github.com/salvovpn/salvo/protocol"
 )
@@ -72,11 +74,18 @@ func FuzzConsumeResponse(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	ok, _, err := srv.Accept(req, 5, fullSettings(), t0)
+	ok, _, err := srv.Accept(req, 5, fullSettings(), nil, t0)
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(ok)
+	srv2 := NewServer(kp, nil, detRand(10))
+	req, _, _ = srv2.ConsumeRequest(msg, srcA, t0, false)
+	withTicket, _, err := srv2.Accept(req, 5, fullSettings(), &Ticket{Blob: []byte("opaque"), Lifetime: time.Hour}, t0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(withTicket)
 	req, _, _ = NewServer(kp, nil, detRand(9)).ConsumeRequest(msg, srcA, t0, false)
 	fail, _ := srv.Reject(req, ResultRateLimited)
 	f.Add(fail)
@@ -86,7 +95,7 @@ func FuzzConsumeResponse(f *testing.F) {
 		h, _ := fuzzClient(t, kp.Public)
 		res, keys, st, err := h.ConsumeResponse(d)
 		if err != nil {
-			if res != 0 || keys != (SessionKeys{}) {
+			if res != 0 || !reflect.DeepEqual(keys, SessionKeys{}) {
 				t.Fatal("error with results")
 			}
 			return
@@ -145,6 +154,9 @@ func FuzzRequestBody(f *testing.F) {
 	b, _ := appendRequestBody(nil, &rb)
 	f.Add(b)
 	rb.kind, rb.password, rb.sessionIndex, rb.proof = KindResume, nil, 9, [32]byte{1, 2, 3}
+	b, _ = appendRequestBody(nil, &rb)
+	f.Add(b)
+	rb.kind, rb.sessionIndex, rb.ticket = KindTicket, 0, []byte("opaque ticket")
 	b, _ = appendRequestBody(nil, &rb)
 	f.Add(b)
 	f.Add([]byte{})

@@ -13,7 +13,7 @@ import (
 	"github.com/salvovpn/salvo/protocol"
 )
 
-func checkCrosswise(t *testing.T, c, s SessionKeys) {
+func checkCrosswise(t testing.TB, c, s SessionKeys) {
 	t.Helper()
 	if c.Send != s.Recv || c.Recv != s.Send {
 		t.Fatal("keys do not match crosswise")
@@ -72,7 +72,7 @@ func TestLoginHandshake(t *testing.T) {
 			}
 			pw := req.Password
 			st := fullSettings()
-			resp, sk, err := srv.Accept(req, 7, st, t0.Add(time.Second))
+			resp, sk, err := srv.Accept(req, 7, st, nil, t0.Add(time.Second))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,7 +110,7 @@ func TestNoCommonSuite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := srv.Accept(req, 2, fullSettings(), t0); !errors.Is(err, ErrNoCommonSuite) {
+	if _, _, err := srv.Accept(req, 2, fullSettings(), nil, t0); !errors.Is(err, ErrNoCommonSuite) {
 		t.Fatalf("Accept: %v", err)
 	}
 	resp, err := srv.Reject(req, ResultVersionMismatch)
@@ -160,7 +160,7 @@ func TestRejectedLogin(t *testing.T) {
 			if err != nil || res != ResultBadCredentials {
 				t.Fatalf("got %v %v", res, err)
 			}
-			if keys != (SessionKeys{}) || st.MTU != 0 {
+			if !reflect.DeepEqual(keys, SessionKeys{}) || st.MTU != 0 {
 				t.Fatal("failure result carried keys or settings")
 			}
 			if srv.replaySize() != 0 {
@@ -221,11 +221,11 @@ func TestReplayAndTimestamps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, _, err := srv.Accept(req, 100, fullSettings(), t0)
+	resp, _, err := srv.Accept(req, 100, fullSettings(), nil, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := srv.Accept(dup, 101, fullSettings(), t0); !errors.Is(err, ErrReplay) {
+	if _, _, err := srv.Accept(dup, 101, fullSettings(), nil, t0); !errors.Is(err, ErrReplay) {
 		t.Fatalf("duplicate Accept: %v", err)
 	}
 	if res, _, _, err := h.ConsumeResponse(resp); err != nil || res != ResultOK {
@@ -277,7 +277,7 @@ func TestReplayMapBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := srv.Accept(req, 1, fullSettings(), t0); err != nil {
+	if _, _, err := srv.Accept(req, 1, fullSettings(), nil, t0); err != nil {
 		t.Fatal(err)
 	}
 	later := t0.Add(10 * time.Minute)
@@ -292,7 +292,7 @@ func TestReplayMapBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := srv.Accept(r, uint32(i), fullSettings(), later); err != nil {
+		if _, _, err := srv.Accept(r, uint32(i), fullSettings(), nil, later); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -329,21 +329,13 @@ func TestResume(t *testing.T) {
 	if req.VerifyResume(wrong) {
 		t.Fatal("wrong resume key verified")
 	}
-	if _, _, err := srv.Accept(req, 13, fullSettings(), now); !errors.Is(err, ErrResumeNotVerified) {
+	if _, _, err := srv.Accept(req, 13, fullSettings(), nil, now); !errors.Is(err, ErrResumeNotVerified) {
 		t.Fatalf("Accept unverified: %v", err)
 	}
 	if !req.VerifyResume(old.ResumeKey) {
 		t.Fatal("right resume key refused")
 	}
-	resp, sk, err := srv.Accept(req, 13, fullSettings(), now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, ck, _, err := h.ConsumeResponse(resp)
-	if err != nil || res != ResultOK {
-		t.Fatal(res, err)
-	}
-	checkCrosswise(t, ck, sk)
+	ck, _ := complete(t, srv, h, req, 13, nil, now)
 	if ck.Send == old.Send || ck.ResumeKey == old.ResumeKey {
 		t.Fatal("resume did not produce fresh keys")
 	}
@@ -430,7 +422,7 @@ func TestCookie(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := srv.Accept(req4, 1, fullSettings(), now); !errors.Is(err, ErrHandshakeDone) {
+	if _, _, err := srv.Accept(req4, 1, fullSettings(), nil, now); !errors.Is(err, ErrHandshakeDone) {
 		t.Fatalf("a request answered with a cookie can still be accepted: %v", err)
 	}
 	ck4, err := h4.ConsumeCookieReply(cr, now)
@@ -467,7 +459,7 @@ func TestForgedResponses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, _, err := srv.Accept(req, 6, fullSettings(), t0)
+	resp, _, err := srv.Accept(req, 6, fullSettings(), nil, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,7 +515,7 @@ func TestConcurrentServer(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				resp, sk, err := srv.Accept(req, uint32(i), fullSettings(), now)
+				resp, sk, err := srv.Accept(req, uint32(i), fullSettings(), nil, now)
 				if err != nil {
 					t.Error(err)
 					return

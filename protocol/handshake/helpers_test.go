@@ -76,7 +76,14 @@ func login(t testing.TB, srv *Server, cfg *ClientConfig, idx uint32, now time.Ti
 	if err != nil {
 		t.Fatalf("ConsumeRequest: %v", err)
 	}
-	resp, sk, err := srv.Accept(req, idx+1000, fullSettings(), now)
+	return complete(t, srv, h, req, idx+1000, nil, now)
+}
+
+// complete accepts a verified req (handing out ticket) and has h consume the response; it returns both
+// sides' keys, checked to match crosswise.
+func complete(t testing.TB, srv *Server, h *ClientHandshake, req *Request, idx uint32, ticket *Ticket, now time.Time) (client, server SessionKeys) {
+	t.Helper()
+	resp, sk, err := srv.Accept(req, idx, fullSettings(), ticket, now)
 	if err != nil {
 		t.Fatalf("Accept: %v", err)
 	}
@@ -84,6 +91,7 @@ func login(t testing.TB, srv *Server, cfg *ClientConfig, idx uint32, now time.Ti
 	if err != nil || res != ResultOK {
 		t.Fatalf("ConsumeResponse: %v %v", res, err)
 	}
+	checkCrosswise(t, ck, sk)
 	return ck, sk
 }
 

@@ -58,7 +58,7 @@ func TestMutatedMessages(t *testing.T) {
 	if err != nil {
 		t.Fatalf("genuine request after mutations: %v", err)
 	}
-	resp, _, err := srv.Accept(req, 8, fullSettings(), now)
+	resp, _, err := srv.Accept(req, 8, fullSettings(), nil, now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func TestObserverCannotResume(t *testing.T) {
 	if _, _, _, err := hs.ReadMessage(nil, msg1[headerLen:len(msg1)-2*macLen]); err != nil {
 		t.Fatal(err)
 	}
-	body := append([]byte{byte(ResultOK), 1, 0, 0, 0, byte(DefaultSuites()[0])}, mustSettings(t)...)
+	body := append([]byte{byte(ResultOK), 1, 0, 0, 0, byte(DefaultSuites()[0]), 0}, mustSettings(t)...) // no ticket
 	msg2 := appendHeader(nil, 0x02, 2, 21)
 	msg2, cs1, cs2, err := hs.WriteMessage(msg2, body)
 	if err != nil {
@@ -80,7 +80,7 @@ func TestObserverCannotResume(t *testing.T) {
 		if req.VerifyResume(keys.ResumeKey) {
 			t.Fatalf("a resume proven with %s verified", name)
 		}
-		if _, _, err := srv.Accept(req, 23, fullSettings(), now); err == nil {
+		if _, _, err := srv.Accept(req, 23, fullSettings(), nil, now); err == nil {
 			t.Fatalf("a resume proven with %s was accepted", name)
 		}
 	}

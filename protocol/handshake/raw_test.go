@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"hash"
 	"testing"
+	"time"
 
 	"github.com/flynn/noise"
 	"golang.org/x/crypto/blake2s"
@@ -46,10 +47,13 @@ func TestAgainstRawNoise(t *testing.T) {
 		string(body[25+len(cfg.Login):]) != cfg.Password {
 		t.Fatalf("request body layout %x", body)
 	}
-	// result 0, session index, suite, MTU 1400, keepalive 30, IPv4 10.1.2.3/24, no IPv6, one route
-	// 0.0.0.0/0, no excluded, one DNS 10.1.2.1, one domain "lan".
-	rb := []byte{0, 0x44, 0x33, 0x22, 0x11, byte(protocol.SuiteChaCha20Poly1305), 0x78, 0x05, 30, 0,
-		24, 10, 1, 2, 3, 0, 1, 4, 0, 0, 0, 0, 0, 0, 1, 4, 10, 1, 2, 1, 1, 3, 'l', 'a', 'n'}
+	// result 0, session index, suite, a 3-byte ticket with its secret (32 x 7) and lifetime (3600 s), MTU
+	// 1400, keepalive 30, IPv4 10.1.2.3/24, no IPv6, one route 0.0.0.0/0, no excluded, one DNS 10.1.2.1,
+	// one domain "lan".
+	rb := []byte{0, 0x44, 0x33, 0x22, 0x11, byte(protocol.SuiteChaCha20Poly1305), 3, 't', 'k', 't'}
+	rb = append(rb, bytes.Repeat([]byte{7}, 32)...)
+	rb = append(rb, 0x10, 0x0e, 0, 0)
+	rb = append(rb, 0x78, 0x05, 30, 0, 24, 10, 1, 2, 3, 0, 1, 4, 0, 0, 0, 0, 0, 0, 1, 4, 10, 1, 2, 1, 1, 3, 'l', 'a', 'n')
 	resp := []byte{2, 2, 0, 0, 0x0d, 0x0c, 0x0b, 0x0a}
 	resp, cs1, cs2, err := hs.WriteMessage(resp, rb)
 	if err != nil {
@@ -64,6 +68,9 @@ func TestAgainstRawNoise(t *testing.T) {
 	}
 	if keys.RemoteIndex != 0x11223344 || keys.Suite != protocol.SuiteChaCha20Poly1305 {
 		t.Fatal("index or suite")
+	}
+	if string(keys.Ticket.Blob) != "tkt" || keys.Ticket.Secret != [32]byte(bytes.Repeat([]byte{7}, 32)) || keys.Ticket.Lifetime != time.Hour {
+		t.Fatalf("ticket %v", keys.Ticket)
 	}
 	if st.MTU != 1400 || st.Keepalive.Seconds() != 30 || st.IPv4.String() != "10.1.2.3/24" || st.IPv6.IsValid() ||
 		len(st.Routes) != 1 || st.Routes[0].String() != "0.0.0.0/0" || len(st.ExcludedRoutes) != 0 ||

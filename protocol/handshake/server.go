@@ -98,6 +98,7 @@ type Request struct {
 	Suites       []protocol.Suite // the client's preference order, unknown values included
 	SenderIndex  uint32
 	SessionIndex uint32 // KindResume: the gateway index of the session to resume
+	Ticket       []byte // KindTicket: the ticket blob, to be opened by the engine
 	// SourceProven is set when the request carried a valid mac2: a cookie the gateway sent to this source
 	// address and port within the last 2 to 4 minutes. Only a sender that receives packets at that address
 	// can have it, so a spoofed source never has it.
@@ -225,6 +226,7 @@ func (s *Server) ConsumeRequest(datagram []byte, src netip.AddrPort, now time.Ti
 		Suites:       rb.suites,
 		SenderIndex:  sender,
 		SessionIndex: rb.sessionIndex,
+		Ticket:       rb.ticket,
 		SourceProven: proven,
 		hs:           hs,
 		ts:           rb.ts,
@@ -347,12 +349,13 @@ func (s *Server) chooseSuite(client []protocol.Suite) (protocol.Suite, bool) {
 // Accept completes the handshake with result OK: it chooses the suite (the first of the client's list the
 // server supports, else ErrNoCommonSuite so the caller can Reject with ResultVersionMismatch), records the
 // timestamp for replay protection, and returns the response datagram and keys. localIndex is the gateway's
-// new session index. A KindResume request must have passed VerifyResume first.
-func (s *Server) Accept(req *Request, localIndex uint32, settings Settings, now time.Time) (reply []byte, keys SessionKeys, err error) {
+// new session index; ticket, unless zero, is handed to the client for its next session. A KindResume
+// request must have passed VerifyResume first, a KindTicket one VerifyTicket.
+func (s *Server) Accept(req *Request, localIndex uint32, settings Settings, ticket *Ticket, now time.Time) (reply []byte, keys SessionKeys, err error) {
 	if req == nil || req.hs == nil {
 		return nil, SessionKeys{}, ErrHandshakeDone
 	}
-	if req.Kind == KindResume && !req.verified {
+	if (req.Kind == KindResume || req.Kind == KindTicket) && !req.verified {
 		return nil, SessionKeys{}, ErrResumeNotVerified
 	}
 	suite, ok := s.chooseSuite(req.Suites)
@@ -363,6 +366,10 @@ func (s *Server) Accept(req *Request, localIndex uint32, settings Settings, now 
 	body = append(body, byte(ResultOK))
 	body = binary.LittleEndian.AppendUint32(body, localIndex)
 	body = append(body, byte(suite))
+	body, err = appendTicket(body, ticket)
+	if err != nil {
+		return nil, SessionKeys{}, err
+	}
 	body, err = appendSettings(body, &settings)
 	if err != nil {
 		return nil, SessionKeys{}, err

@@ -69,6 +69,7 @@ type Kind uint8
 const (
 	KindLogin  Kind = 1 // login and password
 	KindResume Kind = 2 // password-less rekey of a live session, proven with its resume key
+	KindTicket Kind = 3 // password-less new session, proven with a session ticket's secret
 )
 
 func (k Kind) String() string {
@@ -77,6 +78,8 @@ func (k Kind) String() string {
 		return "login"
 	case KindResume:
 		return "resume"
+	case KindTicket:
+		return "ticket"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -99,6 +102,7 @@ var (
 	ErrInvalidSettings   = errors.New("handshake: invalid tunnel settings")
 	ErrInvalidResult     = errors.New("handshake: invalid result for this operation")
 	ErrHandshakeDone     = errors.New("handshake: handshake already completed")
-	ErrResumeNotVerified = errors.New("handshake: resume request accepted without a verified resume proof")
+	ErrResumeNotVerified = errors.New("handshake: resume or ticket request accepted without a verified proof")
+	ErrInvalidTicket     = errors.New("handshake: invalid session ticket")
 	ErrRandom            = errors.New("handshake: random source failed")
 )

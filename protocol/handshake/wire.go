@@ -15,6 +15,8 @@ const (
 	tagLen         = protocol.TagLen
 	tai64nLen      = protocol.TAI64NLen
 	proofLen       = protocol.ProofLen
+	maxTicketLen   = protocol.MaxTicketLen
+	secretLen      = protocol.TicketSecretLen
 	maxSuites      = protocol.MaxSuites
 	maxLogin       = protocol.MaxLoginLen
 	maxPasswd      = protocol.MaxPasswordLen
@@ -151,6 +153,7 @@ type requestBody struct {
 	login        string
 	password     []byte // KindLogin
 	sessionIndex uint32 // KindResume
+	ticket       []byte // KindTicket
 	proof        [proofLen]byte
 }
 
@@ -176,6 +179,13 @@ func appendRequestBody(b []byte, rb *requestBody) ([]byte, error) {
 	case KindResume:
 		b = binary.LittleEndian.AppendUint32(b, rb.sessionIndex)
 		b = append(b, rb.proof[:]...)
+	case KindTicket:
+		if len(rb.ticket) < 1 || len(rb.ticket) > maxTicketLen {
+			return nil, ErrInvalidConfig
+		}
+		b = append(b, byte(len(rb.ticket)))
+		b = append(b, rb.ticket...)
+		b = append(b, rb.proof[:]...)
 	default:
 		return nil, ErrInvalidConfig
 	}
@@ -191,7 +201,7 @@ func parseRequestBody(b []byte) (requestBody, error) {
 	rb.instanceID = r.u64()
 	rb.kind = Kind(r.u8())
 	n := int(r.u8())
-	if r.bad || n < 1 || n > maxSuites || (rb.kind != KindLogin && rb.kind != KindResume) {
+	if r.bad || n < 1 || n > maxSuites || (rb.kind != KindLogin && rb.kind != KindResume && rb.kind != KindTicket) {
 		return requestBody{}, ErrMalformedBody
 	}
 	sb := r.take(n)
@@ -220,6 +230,14 @@ func parseRequestBody(b []byte) (requestBody, error) {
 		if !r.done() {
 			return requestBody{}, ErrMalformedBody
 		}
+	case KindTicket:
+		tl := int(r.u8())
+		t := r.take(tl)
+		copy(rb.proof[:], r.take(proofLen))
+		if tl < 1 || !r.done() {
+			return requestBody{}, ErrMalformedBody
+		}
+		rb.ticket = append(make([]byte, 0, tl), t...)
 	}
 	rb.suites = make([]protocol.Suite, n)
 	for i, s := range sb {

@@ -1,0 +1,112 @@
+package engine
+
+import (
+	"crypto/rand"
+	"errors"
+	"path/filepath"
+	"time"
+
+	"github.com/salvovpn/salvo/engine/tickets"
+	"github.com/salvovpn/salvo/engine/users"
+	"github.com/salvovpn/salvo/protocol/handshake"
+)
+
+// openTickets returns the ticket key ring: the configured one, else the state directory's (so tickets
+// survive a restart), else one in memory.
+func openTickets(cfg *ServerConfig) (*tickets.Ring, error) {
+	if cfg.Tickets != nil {
+		return cfg.Tickets, nil
+	}
+	path := ""
+	if cfg.StateDir != "" {
+		path = filepath.Join(cfg.StateDir, tickets.FileName)
+	}
+	return tickets.Load(path, nil)
+}
+
+// userFingerprint is what a ticket remembers of the user record it was issued for.
+func userFingerprint(u users.User) [16]byte {
+	return tickets.Fingerprint(u.Login, u.Hash, u.FixedIPv4, u.FixedIPv6)
+}
+
+// issueTicket seals a ticket for sess, handed out with the response that is about to be sent: it lets
+// the client start a new session without its password (after a restart, say) until it expires, which is
+// at most tickets.Lifetime from now and never after the session reaches max_session_age. nil when no
+// ticket can be made (the client then simply logs in with its password next time).
+func (s *Server) issueTicket(sess *serverSession, user users.User, now time.Time) *handshake.Ticket {
+	expires := now.Add(tickets.Lifetime)
+	if age := s.cfg.MaxSessionAge; age > 0 && sess.created.Add(age).Before(expires) {
+		expires = sess.created.Add(age)
+	}
+	lifetime := expires.Sub(now).Truncate(time.Second)
+	if lifetime < time.Second {
+		return nil
+	}
+	c := tickets.Contents{Login: sess.user, Instance: sess.instance, User: userFingerprint(user),
+		Addr4: sess.addr4, Addr6: sess.addr6, AuthAt: sess.created, Expires: now.Add(lifetime)}
+	if _, err := rand.Read(c.Secret[:]); err != nil {
+		return nil
+	}
+	t := &handshake.Ticket{Secret: c.Secret, Lifetime: lifetime}
+	blob, err := s.tickets.Seal(&c, now)
+	clear(c.Secret[:])
+	if err != nil {
+		// A key that could not be saved seals all the same (tickets then only help until a restart);
+		// that is said once per new key.
+		s.log.Warn("session tickets", "err", err)
+	}
+	if blob == nil {
+		return nil
+	}
+	t.Blob = blob
+	return t
+}
+
+// ticketLogin starts a new session from a ticket: no password hash, only the ticket's authentication, its
+// proof, and the same checks against the user store that every rekey makes. A ticket the gateway cannot
+// open (rotated away, expired, another gateway's), whose user changed, or past max_session_age is answered
+// "unknown session", which sends the client to its password. One that names another login or instance, or
+// whose proof fails, is what a thief of the blob produces: charged per source like a forged resume.
+func (s *Server) ticketLogin(req *handshake.Request, job handshakeJob, now time.Time) []byte {
+	over, chargeForgery := s.overForgeryLimit(job, now)
+	if over {
+		return s.reject(req, job, handshake.ResultRateLimited)
+	}
+	g := &s.logins
+	refuse := func(why string, forged bool) []byte {
+		g.stats.ticketsRefused.Add(1)
+		if forged {
+			chargeForgery()
+		}
+		s.log.Info("session ticket refused; the client must log in with its password", "user", req.Login, "from", job.src, "reason", why)
+		return s.reject(req, job, handshake.ResultUnknownSession)
+	}
+	c, err := s.tickets.Open(req.Ticket, now)
+	switch {
+	case errors.Is(err, tickets.ErrUnknownKey):
+		return refuse("unknown ticket key", false)
+	case errors.Is(err, tickets.ErrExpired):
+		return refuse("expired", false)
+	case err != nil:
+		return refuse("does not authenticate", true)
+	case c.Login != req.Login || c.Instance != req.InstanceID:
+		return refuse("issued to another login or client instance", true)
+	case !req.VerifyTicket(c.Secret):
+		return refuse("wrong proof", true)
+	}
+	clear(c.Secret[:])
+	user, ok := s.cfg.Users.Lookup(c.Login)
+	switch {
+	case !ok || user.Disabled:
+		return refuse("user removed or disabled", false)
+	case userFingerprint(user) != c.User:
+		return refuse("user changed since the ticket was issued", false)
+	case s.cfg.MaxSessionAge > 0 && now.Sub(c.AuthAt) > s.cfg.MaxSessionAge:
+		return refuse("max_session_age reached", false)
+	}
+	out, ok := s.startSession(req, user, job, pendingLogin{authAt: c.AuthAt, want4: c.Addr4, want6: c.Addr6}, "ticket", now)
+	if ok {
+		g.stats.ticketLogins.Add(1)
+	}
+	return out
+}
