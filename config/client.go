@@ -17,6 +17,7 @@ import (
 // from the others by LoadClient.
 type Client struct {
 	Server              string   `toml:"server"`            // "host:port"; IPv6 literals bracketed
+	FallbackServers     []string `toml:"fallback_servers"`  // more gateways with the same key, tried in turn when one stops answering
 	ServerPublicKey     string   `toml:"server_public_key"` // base64 of the gateway's 32-byte static key
 	Username            string   `toml:"username"`
 	PasswordFile        string   `toml:"password_file"` // optional; resolved against the config's directory
@@ -69,6 +70,7 @@ func LoadClient(path string) (*Client, error) {
 	c.Path = l.path
 
 	c.ServerHost, c.ServerPort = l.parseServer(c.Server)
+	l.checkFallbacks(c)
 	c.ServerKey = l.parseKey(c.ServerPublicKey)
 
 	if !l.defined("username") {
@@ -149,6 +151,28 @@ func (l *loader) parseServer(s string) (string, uint16) {
 		return "", 0
 	}
 	return l.parseHostPort("server", s)
+}
+
+// maxFallbackServers bounds fallback_servers: each costs a reconnect up to 5 s before the next is tried.
+const maxFallbackServers = 8
+
+// checkFallbacks checks fallback_servers like server, and refuses repeats (of server or of each other).
+func (l *loader) checkFallbacks(c *Client) {
+	if len(c.FallbackServers) > maxFallbackServers {
+		l.failf("fallback_servers", "%d gateways: at most %d", len(c.FallbackServers), maxFallbackServers)
+		return
+	}
+	seen := map[string]bool{c.Server: true}
+	for _, s := range c.FallbackServers {
+		if seen[s] {
+			l.failf("fallback_servers", "%q is listed twice (server included)", s)
+			return
+		}
+		seen[s] = true
+		if h, _ := l.parseHostPort("fallback_servers", s); h == "" {
+			return
+		}
+	}
 }
 
 // parseHostPort checks an address to reach the gateway at: a DNS name or an IP literal, with a port

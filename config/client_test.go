@@ -35,6 +35,7 @@ func TestClientDefaults(t *testing.T) {
 
 func TestClientFull(t *testing.T) {
 	path := write(t, "client.toml", `server = "[2001:db8::1]:443"
+fallback_servers = ["vpn2.example.com:443", "192.0.2.9:51820"]
 server_public_key = "`+testKey+`"
 username = "bob@corp.example"
 password_file = "secret"
@@ -62,7 +63,8 @@ accept_covering_excludes = true
 		t.Fatalf("full-tunnel settings wrong: %+v", c)
 	}
 	if c.ServerHost != "2001:db8::1" || c.ServerPort != 443 || c.DNS || c.FwMark != 7 || c.RouteTable != 100 ||
-		c.Routes != "none" || c.PasswordFile != filepath.Join(filepath.Dir(path), "secret") || len(c.ExtraExcludedPrefixes) != 1 {
+		c.Routes != "none" || c.PasswordFile != filepath.Join(filepath.Dir(path), "secret") || len(c.ExtraExcludedPrefixes) != 1 ||
+		len(c.FallbackServers) != 2 {
 		t.Fatalf("values wrong: %+v", c)
 	}
 }
@@ -107,6 +109,9 @@ func TestClientErrors(t *testing.T) {
 		{`leak_guard = "yes"`, 4, "leak_guard", `"yes" is not one of`},
 		{"leak_guard = \"off\"\nkill_switch = true", 5, "kill_switch", "needs the leak guard"},
 		{"leak_guard = \"off\"\nallow_lan = true", 5, "allow_lan", "only means something with the leak guard"},
+		{`fallback_servers = ["vpn2"]`, 4, "fallback_servers", "not host:port"},
+		{`fallback_servers = ["b:1", "b:1"]`, 4, "fallback_servers", "listed twice"},
+		{`fallback_servers = ["a:1","b:1","c:1","d:1","e:1","f:1","g:1","h:1","i:1"]`, 4, "fallback_servers", "at most 8"},
 	} {
 		path := write(t, "client.toml", minimalClient+tc.extra+"\n")
 		_, err := LoadClient(path)

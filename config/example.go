@@ -56,6 +56,8 @@ hash_budget = 1280           # password hashing allowed per second, in argon2id 
 failed_login_burst = 10      # failed logins allowed at once from one source (or for one login),
 failed_login_interval = "2s" # then one more per interval; SIGHUP or salvo reload applies changes
 state_dir = "/var/lib/salvo" # leases and session ticket keys, kept across restarts
+# ticket_keys_file = "/var/lib/salvo/ticket-keys" # default; gateways sharing one file (on shared
+#                              # storage) accept each other's session tickets. As secret as the key.
 
 control_socket = "/run/salvo/server.sock"
 # metrics_listen = "127.0.0.1:9586" # Prometheus metrics at /metrics (off unless set; they name users)
@@ -75,6 +77,9 @@ const exampleClient = `# Salvo client configuration (TOML). Unknown keys are err
 # Relative paths are relative to this file's directory.
 
 server = "vpn.example.com:51820"   # host:port; IPv6 as "[2001:db8::1]:51820"
+# More gateways that share the gateway key (and, for a move without a password, its ticket keys),
+# tried in turn when the one in use stops answering:
+# fallback_servers = ["vpn2.example.com:51820"]
 # The gateway's public key ("salvo pubkey" on the gateway), base64.
 server_public_key = "Q2hhbmdlIG1lOiBwYXN0ZSB0aGUgZ2F0ZXdheSBrZXk="
 username = "alice"

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -37,6 +38,7 @@ type Server struct {
 	FailedLoginBurst   int      `toml:"failed_login_burst"`    // failed logins per source (and per login) at once; default 10
 	FailedLoginEvery   Duration `toml:"failed_login_interval"` // then one more per interval; default 2s
 	StateDir           string   `toml:"state_dir"`             // default "/var/lib/salvo": leases and ticket keys kept across restarts
+	TicketKeysFile     string   `toml:"ticket_keys_file"`      // default state_dir/ticket-keys; gateways sharing one file accept each other's tickets
 	ControlSocket      string   `toml:"control_socket"`        // default "/run/salvo/server.sock"
 	MetricsListen      string   `toml:"metrics_listen"`        // optional "ip:port": Prometheus metrics at /metrics
 	MetricsPerUser     bool     `toml:"metrics_per_user"`      // default true: per-user traffic series
@@ -192,6 +194,13 @@ func LoadServer(path string) (*Server, error) {
 		l.fail("state_dir", "must not be empty")
 	} else {
 		s.StateDir = l.resolvePath(s.StateDir)
+	}
+	if !l.defined("ticket_keys_file") {
+		s.TicketKeysFile = filepath.Join(s.StateDir, "ticket-keys")
+	} else if strings.TrimSpace(s.TicketKeysFile) == "" {
+		l.fail("ticket_keys_file", "must not be empty")
+	} else {
+		s.TicketKeysFile = l.resolvePath(s.TicketKeysFile)
 	}
 
 	l.checkSocket("control_socket", &s.ControlSocket, "/run/salvo/server.sock")

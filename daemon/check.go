@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"strings"
 
 	"github.com/salvovpn/salvo/config"
@@ -44,8 +43,8 @@ func loadServerInputs(cfg *config.Server) (*serverInputs, error) {
 			errs = append(errs, err)
 		}
 	}
-	if in.tickets, err = tickets.Load(filepath.Join(cfg.StateDir, tickets.FileName), nil); err != nil {
-		errs = append(errs, config.KeyError(cfg.Path, "state_dir", err))
+	if in.tickets, err = tickets.Load(cfg.TicketKeysFile, nil); err != nil {
+		errs = append(errs, config.KeyError(cfg.Path, "ticket_keys_file", err))
 	}
 	if cfg.NAT && cfg.NATInterface != "" {
 		if _, err := net.InterfaceByName(cfg.NATInterface); err != nil {

@@ -42,6 +42,10 @@ func runClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 	if err != nil {
 		return err
 	}
+	fallbacks, err := fallbackGateways(ctx, cfg, addr, log)
+	if err != nil {
+		return err
+	}
 	// Claim what this client's routing is made of, so that a second client with an overlapping config fails
 	// here before it touches anything; holding the claims, what is found under them is a crashed earlier
 	// run's and ours to remove.
@@ -77,7 +81,7 @@ func runClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 		resolve = resolver.Resolve
 	}
 	cl = engine.NewClient(engine.ClientConfig{
-		Server: cfg.Server, ServerAddr: addr, Resolve: resolve, LeakGuard: setup.GuardStatus,
+		Server: cfg.Server, ServerAddr: addr, Resolve: resolve, Fallbacks: fallbacks, LeakGuard: setup.GuardStatus,
 		Handshake: handshake.ClientConfig{ServerPublic: serverPub, Login: cfg.Username, Password: string(password)},
 		OpenTUN: func(mtu int) (tun.Device, error) {
 			if mtu == 0 {
@@ -105,6 +109,29 @@ func runClient(ctx context.Context, cfg *config.Client, password []byte, log *sl
 	}
 	log.Info("client stopped; tunnel removed")
 	return nil
+}
+
+// fallbackGateways resolves cfg's fallback_servers in the family of first (the client's one socket reaches
+// one family). A literal address of the other family is a configuration error; a name that does not
+// resolve now is looked up again when the client moves to it.
+func fallbackGateways(ctx context.Context, cfg *config.Client, first netip.AddrPort, log *slog.Logger) ([]engine.Gateway, error) {
+	var out []engine.Gateway
+	for _, s := range cfg.FallbackServers {
+		r, err := newGatewayResolver(s, cfg.FwMark)
+		if err != nil {
+			return nil, config.KeyError(cfg.Path, "fallback_servers", err)
+		}
+		r.sameFamilyAs(first)
+		gw := engine.Gateway{Name: s, Resolve: r.Resolve}
+		if gw.Addr, err = r.Resolve(ctx); err != nil {
+			if _, literal := netip.ParseAddrPort(s); literal == nil {
+				return nil, config.KeyError(cfg.Path, "fallback_servers", err)
+			}
+			log.Warn("fallback gateway does not resolve now; it is looked up again when needed", "server", s, "err", err)
+		}
+		out = append(out, gw)
+	}
+	return out, nil
 }
 
 // takeOverStaleGuard deals with a leak guard an earlier run left (the kill switch after a crash): with the

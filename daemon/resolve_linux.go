@@ -71,7 +71,10 @@ func newGatewayResolver(hostport string, mark uint32) (*gatewayResolver, error) 
 // family, which the client's socket can reach.
 func (g *gatewayResolver) Resolve(ctx context.Context) (netip.AddrPort, error) {
 	if a, err := netip.ParseAddr(g.host); err == nil {
-		return netip.AddrPortFrom(a.Unmap(), g.port), nil
+		if a = a.Unmap(); g.network == "ip4" && !a.Is4() || g.network == "ip6" && a.Is4() {
+			return netip.AddrPort{}, fmt.Errorf("server %s: the client's socket is %s only (the family of its first gateway)", net.JoinHostPort(g.host, fmt.Sprint(g.port)), g.network)
+		}
+		return netip.AddrPortFrom(a, g.port), nil
 	}
 	addrs, err := g.r.LookupNetIP(ctx, g.network, g.host)
 	if err == nil && len(addrs) == 0 {
@@ -88,6 +91,14 @@ func (g *gatewayResolver) Resolve(ctx context.Context) (netip.AddrPort, error) {
 		}
 	}
 	return netip.AddrPortFrom(a, g.port), nil
+}
+
+// sameFamilyAs restricts the resolver to the family of addr: the one the client's socket reaches.
+func (g *gatewayResolver) sameFamilyAs(addr netip.AddrPort) {
+	g.network = "ip6"
+	if addr.Addr().Is4() {
+		g.network = "ip4"
+	}
 }
 
 // systemNameServers are the name servers of resolv.conf as host:53, or, when that only names

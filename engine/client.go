@@ -59,7 +59,12 @@ type ClientConfig struct {
 	ServerAddr netip.AddrPort
 	// Resolve, if set, finds the gateway's address again before each reconnect (its name may point
 	// elsewhere now); an error keeps the address it had.
-	Resolve   func(context.Context) (netip.AddrPort, error)
+	Resolve func(context.Context) (netip.AddrPort, error)
+	// Fallbacks are further gateways, sharing the pinned key, that the client moves on to in turn when
+	// the one it uses does not answer a login (Server is the first; after the last comes Server again).
+	// A gateway that shares the ticket key takes the client's session ticket, so the move costs no
+	// password hash, and gives the client its addresses back where its pools allow.
+	Fallbacks []Gateway
 	Handshake handshake.ClientConfig
 	// LeakGuard, if set, reports the leak guard for Status (nil when none is up).
 	LeakGuard func() *LeakGuardStatus
@@ -76,15 +81,30 @@ type ClientConfig struct {
 	BatchSize int
 }
 
+// Gateway is one gateway a client can use.
+type Gateway struct {
+	Name    string // host:port, for messages
+	Addr    netip.AddrPort
+	Resolve func(context.Context) (netip.AddrPort, error) // optional, as ClientConfig.Resolve
+}
+
+// failoverAfter is how long a reconnect tries one gateway before it moves on to the next, when there is
+// one. A gateway that is up answers a resume or a ticket within a round trip, and says "busy" rather than
+// nothing when it is loaded; this one has already been silent for two keepalives before the reconnect.
+const failoverAfter = protocol.RekeyTimeout
+
 // Client is one tunnel to a gateway.
 type Client struct {
 	cfg     ClientConfig
 	conn    *sender
 	log     *slog.Logger
 	started time.Time
-	// server is the gateway's address: cfg.ServerAddr, or what Resolve found at the last reconnect. The
-	// data path loads it once per vector.
-	server atomic.Pointer[netip.AddrPort]
+	// gateways are cfg's Server and then its Fallbacks; gw is the index of the one in use (changed only by
+	// the goroutine that logs in). server is its address: the configured one, or what Resolve found at
+	// the last reconnect. The data path loads it once per vector.
+	gateways []Gateway
+	gw       atomic.Int32
+	server   atomic.Pointer[netip.AddrPort]
 
 	// dev is written once, by Run, before devReady is closed; other goroutines read it only after devReady
 	// (see device).
@@ -138,9 +158,43 @@ func NewClient(cfg ClientConfig, conn PacketConn) *Client {
 		ended: make(chan protocol.DisconnectReason, 1)}
 	c.drops.log = cfg.Log
 	c.state.Store("connecting")
+	c.gateways = append([]Gateway{{Name: cfg.Server, Addr: cfg.ServerAddr, Resolve: cfg.Resolve}}, cfg.Fallbacks...)
 	addr := cfg.ServerAddr
 	c.server.Store(&addr)
 	return c
+}
+
+// gateway is the gateway in use.
+func (c *Client) gateway() Gateway { return c.gateways[c.gw.Load()] }
+
+// failover moves to the next gateway, at its configured address (reresolve looks its name up again), and
+// reports whether there was another one to move to.
+func (c *Client) failover() bool {
+	if len(c.gateways) < 2 {
+		return false
+	}
+	from := c.gateway()
+	c.gw.Store(int32((int(c.gw.Load()) + 1) % len(c.gateways)))
+	to := c.gateway()
+	addr := to.Addr
+	c.server.Store(&addr)
+	c.log.Warn("gateway not answering; trying the next one", "from", from.Name, "to", to.Name)
+	return true
+}
+
+// attemptTimeout is how long one login attempt may take on the gateway in use: the whole limit with only
+// one gateway, else at most failoverAfter before the next one is tried.
+func (c *Client) attemptTimeout(limit time.Duration) time.Duration {
+	if len(c.gateways) > 1 {
+		return min(limit, failoverAfter)
+	}
+	return limit
+}
+
+// unreachable reports whether err is a login that got no answer at all.
+func unreachable(err error) bool {
+	var le *LoginError
+	return errors.As(err, &le) && le.Reason == "unreachable"
 }
 
 // ServerAddr is the gateway's current address (a reconnect may have looked its name up again).
@@ -172,9 +226,16 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 	}()
 
-	loginCtx, loginCancel := context.WithTimeout(ctx, c.cfg.LoginTimeout)
-	err := c.login(loginCtx, false)
-	loginCancel()
+	// The first login tries every gateway in turn, each for the whole LoginTimeout.
+	var err error
+	for range c.gateways {
+		loginCtx, loginCancel := context.WithTimeout(ctx, c.cfg.LoginTimeout)
+		err = c.login(loginCtx, false)
+		loginCancel()
+		if !unreachable(err) || ctx.Err() != nil || !c.failover() {
+			break
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return nil
@@ -312,13 +373,13 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 				timer.Stop()
 				switch {
 				case keyMismatch:
-					return &LoginError{"wrong_server_key", fmt.Sprintf("login to %s failed: the gateway rejected our handshake: wrong server public key in the client config", c.cfg.Server)}
+					return &LoginError{"wrong_server_key", fmt.Sprintf("login to %s failed: the gateway rejected our handshake: wrong server public key in the client config", c.gateway().Name)}
 				case rateLimited:
-					return &LoginError{"rate_limited", fmt.Sprintf("login to %s failed: rate limited by the gateway after failed attempts; wait and retry", c.cfg.Server)}
+					return &LoginError{"rate_limited", fmt.Sprintf("login to %s failed: rate limited by the gateway after failed attempts; wait and retry", c.gateway().Name)}
 				case busy:
-					return &LoginError{"busy", fmt.Sprintf("login to %s failed: the gateway was too busy to check our password within %s (its password-hashing budget is spent); retry later", c.cfg.Server, c.cfg.LoginTimeout)}
+					return &LoginError{"busy", fmt.Sprintf("login to %s failed: the gateway was too busy to check our password within %s (its password-hashing budget is spent); retry later", c.gateway().Name, c.cfg.LoginTimeout)}
 				}
-				return &LoginError{"unreachable", fmt.Sprintf("login to %s failed: server unreachable (no answer within %s)", c.cfg.Server, c.cfg.LoginTimeout)}
+				return &LoginError{"unreachable", fmt.Sprintf("login to %s failed: server unreachable (no answer within %s)", c.gateway().Name, c.cfg.LoginTimeout)}
 			case <-timer.C:
 				break waitLoop
 			case reason := <-c.ended:
@@ -358,7 +419,7 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 					case handshake.ResultBusy:
 						// The gateway's hashing budget is spent for now: retry when the backoff timer fires.
 						busy = true
-						c.log.Debug("gateway busy; retrying", "server", c.cfg.Server)
+						c.log.Debug("gateway busy; retrying", "server", c.gateway().Name)
 						continue
 					case handshake.ResultRateLimited:
 						// Too many failures from our address: trying again before this attempt times out
@@ -381,13 +442,13 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 						resume = false
 						break waitLoop
 					case handshake.ResultBadCredentials:
-						return &LoginError{"bad_credentials", fmt.Sprintf("login to %s failed: wrong username or password", c.cfg.Server)}
+						return &LoginError{"bad_credentials", fmt.Sprintf("login to %s failed: wrong username or password", c.gateway().Name)}
 					case handshake.ResultNoAddress:
-						return &LoginError{"no_address", fmt.Sprintf("login to %s failed: the gateway has no tunnel address left", c.cfg.Server)}
+						return &LoginError{"no_address", fmt.Sprintf("login to %s failed: the gateway has no tunnel address left", c.gateway().Name)}
 					case handshake.ResultVersionMismatch:
-						return &LoginError{"version_mismatch", fmt.Sprintf("login to %s failed: no protocol version or cipher suite in common with the gateway", c.cfg.Server)}
+						return &LoginError{"version_mismatch", fmt.Sprintf("login to %s failed: no protocol version or cipher suite in common with the gateway", c.gateway().Name)}
 					default:
-						return &LoginError{"server_error", fmt.Sprintf("login to %s failed: the gateway reported %v", c.cfg.Server, result)}
+						return &LoginError{"server_error", fmt.Sprintf("login to %s failed: the gateway reported %v", c.gateway().Name, result)}
 					}
 				}
 			}
@@ -477,7 +538,7 @@ func (c *Client) install(keys handshake.SessionKeys, st handshake.Settings, kind
 		if kind == handshake.KindTicket {
 			how = "session ticket"
 		}
-		c.log.Info("logged in", "server", c.cfg.Server, "with", how, "ipv4", st.IPv4, "ipv6", st.IPv6, "suite", keys.Suite.String(),
+		c.log.Info("logged in", "server", c.gateway().Name, "with", how, "ipv4", st.IPv4, "ipv6", st.IPv6, "suite", keys.Suite.String(),
 			"mtu", st.MTU, "routes", fmt.Sprint(st.Routes))
 	} else {
 		c.log.Info("resumed: new session keys", "index", kp.LocalIndex())
@@ -592,10 +653,13 @@ func (c *Client) reconnect(ctx context.Context, tryResume bool) error {
 	c.state.Store("reconnecting")
 	for ctx.Err() == nil {
 		c.reresolve(ctx)
-		lctx, cancel := context.WithTimeout(ctx, c.cfg.LoginTimeout)
+		lctx, cancel := context.WithTimeout(ctx, c.attemptTimeout(c.cfg.LoginTimeout))
 		err := c.login(lctx, tryResume)
 		cancel()
 		tryResume = false
+		if unreachable(err) && ctx.Err() == nil && c.failover() {
+			continue
+		}
 		if err == nil {
 			if err := c.applySettings(); err != nil {
 				return err
@@ -615,17 +679,18 @@ func (c *Client) reconnect(ctx context.Context, tryResume bool) error {
 
 // reresolve looks the gateway's name up again (Resolve), so a reconnect follows a gateway that moved.
 func (c *Client) reresolve(ctx context.Context) {
-	if c.cfg.Resolve == nil {
+	gw := c.gateway()
+	if gw.Resolve == nil {
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	addr, err := c.cfg.Resolve(rctx)
+	addr, err := gw.Resolve(rctx)
 	cancel()
 	switch {
 	case err != nil:
-		c.log.Warn("resolving the gateway again failed; keeping its address", "server", c.cfg.Server, "address", c.ServerAddr(), "err", err)
+		c.log.Warn("resolving the gateway again failed; keeping its address", "server", gw.Name, "address", c.ServerAddr(), "err", err)
 	case addr != c.ServerAddr():
-		c.log.Info("the gateway's address changed", "server", c.cfg.Server, "from", c.ServerAddr(), "to", addr)
+		c.log.Info("the gateway's address changed", "server", gw.Name, "from", c.ServerAddr(), "to", addr)
 		c.server.Store(&addr)
 	}
 }

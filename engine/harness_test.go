@@ -200,6 +200,7 @@ type clientOpts struct {
 	rekeyAfter     time.Duration
 	loginTimeout   time.Duration
 	resolve        func(context.Context) (netip.AddrPort, error)
+	fallbacks      []netip.AddrPort // further gateways
 }
 
 var clientSeq struct {
@@ -224,9 +225,13 @@ func (w *world) startClient(o clientOpts) *tclient {
 	}
 	conn, err := w.net.Listen(o.addr)
 	must(w.t, err)
+	var fallbacks []Gateway
+	for _, a := range o.fallbacks {
+		fallbacks = append(fallbacks, Gateway{Name: a.String(), Addr: a})
+	}
 	c := &tclient{t: w.t, w: w, conn: conn, tun: enginetest.NewTUN("salvo1", 1420), setup: &recordingSetup{}}
 	c.cl = NewClient(ClientConfig{
-		Server: gatewayAddr.String(), ServerAddr: gatewayAddr, Resolve: o.resolve,
+		Server: gatewayAddr.String(), ServerAddr: gatewayAddr, Resolve: o.resolve, Fallbacks: fallbacks,
 		Handshake:    handshake.ClientConfig{ServerPublic: w.static.Public, Login: o.user, Password: o.password},
 		OpenTUN:      func(int) (tun.Device, error) { return c.tun, nil },
 		Setup:        c.setup,

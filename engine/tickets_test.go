@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/salvovpn/salvo/engine/tickets"
 	"github.com/salvovpn/salvo/engine/users"
 	"github.com/salvovpn/salvo/protocol/handshake"
 	"github.com/salvovpn/salvo/protocol/handshake/handshaketest"
@@ -207,4 +208,52 @@ func TestTicketThiefCannotStartSession(t *testing.T) {
 	if st := w.srv.Logins(); st.PasswordHashes != 0 {
 		t.Fatalf("%d password hashes", st.PasswordHashes)
 	}
+}
+
+// TestFailoverToAnotherGateway: two gateways share the gateway key and the ticket keys, nothing else (each
+// has its own state directory). The client's gateway dies; the client notices the silence, gets no answer
+// from it, moves on to the fallback gateway and starts a session there with its ticket: no password hash,
+// the same addresses, traffic flowing.
+func TestFailoverToAnotherGateway(t *testing.T) {
+	t.Parallel()
+	shared, err := tickets.Load("", nil)
+	must(t, err)
+	w := newWorld(t, func(c *ServerConfig) {
+		c.Tickets = shared
+		c.Settings.Keepalive = time.Second // so the client notices a dead gateway in 2 x 1 s + 5 s
+	})
+	w.startServer()
+	other := netip.MustParseAddrPort("192.0.2.2:51820")
+	c := w.connect(clientOpts{fallbacks: []netip.AddrPort{other}})
+	v4, v6 := c.addrs()
+	w.crashServer()
+	w.addr4, w.stateDir = other, t.TempDir() // gateway B: another address, no lease state
+	w.startServer()
+	moved := time.Now()
+	waitUntil(t, 30*time.Second, "the client on gateway B", func() bool { c.poke(); return c.sendUp(hostV4, "via B") == nil })
+	t.Logf("on gateway B %s after A died", time.Since(moved).Round(100*time.Millisecond))
+	if c.cl.ServerAddr() != other {
+		t.Fatalf("client talks to %v", c.cl.ServerAddr())
+	}
+	if st := w.srv.Logins(); st.PasswordHashes != 0 || st.TicketLogins != 1 {
+		t.Fatalf("gateway B: %+v", st)
+	}
+	if a4, a6 := c.addrs(); a4 != v4 || a6 != v6 {
+		t.Fatalf("addresses changed: %v %v -> %v %v", v4, v6, a4, a6)
+	}
+	must(t, c.sendDown(hostV6, "down via B"))
+}
+
+// TestFirstLoginFailsOver: a client whose first gateway is down at start logs in on the next one.
+func TestFirstLoginFailsOver(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	other := netip.MustParseAddrPort("192.0.2.2:51820")
+	w.addr4 = other // only gateway B runs
+	w.startServer()
+	c := w.connect(clientOpts{fallbacks: []netip.AddrPort{other}, loginTimeout: time.Second})
+	if c.cl.ServerAddr() != other {
+		t.Fatalf("client talks to %v", c.cl.ServerAddr())
+	}
+	must(t, c.sendUp(hostV4, "via B"))
 }

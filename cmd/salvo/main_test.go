@@ -288,7 +288,7 @@ func TestServerCheck(t *testing.T) {
 	if err := os.Chmod(filepath.Join(state, "ticket-keys"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, e := runCLI(t, "", "server", "--check", "--config", conf); code != exitUsage || !strings.Contains(e, "state_dir") || !strings.Contains(e, "ticket key file") {
+	if code, _, e := runCLI(t, "", "server", "--check", "--config", conf); code != exitUsage || !strings.Contains(e, "ticket_keys_file") || !strings.Contains(e, "ticket key file") {
 		t.Errorf("world-readable ticket keys: exit %d: %s", code, e)
 	}
 	os.Remove(filepath.Join(state, "ticket-keys"))

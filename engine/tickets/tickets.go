@@ -21,6 +21,7 @@ import (
 	"io"
 	"io/fs"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,13 +94,21 @@ type key struct {
 }
 
 // Ring holds the ticket keys, newest first, and persists them. Safe for concurrent use.
+//
+// Gateways that share one key file (on shared storage) share their tickets: a ring reads the file again
+// before it rotates (and takes a key another gateway made instead of making its own) and when a ticket
+// names a key it does not hold (at most every reloadEvery), and merges what it finds with what it has.
 type Ring struct {
 	path string // "" keeps the keys in memory only
 	rand io.Reader
 
-	mu   sync.Mutex
-	keys []*key
+	mu         sync.Mutex
+	keys       []*key
+	lastReload time.Time
 }
+
+// reloadEvery bounds how often tickets under unknown keys make a ring read its file again.
+const reloadEvery = 10 * time.Second
 
 // maxKeys bounds the key file: with RotateEvery >= Lifetime at most two keys are ever live.
 const maxKeys = 4
@@ -111,16 +120,27 @@ func Load(path string, rand io.Reader) (*Ring, error) {
 		rand = crand.Reader
 	}
 	r := &Ring{path: path, rand: rand}
+	keys, err := readKeys(path)
+	if err != nil {
+		return nil, err
+	}
+	r.keys = keys
+	return r, nil
+}
+
+// readKeys reads a key file: nil for an empty path or a missing file.
+func readKeys(path string) ([]*key, error) {
 	if path == "" {
-		return r, nil
+		return nil, nil
 	}
 	b, err := secretfile.Read(path, "ticket key file", 4096)
 	if errors.Is(err, fs.ErrNotExist) {
-		return r, nil
+		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
+	var keys []*key
 	for n, line := range strings.Split(string(b), "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -130,12 +150,39 @@ func Load(path string, rand io.Reader) (*Ring, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ticket key file %s, line %d: %w (delete the file to start over: clients then log in with their passwords once)", path, n+1, err)
 		}
-		if len(r.keys) == maxKeys {
+		if len(keys) == maxKeys {
 			return nil, fmt.Errorf("ticket key file %s: more than %d keys", path, maxKeys)
 		}
-		r.keys = append(r.keys, k)
+		keys = append(keys, k)
 	}
-	return r, nil
+	return keys, nil
+}
+
+// merge returns the union of two key lists, newest first, without keys whose tickets have all expired
+// by now, at most maxKeys.
+func merge(a, b []*key, now time.Time) []*key {
+	var out []*key
+	seen := map[[idLen]byte]bool{}
+	for _, k := range append(append([]*key(nil), a...), b...) {
+		if !seen[k.id] && now.Sub(k.created) < RotateEvery+Lifetime {
+			seen[k.id] = true
+			out = append(out, k)
+		}
+	}
+	slices.SortStableFunc(out, func(x, y *key) int { return y.created.Compare(x.created) })
+	return out[:min(len(out), maxKeys)]
+}
+
+// reloadLocked merges the key file into the ring (called with r.mu held). A file that cannot be read
+// leaves the ring as it is.
+func (r *Ring) reloadLocked(now time.Time) error {
+	r.lastReload = now
+	keys, err := readKeys(r.path)
+	if err != nil {
+		return err
+	}
+	r.keys = merge(r.keys, keys, now)
+	return nil
 }
 
 func parseKey(line string) (*key, error) {
@@ -182,7 +229,14 @@ func (r *Ring) Prepare(now time.Time) error {
 // forgets keys whose tickets have all expired. Called with r.mu held. A key that cannot be saved is used
 // anyway, with an error wrapping ErrNotSaved.
 func (r *Ring) currentLocked(now time.Time) (*key, error) {
-	if len(r.keys) > 0 && now.Sub(r.keys[0].created) < RotateEvery && !r.keys[0].created.After(now.Add(time.Minute)) {
+	fresh := func() bool {
+		return len(r.keys) > 0 && now.Sub(r.keys[0].created) < RotateEvery && !r.keys[0].created.After(now.Add(time.Minute))
+	}
+	if fresh() {
+		return r.keys[0], nil
+	}
+	// Another gateway sharing the file may have rotated already: take its key rather than make one.
+	if err := r.reloadLocked(now); err == nil && fresh() {
 		return r.keys[0], nil
 	}
 	var raw [32]byte
@@ -193,16 +247,17 @@ func (r *Ring) currentLocked(now time.Time) (*key, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys := []*key{k}
+	// A key stops sealing when it is replaced (at most RotateEvery old, or now when its creation time is in
+	// the future: a clock that went back), so its last tickets expire Lifetime later; merge forgets it then.
+	// A key from the future sorts first, so it is dropped here rather than kept sealing.
+	var keys []*key
 	for _, old := range r.keys {
-		// A key stops sealing when it is replaced (at most RotateEvery old, or now when its creation
-		// time is in the future: a clock that went back), so its last tickets expire Lifetime later.
-		if now.Sub(old.created) < RotateEvery+Lifetime && len(keys) < maxKeys {
+		if !old.created.After(now) {
 			keys = append(keys, old)
 		}
 	}
-	r.keys = keys
-	if err := r.persist(keys); err != nil {
+	r.keys = merge([]*key{k}, keys, now)
+	if err := r.persist(r.keys); err != nil {
 		return k, fmt.Errorf("%w: %w", ErrNotSaved, err)
 	}
 	return k, nil
@@ -287,10 +342,11 @@ func (r *Ring) Open(blob []byte, now time.Time) (Contents, error) {
 		return Contents{}, ErrInvalid
 	}
 	r.mu.Lock()
-	var k *key
-	for _, c := range r.keys {
-		if bytes.Equal(c.id[:], blob[:idLen]) {
-			k = c
+	k := r.findLocked(blob[:idLen])
+	if k == nil && r.path != "" && now.Sub(r.lastReload) >= reloadEvery {
+		// Perhaps a key another gateway sharing the file made since we last looked.
+		if r.reloadLocked(now) == nil {
+			k = r.findLocked(blob[:idLen])
 		}
 	}
 	r.mu.Unlock()
@@ -311,6 +367,15 @@ func (r *Ring) Open(blob []byte, now time.Time) (Contents, error) {
 		return Contents{}, ErrExpired
 	}
 	return c, nil
+}
+
+func (r *Ring) findLocked(id []byte) *key {
+	for _, k := range r.keys {
+		if bytes.Equal(k.id[:], id) {
+			return k
+		}
+	}
+	return nil
 }
 
 // decode parses a plaintext that authenticated under our key. It is still checked field by field: a bug

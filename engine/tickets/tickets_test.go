@@ -195,3 +195,43 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// TestSharedFile: two gateways on one key file open each other's tickets, across rotations: the one that
+// rotates second takes the key the first one made, and a ticket under a key made since a ring last looked
+// makes it read the file again.
+func TestSharedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	a, _ := Load(path, detRand(8))
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(a.Prepare(t0))
+	b, err := Load(path, detRand(9))
+	must(err)
+	c := sample()
+	if _, err := b.Open(mustSeal(t, a, &c, t0), t0); err != nil {
+		t.Fatalf("B opens A's ticket: %v", err)
+	}
+	// A rotates; B has not looked at the file since it loaded it.
+	later := t0.Add(RotateEvery + time.Hour)
+	c.Expires = later.Add(Lifetime)
+	fromA := mustSeal(t, a, &c, later)
+	if _, err := b.Open(fromA, later); err != nil {
+		t.Fatalf("B opens a ticket under A's new key: %v", err)
+	}
+	fromB := mustSeal(t, b, &c, later.Add(time.Minute))
+	if string(fromB[:idLen]) != string(fromA[:idLen]) {
+		t.Fatal("B made a key of its own instead of taking A's")
+	}
+	// Unknown key IDs make a ring read the file at most every reloadEvery.
+	junk := append([]byte("zzzz"), fromA[idLen:]...)
+	_, _ = b.Open(junk, later.Add(time.Hour))
+	at := b.lastReload
+	_, _ = b.Open(junk, later.Add(time.Hour+time.Second))
+	if b.lastReload != at {
+		t.Fatal("a second unknown key within reloadEvery read the file again")
+	}
+}
