@@ -12,6 +12,8 @@ have iperf3 || need+=(iperf3)           # demo, bench and its harness test
 have wg || need+=(wireguard-tools)      # bench: the wireguard-go side
 have openvpn || need+=(openvpn)         # bench: the OpenVPN 2.6 side
 have unshare || need+=(util-linux)      # setpriv/unshare in e2e
+# The PostgreSQL server for the store tests (internal/pgtest runs it as the postgres account, on a socket).
+have pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
   apt-get update -qq
