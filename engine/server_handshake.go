@@ -504,7 +504,7 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 		return nil, nil, resultError{handshake.ResultNoAddress}
 	}
 	sess := &serverSession{user: user.Login, instance: req.InstanceID, hash: user.Hash, lease: l,
-		addr4: l.addr4, addr6: l.addr6, created: pl.authAt}
+		addr4: l.addr4, addr6: l.addr6, created: now, authAt: pl.authAt}
 	// A session belongs to the worker whose socket received its login (the kernel's reuseport hash put its
 	// 4-tuple there, so without a classifier its data arrives there too); a login that came in on a
 	// handshake socket (the classifier steers data by index anyway) goes to the workers in turn.
@@ -592,9 +592,9 @@ func (s *Server) resumeSession(req *handshake.Request, now time.Time) (_ handsha
 		s.endSessionLocked(sess, protocol.DisconnectRevoked, now)
 		return handshake.ResultUnknownSession, nil, nil, false
 	}
-	if age := s.cfg.MaxSessionAge; age > 0 && now.Sub(sess.created) > age {
+	if age := s.cfg.MaxSessionAge; age > 0 && now.Sub(sess.authAt) > age {
 		s.log.Info("session reached max_session_age; the client must log in again", "user", sess.user,
-			"age", now.Sub(sess.created).Round(time.Second))
+			"age", now.Sub(sess.authAt).Round(time.Second))
 		return handshake.ResultUnknownSession, nil, nil, false
 	}
 	idx := s.newIndex(sess.worker)           // a rekey keeps the session on its worker

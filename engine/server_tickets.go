@@ -35,15 +35,15 @@ func userFingerprint(u users.User) [16]byte {
 // ticket can be made (the client then simply logs in with its password next time).
 func (s *Server) issueTicket(sess *serverSession, user users.User, now time.Time) *handshake.Ticket {
 	expires := now.Add(tickets.Lifetime)
-	if age := s.cfg.MaxSessionAge; age > 0 && sess.created.Add(age).Before(expires) {
-		expires = sess.created.Add(age)
+	if age := s.cfg.MaxSessionAge; age > 0 && sess.authAt.Add(age).Before(expires) {
+		expires = sess.authAt.Add(age)
 	}
 	lifetime := expires.Sub(now).Truncate(time.Second)
 	if lifetime < time.Second {
 		return nil
 	}
 	c := tickets.Contents{Login: sess.user, Instance: sess.instance, User: userFingerprint(user),
-		Addr4: sess.addr4, Addr6: sess.addr6, AuthAt: sess.created, Expires: now.Add(lifetime)}
+		Addr4: sess.addr4, Addr6: sess.addr6, AuthAt: sess.authAt, Expires: now.Add(lifetime)}
 	if _, err := rand.Read(c.Secret[:]); err != nil {
 		return nil
 	}

@@ -31,7 +31,10 @@ type serverSession struct {
 	lease   *lease
 	addr4   netip.Addr // the lease's addresses, copied so the data path needs no lock
 	addr6   netip.Addr
-	created time.Time // of the login (resumes keep it): max_session_age counts from here
+	created time.Time // when this session was set up (resumes keep it): its duration counts from here
+	// authAt is when the password behind the session was checked: at its login, or for a session a ticket
+	// started, at the login the ticket descends from. max_session_age counts from here.
+	authAt time.Time
 
 	live bool // guarded by Server.mu: the client has used the login's keys, so the session routes traffic
 	// accounted is set (under Server.mu) once the session's end is accounted: a gateway that stops
