@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/salvovpn/salvo/internal/loginlimits"
 )
 
 // Command authenticates logins by running an external program, in the manner of OpenVPN's
@@ -69,10 +71,8 @@ type CommandConfig struct {
 }
 
 const (
-	// DefaultCommandTimeout is how long the program may take by default: a client gives up a login after
-	// protocol.HandshakeTimeout (10 s) and sends the request again after 1, 2 and 4 s, so an answer much
-	// later than this helps nobody.
-	DefaultCommandTimeout = 5 * time.Second
+	// DefaultCommandTimeout is how long the program may take by default (see loginlimits).
+	DefaultCommandTimeout = loginlimits.CommandTimeout
 	// maxCommandOutput bounds what is read of the program's standard output and error together; more is
 	// an error (the pipe is closed, so a program that keeps writing dies of SIGPIPE).
 	maxCommandOutput = 64 << 10
