@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -276,5 +277,54 @@ func TestCommandCost(t *testing.T) {
 	}
 	if CommandParams.Cost() != DefaultParams.Cost() || CommandParams.validate() != nil {
 		t.Fatalf("CommandParams %+v: cost %d, want %d", CommandParams, CommandParams.Cost(), DefaultParams.Cost())
+	}
+}
+
+// TestCommandDropsAmbientCaps: the program starts without the gateway's ambient capabilities (the packaged
+// unit grants CAP_NET_ADMIN and CAP_BPF so), which a plain exec would pass on. The test runs itself again
+// under setpriv with CAP_NET_ADMIN ambient, and there compares a plain exec with the command's.
+func TestCommandDropsAmbientCaps(t *testing.T) {
+	if os.Getenv("SALVO_TEST_AMBIENT") == "" {
+		setpriv, err := exec.LookPath("setpriv")
+		if err != nil || os.Geteuid() != 0 {
+			t.Skip("needs root and setpriv to give the test an ambient capability")
+		}
+		cmd := exec.Command(setpriv, "--inh-caps", "+net_admin", "--ambient-caps", "+net_admin", os.Args[0],
+			"-test.run=^TestCommandDropsAmbientCaps$", "-test.v")
+		cmd.Env = append(os.Environ(), "SALVO_TEST_AMBIENT=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestCommandDropsAmbientCaps") {
+			t.Fatalf("under setpriv: %v\n%s", err, out)
+		}
+		return
+	}
+	ambient := func(status []byte) string {
+		for _, l := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(l, "CapAmb:"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+		t.Fatalf("no CapAmb in %q", status)
+		return ""
+	}
+	plain, err := exec.Command("/bin/cat", "/proc/self/status").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ambient(plain) == "0000000000000000" {
+		t.Fatal("a plain exec has no ambient capability either: the test proves nothing")
+	}
+	path, dir := script(t, `cat /proc/self/status > "$(dirname "$0")/status"
+`)
+	c, _ := newTestCommand(t, path, 0)
+	if _, err := c.Authenticate("alice", []byte(cmdPassword)); err != nil {
+		t.Fatal(err)
+	}
+	status, err := os.ReadFile(filepath.Join(dir, "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ambient(status); got != "0000000000000000" {
+		t.Fatalf("the command started with ambient capabilities %s (a plain exec: %s)", got, ambient(plain))
 	}
 }
