@@ -37,6 +37,7 @@ func TestServerDefaults(t *testing.T) {
 		Listen:                []string{"0.0.0.0:51820", "[::]:51820"},
 		PrivateKeyFile:        filepath.Join(dir, "server.key"),
 		UsersFile:             filepath.Join(dir, "users"),
+		Auth:                  "file",
 		TunName:               "salvo0",
 		MTU:                   1420,
 		Keepalive:             Duration{25 * time.Second},
@@ -214,6 +215,9 @@ func TestServerErrors(t *testing.T) {
 		{`nat_interface = ""`, 4, "nat_interface", "1..15"},
 		{`max_sessions_per_user = 0`, 4, "max_sessions_per_user", "outside 1..1024"},
 		{`max_session_age = "5m"`, 4, "max_session_age", "at least 10m"},
+		{`auth = "ldap"`, 4, "auth", `"ldap" is not one of "file", "command"`},
+		{`auth_command = "/bin/true"`, 4, "auth_command", `only used with auth = "command"`},
+		{`auth_timeout = "1s"`, 4, "auth_timeout", `only used with auth = "command"`},
 		{`max_session_age = "-1h"`, 4, "max_session_age", "must be 0"},
 		{`hash_budget = 0`, 4, "hash_budget", "outside 1.."},
 		{`metrics_listen = "localhost:9586"`, 4, "metrics_listen", "is not ip:port"},
@@ -264,6 +268,46 @@ func TestServerMissingAndEmpty(t *testing.T) {
 	_, err = LoadServer(path)
 	if err == nil || !strings.HasPrefix(err.Error(), path+":") {
 		t.Fatalf("syntax error: %v", err)
+	}
+}
+
+// TestServerAuthCommand: auth = "command" needs auth_command (resolved against the configuration's
+// directory) and no users file, defaults auth_timeout and max_session_age, and refuses a max_session_age
+// of 0, which would let a session the command no longer accepts live on forever.
+func TestServerAuthCommand(t *testing.T) {
+	const base = "private_key_file = \"server.key\"\nipv4_pool = \"10.77.0.0/24\"\nauth = \"command\"\n"
+	path := write(t, "server.toml", base+"auth_command = \"bin/auth\"\n")
+	s, err := LoadServer(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.AuthCommand != filepath.Join(filepath.Dir(path), "bin/auth") || s.AuthTimeout.Duration != DefaultAuthTimeout ||
+		s.MaxSessionAge.Duration != time.Hour || s.UsersFile != "" {
+		t.Fatalf("auth_command %q, auth_timeout %v, max_session_age %v, users_file %q", s.AuthCommand, s.AuthTimeout, s.MaxSessionAge, s.UsersFile)
+	}
+	path = write(t, "server.toml", base+"auth_command = \"/usr/lib/salvo/auth\"\nauth_timeout = \"2s\"\nmax_session_age = \"12h\"\n")
+	if s, err = LoadServer(path); err != nil || s.AuthTimeout.Duration != 2*time.Second || s.MaxSessionAge.Duration != 12*time.Hour {
+		t.Fatalf("%+v, %v", s, err)
+	}
+
+	path = write(t, "server.toml", base)
+	_, err = LoadServer(path)
+	checkErr(t, err, path, 0, "auth_command", "missing: this key is required")
+	for _, tc := range []struct {
+		extra   string // after base (lines 1-3) and an auth_command line (4), so line 5 onward
+		key     string
+		problem string
+	}{
+		{`users_file = "users"`, "users_file", `not used with auth = "command"`},
+		{`auth_timeout = "50ms"`, "auth_timeout", "outside 100ms..7s"},
+		{`auth_timeout = "10s"`, "auth_timeout", "outside 100ms..7s"},
+		{`auth_timeout = "5"`, "auth_timeout", "write it with a unit"},
+		{`max_session_age = "0s"`, "max_session_age", `must not be 0 with auth = "command"`},
+		{`max_session_age = "5m"`, "max_session_age", "at least 10m"},
+	} {
+		path := write(t, "server.toml", base+"auth_command = \"/x\"\n"+tc.extra+"\n")
+		_, err := LoadServer(path)
+		checkErr(t, err, path, 5, tc.key, tc.problem)
 	}
 }
 

@@ -27,6 +27,20 @@ listen = ["0.0.0.0:51820", "[::]:51820"]
 private_key_file = "server.key"
 users_file = "users"
 
+# Who may log in. auth = "file" (the default): the users file above.
+# auth = "command": auth_command decides instead (leave out users_file).
+# It runs with the login as its only argument (and in SALVO_LOGIN) and
+# the password and a newline on its standard input, never in its
+# arguments or environment; exit status 0 accepts, anything else
+# rejects. After auth_timeout (100ms..7s) its process group is killed.
+# Each run costs one default-parameter login of hash_budget. It cannot
+# revoke a live session, so max_session_age (default "1h" with a command,
+# never "0s") is how often a session logs in again and the command is
+# asked again. SIGHUP or salvo reload applies auth_command and auth_timeout.
+# auth = "file"
+# auth_command = "/usr/local/lib/salvo/auth"
+# auth_timeout = "5s"
+
 tun_name = "salvo0"          # 1..15 characters
 mtu = 1420                   # 576..9000; at least 1280 with an IPv6 pool
 keepalive = "25s"            # 1s..1h; "0s" means the default. A client silent for 3 of these

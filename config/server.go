@@ -19,7 +19,10 @@ type Server struct {
 	Listen             []string `toml:"listen"`           // UDP "ip:port"; default both wildcards on 51820
 	PublicEndpoint     string   `toml:"public_endpoint"`  // optional "host:port" clients reach the gateway at (salvo client-config)
 	PrivateKeyFile     string   `toml:"private_key_file"` // required; resolved against the config's directory
-	UsersFile          string   `toml:"users_file"`       // required; resolved against the config's directory
+	UsersFile          string   `toml:"users_file"`       // required with auth = "file"; resolved against the config's directory
+	Auth               string   `toml:"auth"`             // "file" (default): the users file; "command": auth_command decides
+	AuthCommand        string   `toml:"auth_command"`     // required with auth = "command"; resolved against the config's directory
+	AuthTimeout        Duration `toml:"auth_timeout"`     // with auth = "command": default 5s
 	TunName            string   `toml:"tun_name"`         // default "salvo0"
 	MTU                int      `toml:"mtu"`              // default protocol.DefaultMTU (1420)
 	Keepalive          Duration `toml:"keepalive"`        // default 25s; 0 means the default (both ends use 25s)
@@ -73,6 +76,13 @@ const (
 	DefaultFailedLoginInterval = loginlimits.FailureInterval
 	MaxHashBudget              = 1 << 30
 	MaxFailedLoginBurst        = 10000
+	// With auth = "command": auth_timeout unless set, its bounds (the upper one is a client's patience:
+	// it gives up a login after 10 s, and a failure is answered up to 1.25 times the slowest run later), and
+	// max_session_age unless set.
+	DefaultAuthTimeout       = loginlimits.CommandTimeout
+	MinAuthTimeout           = 100 * time.Millisecond
+	MaxAuthTimeout           = 7 * time.Second
+	DefaultCommandSessionAge = loginlimits.CommandSessionAge
 	// DefaultBatchSize packets move per read/write call. Each packet buffer is 72 KiB (room for a 64 KiB
 	// offload super-packet), so one vector is batch_size x 72 KiB: 9 MiB at 128. The gateway holds one per
 	// socket plus one for the TUN device; a small router lowers it.
@@ -116,7 +126,7 @@ func LoadServer(path string) (*Server, error) {
 	}
 
 	s.PrivateKeyFile = l.requireFile("private_key_file", s.PrivateKeyFile)
-	s.UsersFile = l.requireFile("users_file", s.UsersFile)
+	l.checkAuth(s)
 	l.checkIfName("tun_name", &s.TunName, "salvo0")
 
 	s.Pool4 = l.parsePool("ipv4_pool", s.IPv4Pool, false)
@@ -238,6 +248,44 @@ func LoadServer(path string) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// checkAuth checks the keys of the authentication backend: the users file, or a command. Keys of the
+// backend not chosen are errors rather than ignored, so that nobody believes a users file is in force
+// when a command decides (or the other way round).
+func (l *loader) checkAuth(s *Server) {
+	if !l.defined("auth") {
+		s.Auth = "file"
+	}
+	switch s.Auth {
+	case "file":
+		s.UsersFile = l.requireFile("users_file", s.UsersFile)
+		for _, key := range []string{"auth_command", "auth_timeout"} {
+			if l.defined(key) {
+				l.fail(key, `is only used with auth = "command"`)
+			}
+		}
+	case "command":
+		if l.defined("users_file") {
+			l.fail("users_file", `is not used with auth = "command" (auth_command decides who logs in): remove it`)
+		}
+		s.AuthCommand = l.requireFile("auth_command", s.AuthCommand)
+		if !l.defined("auth_timeout") {
+			s.AuthTimeout = Duration{DefaultAuthTimeout}
+		} else if d := s.AuthTimeout.Duration; d < MinAuthTimeout || d > MaxAuthTimeout {
+			l.failf("auth_timeout", "%v is outside %v..%v (a client gives up a login after 10s)", d, MinAuthTimeout, MaxAuthTimeout)
+		}
+		// The command can only be asked with a password, which a rekey does not carry: what ends the
+		// session of a user it now rejects is the login max_session_age forces.
+		if !l.defined("max_session_age") {
+			s.MaxSessionAge = Duration{DefaultCommandSessionAge}
+		} else if s.MaxSessionAge.Duration == 0 {
+			l.failf("max_session_age", `must not be 0 with auth = "command": a session must log in again (unset, after %s) for the command to be asked whether its user may still log in`,
+				strings.TrimSuffix(DefaultCommandSessionAge.String(), "0m0s"))
+		}
+	default:
+		l.failf("auth", `%q is not one of "file", "command"`, s.Auth)
+	}
 }
 
 // parseListen wants IP literals: the gateway binds each address itself, and

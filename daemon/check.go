@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -18,28 +19,42 @@ import (
 // serverInputs is what a gateway reads before it touches the system: its key, its users, and its address
 // pools with the users' fixed addresses reserved in them.
 type serverInputs struct {
-	static       handshake.StaticKeypair
+	static handshake.StaticKeypair
+	// auth is what logins are checked against: store (auth = "file") or command (auth = "command"); the
+	// other is nil.
+	auth         users.Authenticator
 	store        *users.Store
+	command      *users.Command
 	pool4, pool6 *ippool.Pool // nil without that family
 	tickets      *tickets.Ring
 }
 
 // loadServerInputs reads and checks everything cfg points at. Every error is a *config.Error naming the
 // key (and the user, for a fixed address), so the CLI exits 2 for it as for a bad configuration file.
-func loadServerInputs(cfg *config.Server) (*serverInputs, error) {
+// A command's failed runs are logged to log.
+func loadServerInputs(cfg *config.Server, log *slog.Logger) (*serverInputs, error) {
 	var in serverInputs
 	var err error
 	var errs []error
 	if in.static, err = LoadStaticKey(cfg.PrivateKeyFile); err != nil {
 		errs = append(errs, config.KeyError(cfg.Path, "private_key_file", err))
 	}
-	if in.store, err = LoadUsers(cfg.UsersFile); err != nil {
+	if cfg.Auth == "command" {
+		if in.command, err = users.NewCommand(commandConfig(cfg), log); err != nil {
+			errs = append(errs, config.KeyError(cfg.Path, "auth_command", err))
+		} else {
+			in.auth = in.command
+		}
+	} else if in.store, err = LoadUsers(cfg.UsersFile); err != nil {
 		errs = append(errs, config.KeyError(cfg.Path, "users_file", err))
 	} else {
-		if in.pool4, err = poolFor(cfg, "ipv4_pool", cfg.Pool4, in.store, func(u users.User) netip.Addr { return u.FixedIPv4 }); err != nil {
+		in.auth = in.store
+	}
+	if in.auth != nil {
+		if in.pool4, err = poolFor(cfg, "ipv4_pool", cfg.Pool4, in.auth, func(u users.User) netip.Addr { return u.FixedIPv4 }); err != nil {
 			errs = append(errs, err)
 		}
-		if in.pool6, err = poolFor(cfg, "ipv6_pool", cfg.Pool6, in.store, func(u users.User) netip.Addr { return u.FixedIPv6 }); err != nil {
+		if in.pool6, err = poolFor(cfg, "ipv6_pool", cfg.Pool6, in.auth, func(u users.User) netip.Addr { return u.FixedIPv6 }); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -59,7 +74,7 @@ func loadServerInputs(cfg *config.Server) (*serverInputs, error) {
 
 // poolFor builds the pool of prefix (none if it is not set) with the users' fixed addresses of its family
 // reserved; a fixed address outside it is an error naming the user and the users file.
-func poolFor(cfg *config.Server, key string, prefix netip.Prefix, store *users.Store, fixed func(users.User) netip.Addr) (*ippool.Pool, error) {
+func poolFor(cfg *config.Server, key string, prefix netip.Prefix, store users.Authenticator, fixed func(users.User) netip.Addr) (*ippool.Pool, error) {
 	var reserved []netip.Addr
 	var outside []string
 	for _, u := range store.Users() {
@@ -93,8 +108,13 @@ func poolFor(cfg *config.Server, key string, prefix netip.Prefix, store *users.S
 // CheckServer is `salvo server --check`: it reads and checks everything RunServer reads before it
 // touches the system, and touches nothing.
 func CheckServer(cfg *config.Server) error {
-	_, err := loadServerInputs(cfg)
+	_, err := loadServerInputs(cfg, slog.New(slog.DiscardHandler))
 	return err
+}
+
+// commandConfig is the auth command of cfg (auth = "command").
+func commandConfig(cfg *config.Server) users.CommandConfig {
+	return users.CommandConfig{Path: cfg.AuthCommand, Timeout: cfg.AuthTimeout.Duration}
 }
 
 // CheckClient is `salvo client --check`: the server's pinned key parses, and the password's source (a

@@ -24,8 +24,11 @@ import (
 
 // ReloadableKeys are the gateway configuration keys a reload applies to the running gateway. Every other
 // key needs a restart, and a reload that changes one is refused, naming it.
+// Switching auth between "file" and "command" is a restart: the engine holds its backend from the start;
+// the command and its timeout are only read at each login, so a reload changes them.
 var ReloadableKeys = []string{"routes", "excluded_routes", "dns", "search_domains", "max_sessions_per_user",
-	"max_session_age", "hash_budget", "failed_login_burst", "failed_login_interval", "log_level"}
+	"max_session_age", "hash_budget", "failed_login_burst", "failed_login_interval", "log_level",
+	"auth_command", "auth_timeout"}
 
 // ReloadResult is the answer of POST /reload (and what `salvo reload` prints).
 type ReloadResult struct {
@@ -36,14 +39,15 @@ type ReloadResult struct {
 // errRestartOnly is a reload refused because it changes keys only a restart applies.
 var errRestartOnly = errors.New("needs a restart")
 
-// reloader applies the configuration file and the users file to a running gateway, on SIGHUP and on
-// POST /reload. One reload runs at a time.
+// reloader applies the configuration file and the users file (or the auth command) to a running gateway,
+// on SIGHUP and on POST /reload. One reload runs at a time.
 type reloader struct {
 	mu           sync.Mutex
 	running      *config.Server // the configuration in effect
 	load         func() (*config.Server, error)
 	srv          *engine.Server
-	store        *users.Store
+	store        *users.Store   // auth = "file"; else nil
+	command      *users.Command // auth = "command"; else nil
 	pool4, pool6 *ippool.Pool
 	level        *slog.LevelVar
 	log          *slog.Logger
@@ -52,7 +56,8 @@ type reloader struct {
 // reload rereads both files and applies both or neither: a configuration that does not load, changes a
 // key only a restart applies or is refused by the engine (too many routes, say), or a users file that
 // does not load, changes nothing. The engine's part goes first because it alone can refuse after the
-// files loaded; a users file that then fails to load puts it back.
+// files loaded; a users file that then fails to load puts it back. With auth = "command" the command
+// stands in for the users file: one that fails CheckCommand changes nothing either.
 func (r *reloader) reload() (ReloadResult, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -65,12 +70,46 @@ func (r *reloader) reload() (ReloadResult, error) {
 		return ReloadResult{}, fmt.Errorf("%s: %s changed, which %w (the gateway keeps running with the old configuration; restart it to apply)",
 			next.Path, strings.Join(restart, ", "), errRestartOnly)
 	}
+	if r.command != nil {
+		// Checked before anything changes; Set checks again, which can only fail if the file changed
+		// in between.
+		if err := users.CheckCommand(next.AuthCommand); err != nil {
+			return ReloadResult{}, config.KeyError(next.Path, "auth_command", err)
+		}
+	}
 	if err := r.srv.Reload(reloadable(next)); err != nil {
 		return ReloadResult{}, fmt.Errorf("%s: %w", next.Path, err)
 	}
-	if err := r.loadUsers(next.UsersFile); err != nil {
+	if err := r.loadAuth(next); err != nil {
 		_ = r.srv.Reload(reloadable(r.running)) // it was in force until a moment ago
 		return ReloadResult{}, err
+	}
+	if r.level != nil {
+		_ = r.level.UnmarshalText([]byte(next.LogLevel)) // checked by LoadServer
+	}
+	r.running = next
+	res := ReloadResult{Changed: changed, SessionsRevoked: r.srv.UsersChanged()}
+	if r.command != nil {
+		r.log.Info("configuration and auth command reloaded", "file", next.Path, "auth_command", next.AuthCommand,
+			"changed", strings.Join(changed, ","))
+	} else {
+		r.log.Info("configuration and users file reloaded", "file", next.Path, "users_file", next.UsersFile,
+			"changed", strings.Join(changed, ","), "sessions_revoked", res.SessionsRevoked)
+	}
+	return res, nil
+}
+
+// loadAuth applies next's authentication: the users file, with the pools' reservations of its fixed
+// addresses, or the auth command.
+func (r *reloader) loadAuth(next *config.Server) error {
+	if r.command != nil {
+		if err := r.command.Set(commandConfig(next)); err != nil {
+			return config.KeyError(next.Path, "auth_command", err)
+		}
+		return nil
+	}
+	if err := r.loadUsers(next.UsersFile); err != nil {
+		return err
 	}
 	v4, v6 := fixedAddrs(r.store)
 	for _, p := range []struct {
@@ -83,14 +122,7 @@ func (r *reloader) reload() (ReloadResult, error) {
 			}
 		}
 	}
-	if r.level != nil {
-		_ = r.level.UnmarshalText([]byte(next.LogLevel)) // checked by LoadServer
-	}
-	r.running = next
-	res := ReloadResult{Changed: changed, SessionsRevoked: r.srv.UsersChanged()}
-	r.log.Info("configuration and users file reloaded", "file", next.Path, "users_file", next.UsersFile,
-		"changed", strings.Join(changed, ","), "sessions_revoked", res.SessionsRevoked)
-	return res, nil
+	return nil
 }
 
 // loadUsers replaces the users with the file at path, which must pass the secret-file checks.

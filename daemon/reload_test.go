@@ -2,11 +2,15 @@ package daemon
 
 import (
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,23 +69,7 @@ func TestRefusedReloadChangesNothing(t *testing.T) {
 	if err := store.Save(usersPath); err != nil {
 		t.Fatal(err)
 	}
-	static, err := handshake.GenerateKeypair(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := ippool.New(netip.MustParsePrefix("10.77.0.0/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := enginetest.NewNetwork().Listen(netip.MustParseAddrPort("192.0.2.1:51820"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := engine.NewServer(engine.ServerConfig{Static: static, Users: store, Pool4: pool,
-		Settings: handshake.Settings{MTU: 1420}}, []tun.Device{enginetest.NewTUN("salvo0", 1420)}, []engine.PacketConn{conn})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, pool := newTestServer(t, store)
 	running := &config.Server{UsersFile: usersPath, MaxSessionsPerUser: 4, LogLevel: "info"}
 	next := *running
 	for i := range 65 {
@@ -102,5 +90,69 @@ func TestRefusedReloadChangesNothing(t *testing.T) {
 	}
 	if r.running != running {
 		t.Fatal("the refused reload replaced the running configuration")
+	}
+}
+
+// newTestServer is a gateway engine (not running) on an in-memory network, checking logins with auth.
+func newTestServer(t *testing.T, auth users.Authenticator) (*engine.Server, *ippool.Pool) {
+	t.Helper()
+	static, err := handshake.GenerateKeypair(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := ippool.New(netip.MustParsePrefix("10.77.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := enginetest.NewNetwork().Listen(netip.MustParseAddrPort("192.0.2.1:51820"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := engine.NewServer(engine.ServerConfig{Static: static, Users: auth, Pool4: pool,
+		Settings: handshake.Settings{MTU: 1420}}, []tun.Device{enginetest.NewTUN("salvo0", 1420)}, []engine.PacketConn{conn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, pool
+}
+
+// TestReloadAuthCommand: with auth = "command", a reload applies a new auth_command; one that is missing
+// is refused, naming the key, and the old command stays in force.
+func TestReloadAuthCommand(t *testing.T) {
+	dir := t.TempDir()
+	prog := func(name string, status int) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(fmt.Sprintf("#!/bin/sh\nexit %d\n", status)), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	accept, reject := prog("accept", 0), prog("reject", 1)
+	running := &config.Server{Path: filepath.Join(dir, "server.toml"), Auth: "command", AuthCommand: accept,
+		AuthTimeout: config.Duration{Duration: time.Second}, MaxSessionsPerUser: 4, LogLevel: "info"}
+	cmd, err := users.NewCommand(commandConfig(running), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, pool := newTestServer(t, cmd)
+	next := *running
+	r := &reloader{running: running, load: func() (*config.Server, error) { c := next; return &c, nil }, srv: srv,
+		command: cmd, pool4: pool, log: slog.New(slog.DiscardHandler)}
+
+	next.AuthCommand = filepath.Join(dir, "missing")
+	if _, err := r.reload(); err == nil || !strings.Contains(err.Error(), "auth_command: ") || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("reload to a missing auth_command: %v", err)
+	}
+	if _, err := cmd.Authenticate("alice", []byte("pw")); err != nil || r.running != running {
+		t.Fatalf("the refused reload changed the command: %v", err)
+	}
+
+	next.AuthCommand, next.AuthTimeout = reject, config.Duration{Duration: 2 * time.Second}
+	res, err := r.reload()
+	if err != nil || !slices.Equal(res.Changed, []string{"auth_command", "auth_timeout"}) {
+		t.Fatalf("reload to another auth_command: %+v, %v", res, err)
+	}
+	if _, err := cmd.Authenticate("alice", []byte("pw")); !errors.Is(err, users.ErrRejected) {
+		t.Fatalf("after the reload the old command still decides: %v", err)
 	}
 }

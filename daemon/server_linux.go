@@ -45,11 +45,11 @@ func runServer(ctx context.Context, cfg *config.Server, log *slog.Logger, opts S
 	if err != nil {
 		return err
 	}
-	in, err := loadServerInputs(cfg)
+	in, err := loadServerInputs(cfg, log)
 	if err != nil {
 		return err
 	}
-	static, store := in.static, in.store
+	static := in.static
 	var undos []func() error
 	defer func() {
 		for i := len(undos) - 1; i >= 0; i-- {
@@ -68,7 +68,7 @@ func runServer(ctx context.Context, cfg *config.Server, log *slog.Logger, opts S
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	sc := engine.ServerConfig{Static: static, Users: store, ClientToClient: cfg.ClientToClient,
+	sc := engine.ServerConfig{Static: static, Users: in.auth, ClientToClient: cfg.ClientToClient,
 		MaxSessionsPerUser: cfg.MaxSessionsPerUser, MaxSessionAge: cfg.MaxSessionAge.Duration,
 		Limits: loginLimits(cfg), StateDir: cfg.StateDir, Tickets: in.tickets, BatchSize: cfg.BatchSize, Log: log}
 	var tunAddrs []netip.Prefix
@@ -186,7 +186,7 @@ func runServer(ctx context.Context, cfg *config.Server, log *slog.Logger, opts S
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rl := &reloader{running: cfg, load: opts.Load, srv: srv, store: store, pool4: sc.Pool4, pool6: sc.Pool6, level: opts.Level, log: log}
+	rl := &reloader{running: cfg, load: opts.Load, srv: srv, store: in.store, command: in.command, pool4: sc.Pool4, pool6: sc.Pool6, level: opts.Level, log: log}
 	if rl.load == nil {
 		rl.load = func() (*config.Server, error) { return config.LoadServer(cfg.Path) }
 	}
@@ -211,7 +211,7 @@ func runServer(ctx context.Context, cfg *config.Server, log *slog.Logger, opts S
 			listen = append(listen, c.LocalAddr().String())
 		}
 	}
-	log.Info("gateway up", "listen", strings.Join(listen, ","), "tun", cfg.TunName, "workers", sc.Workers, "public_key", static.Public.String(),
+	log.Info("gateway up", "listen", strings.Join(listen, ","), "tun", cfg.TunName, "workers", sc.Workers, "auth", cfg.Auth, "public_key", static.Public.String(),
 		"ipv4_pool", cfg.Pool4, "ipv6_pool", cfg.Pool6, "nat", cfg.NAT, "client_to_client", cfg.ClientToClient)
 	runErr := make(chan error, 1)
 	go func() { runErr <- srv.Run(ctx) }()

@@ -145,7 +145,8 @@ func (w *world) addClient() *client {
 	return c
 }
 
-// serverConfig is the base gateway configuration; extra lines override or add keys.
+// serverConfig is the base gateway configuration; extra lines override or add keys, and a key with
+// nothing after its "=" is removed.
 func (w *world) serverConfig(extra string) string {
 	base := map[string]string{
 		"listen":           `["0.0.0.0:51820", "[::]:51820"]`,
@@ -168,7 +169,11 @@ func (w *world) serverConfig(extra string) string {
 	}
 	for _, line := range strings.Split(extra, "\n") {
 		if k, v, ok := strings.Cut(line, "="); ok {
-			base[strings.TrimSpace(k)] = strings.TrimSpace(v)
+			if k, v = strings.TrimSpace(k), strings.TrimSpace(v); v == "" {
+				delete(base, k)
+			} else {
+				base[k] = v
+			}
 		}
 	}
 	var b strings.Builder

@@ -3,6 +3,7 @@ package e2e
 import (
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -136,6 +137,65 @@ func TestUsersReload(t *testing.T) {
 	w.connect(c, "carol", c.gwV4+":51820", "")
 	if v4 := c.tunnelAddr4(t); v4 != netip.MustParseAddr("10.77.0.50") {
 		t.Fatalf("carol got %v, want her fixed 10.77.0.50", v4)
+	}
+	must(t, c.ns.Ping(netip.MustParseAddr(hostV4), 5*time.Second))
+}
+
+// TestAuthCommand: a gateway with auth = "command" and no users file lets in whom its program accepts, and
+// traffic flows; a wrong password gets "wrong username or password", and the gateway's log shows what the
+// program wrote with the password masked; a reload to another program applies it to the next login,
+// while the live session carries on.
+func TestAuthCommand(t *testing.T) {
+	w := newWorld(t)
+	prog := func(name, body string) string {
+		p := filepath.Join(w.dir, name)
+		must(t, os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o700))
+		return p
+	}
+	accept := prog("auth", `read -r pw
+echo "checking $1 with $pw" >&2
+[ "$1" = alice ] && [ "$pw" = "`+password+`" ]
+`)
+	refuse := prog("refuse", "exit 1\n")
+	conf := func(cmd string) string {
+		return "auth = \"command\"\nauth_command = \"" + cmd + "\"\nauth_timeout = \"2s\"\nmax_session_age = \"10m\"\nusers_file ="
+	}
+	srv := w.startServer(conf(accept))
+	c := w.addClient()
+	w.connect(c, "alice", c.gwV4+":51820", "")
+	must(t, c.ns.Ping(netip.MustParseAddr(hostV4), 5*time.Second))
+
+	other := w.addClient()
+	login := func(pw string) (int, string) {
+		path := w.clientConfig(other, "alice", pw, other.gwV4+":51820", "")
+		out, err := other.ns.Exec(t.Context(), salvoBin, "client", "--config", path).CombinedOutput()
+		ee, _ := err.(*exec.ExitError)
+		if ee == nil {
+			t.Fatalf("client with password %q: %v\n%s", pw, err, out)
+		}
+		return ee.ExitCode(), string(out)
+	}
+	if code, out := login("not the password"); code != 3 || !strings.Contains(out, "wrong username or password") {
+		t.Fatalf("wrong password: exit %d\n%s", code, out)
+	}
+	log := srv.output()
+	if strings.Contains(log, "not the password") || strings.Contains(log, password) {
+		t.Fatalf("a password reached the gateway's log:\n%s", log)
+	}
+	if !strings.Contains(log, "checking alice with [password]") {
+		t.Fatalf("the program's output is not in the gateway's log:\n%s", log)
+	}
+
+	must(t, os.WriteFile(filepath.Join(w.dir, "server.toml"), []byte(w.serverConfig(conf(refuse))), 0o600))
+	must(t, srv.cmd.Process.Signal(syscall.SIGHUP))
+	waitFor(t, 5*time.Second, "auth command reloaded", func() error {
+		if !strings.Contains(srv.output(), "auth command reloaded") {
+			return errorf("not yet")
+		}
+		return nil
+	})
+	if code, out := login(password); code != 3 || !strings.Contains(out, "wrong username or password") {
+		t.Fatalf("right password after the reload to a program that refuses everybody: exit %d\n%s", code, out)
 	}
 	must(t, c.ns.Ping(netip.MustParseAddr(hostV4), 5*time.Second))
 }

@@ -237,7 +237,7 @@ func (t *leaseTable) save(b []byte) error {
 // restore reads the state file written by an earlier run and reserves its leases until now+hold. Leases
 // that no longer fit the configuration (address outside a pool, taken by someone's fixed address, unknown
 // user) are skipped and reported; a missing file is a first start. Call before any session exists.
-func (t *leaseTable) restore(store *users.Store, now time.Time) (restored int, skipped []string, err error) {
+func (t *leaseTable) restore(store users.Authenticator, now time.Time) (restored int, skipped []string, err error) {
 	if t.path == "" {
 		return 0, nil, nil
 	}
@@ -273,7 +273,7 @@ func (t *leaseTable) restore(store *users.Store, now time.Time) (restored int, s
 	return restored, skipped, nil
 }
 
-func (t *leaseTable) restoreOne(r leaseRecord, store *users.Store, fixedOwner map[netip.Addr]string, now time.Time) (*lease, string) {
+func (t *leaseTable) restoreOne(r leaseRecord, store users.Authenticator, fixedOwner map[netip.Addr]string, now time.Time) (*lease, string) {
 	u, ok := store.Lookup(r.User)
 	if !ok {
 		return nil, "user no longer exists"

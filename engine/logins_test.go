@@ -194,38 +194,50 @@ func TestHashBudgetCountsCost(t *testing.T) {
 	w.addUser("big", big)
 	w.startServer()
 	try := func(login string, i int) handshake.Result {
-		p := w.rawPeer(netip.AddrPortFrom(netip.MustParseAddr("198.18.2.1"), uint16(3000+i+len(login)*100)))
-		cfg := handshake.ClientConfig{ServerPublic: w.static.Public, Login: login, Password: testPassword, InstanceID: uint64(i + 1)}
-		res, err := p.handshake(func(ck *handshake.Cookie) (*handshake.ClientHandshake, []byte, error) {
-			return handshake.NewLogin(&cfg, 5, time.Now(), ck)
-		})
-		if err != nil {
-			return 255
-		}
-		return res
+		return w.tryLogin(netip.AddrPortFrom(netip.MustParseAddr("198.18.2.1"), uint16(3000+i+len(login)*100)), login, i)
 	}
 	for i := range 40 {
 		if res := try("alice", i); res != handshake.ResultOK {
 			t.Fatalf("cheap login %d: %v", i, res)
 		}
 	}
-	results := make(chan handshake.Result, 30)
-	for i := range 30 {
-		go func() { results <- try("big", i) }()
+	ok, busy := loginsAtOnce(t, 30, func(i int) handshake.Result { return try("big", i) })
+	t.Logf("30 expensive logins at once: %d ok, %d busy", ok, busy)
+	if busy == 0 || ok < 3 {
+		t.Fatalf("expensive logins: %d ok, %d busy; want some of each", ok, busy)
 	}
-	ok, busy := 0, 0
-	for range 30 {
+}
+
+// tryLogin logs in from a raw peer at src as login with testPassword and instance i+1, answering a cookie
+// if asked, and returns the gateway's answer (255 if none came).
+func (w *world) tryLogin(src netip.AddrPort, login string, i int) handshake.Result {
+	cfg := handshake.ClientConfig{ServerPublic: w.static.Public, Login: login, Password: testPassword, InstanceID: uint64(i + 1)}
+	res, err := w.rawPeer(src).handshake(func(ck *handshake.Cookie) (*handshake.ClientHandshake, []byte, error) {
+		return handshake.NewLogin(&cfg, 5, time.Now(), ck)
+	})
+	if err != nil {
+		return 255
+	}
+	return res
+}
+
+// loginsAtOnce runs try(0..n-1) at once and counts the logins accepted and refused as busy; any other
+// answer fails the test.
+func loginsAtOnce(t *testing.T, n int, try func(i int) handshake.Result) (ok, busy int) {
+	t.Helper()
+	results := make(chan handshake.Result, n)
+	for i := range n {
+		go func() { results <- try(i) }()
+	}
+	for range n {
 		switch res := <-results; res {
 		case handshake.ResultOK:
 			ok++
 		case handshake.ResultBusy:
 			busy++
 		default:
-			t.Fatalf("expensive login: %v", res)
+			t.Fatalf("login: %v", res)
 		}
 	}
-	t.Logf("30 expensive logins at once: %d ok, %d busy", ok, busy)
-	if busy == 0 || ok < 3 {
-		t.Fatalf("expensive logins: %d ok, %d busy; want some of each", ok, busy)
-	}
+	return ok, busy
 }

@@ -27,9 +27,9 @@ import (
 // ServerConfig is everything the gateway engine needs; the CLI builds it from config.Server.
 type ServerConfig struct {
 	Static             handshake.StaticKeypair
-	Suites             []protocol.Suite // empty: all
-	Users              *users.Store
-	Pool4, Pool6       *ippool.Pool // either may be nil
+	Suites             []protocol.Suite    // empty: all
+	Users              users.Authenticator // the users file (*users.Store), a command (*users.Command)
+	Pool4, Pool6       *ippool.Pool        // either may be nil
 	Settings           handshake.Settings
 	ClientToClient     bool
 	MaxSessionsPerUser int

@@ -138,7 +138,7 @@ func (l LoginLimits) withDefaults() LoginLimits {
 	return l
 }
 
-func (g *loginGuard) init(limits LoginLimits, store *users.Store) error {
+func (g *loginGuard) init(limits LoginLimits, store users.Authenticator) error {
 	g.memory = semaphore.NewWeighted(HashMemoryCap)
 	if err := g.setLimits(limits, store); err != nil {
 		return err
@@ -149,7 +149,7 @@ func (g *loginGuard) init(limits LoginLimits, store *users.Store) error {
 
 // setLimits builds limiters for limits and puts them in place. Changed limits start afresh: the counts of
 // failures so far are forgotten (a reload is an administrator's act; an attacker cannot cause one).
-func (g *loginGuard) setLimits(limits LoginLimits, store *users.Store) error {
+func (g *loginGuard) setLimits(limits LoginLimits, store users.Authenticator) error {
 	limits = limits.withDefaults()
 	if cur := g.limits.Load(); cur != nil && cur.LoginLimits == limits {
 		return nil
@@ -184,7 +184,7 @@ func (g *loginGuard) setLimits(limits LoginLimits, store *users.Store) error {
 // The trial hash's memory (64 MiB by default) is handed back to the OS at once: otherwise the next login's
 // hash would allocate its own before the collector reclaims this one, and the gateway's peak RSS would
 // carry both (measured: 168 MiB instead of 98 in make bench).
-func (g *loginGuard) measure(store *users.Store) {
+func (g *loginGuard) measure(store users.Authenticator) {
 	d := users.MeasureCost(store.MaxParams())
 	debug.FreeOSMemory()
 	g.failurePad.Store(int64(d + d/2 + 5*time.Millisecond))

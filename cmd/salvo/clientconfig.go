@@ -62,14 +62,18 @@ func cmdClientConfig(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return config.KeyError(cfg.Path, "private_key_file", err)
 	}
-	store, err := daemon.LoadUsers(cfg.UsersFile)
-	if err != nil {
-		return config.KeyError(cfg.Path, "users_file", err)
-	}
-	u, ok := store.Lookup(login)
-	if !ok {
-		return usageError{fmt.Errorf("client-config: user %q is not in users file %s (salvo user add --file %s %s)", login, cfg.UsersFile, cfg.UsersFile, login)}
-	}
+	var u users.User
+	if cfg.Auth == "file" {
+		store, err := daemon.LoadUsers(cfg.UsersFile)
+		if err != nil {
+			return config.KeyError(cfg.Path, "users_file", err)
+		}
+		var ok bool
+		if u, ok = store.Lookup(login); !ok {
+			return usageError{fmt.Errorf("client-config: user %q is not in users file %s (salvo user add --file %s %s)", login, cfg.UsersFile, cfg.UsersFile, login)}
+		}
+	} // else auth_command decides, and it cannot be asked without the password
+
 	text, err := clientConfig(cfg.PublicEndpoint, key.Public.String(), login, *pwFile, !*qr)
 	if err != nil {
 		return err

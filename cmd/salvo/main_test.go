@@ -302,6 +302,48 @@ func TestServerCheck(t *testing.T) {
 	}
 }
 
+// TestServerCheckAuthCommand: with auth = "command", `salvo server --check` wants no users file but an
+// executable auth_command that only root or the gateway's user can change, and names the key and its line
+// when it is not.
+func TestServerCheckAuthCommand(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "server.toml")
+	if code, _, e := runCLI(t, "", "keygen", "--out", filepath.Join(dir, "server.key")); code != exitOK {
+		t.Fatalf("keygen: %s", e)
+	}
+	text := strings.Replace(config.ExampleServer(), `users_file = "users"`, "auth = \"command\"\nauth_command = \"auth\"", 1)
+	text = strings.Replace(text, `max_session_age = "0s"`, `max_session_age = "1h"`, 1)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	line := 1 + strings.Count(text[:strings.Index(text, "auth_command")], "\n")
+	prog := filepath.Join(dir, "auth")
+	for _, tc := range []struct {
+		mode os.FileMode // 0: no file
+		want string
+	}{{0, "no such file"}, {0o644, "is not executable"}, {0o777, "group or others can change it"}} {
+		os.Remove(prog)
+		if tc.mode != 0 {
+			if err := os.WriteFile(prog, []byte("#!/bin/sh\nexit 1\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(prog, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+		}
+		code, _, e := runCLI(t, "", "server", "--check", "--config", conf)
+		if want := fmt.Sprintf("%s:%d: auth_command: ", conf, line); code != exitUsage || !strings.Contains(e, want) || !strings.Contains(e, tc.want) {
+			t.Errorf("auth_command mode %04o: exit %d: %s; want %q ... %q", tc.mode, code, e, want, tc.want)
+		}
+	}
+	if err := os.Chmod(prog, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, e := runCLI(t, "", "server", "--check", "--config", conf); code != exitOK || !strings.Contains(e, "auth command are fine") {
+		t.Fatalf("a good auth_command: exit %d: %s", code, e)
+	}
+}
+
 // TestClientCheck: the shipped example's placeholder key is refused with exit 2, naming the key; with a
 // real key and a private password file the configuration is fine.
 func TestClientCheck(t *testing.T) {

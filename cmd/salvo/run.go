@@ -35,7 +35,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 func cmdServer(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("server", "Usage: salvo server --config server.toml\n\nRuns the gateway. SIGINT/SIGTERM stop it and remove what it set up;\nSIGHUP (or salvo reload) reloads the configuration and the users file.\n\nExample configuration:\n\n"+config.ExampleServer()+"\n", stdout)
 	path := fs.String("config", "/etc/salvo/server.toml", "configuration file")
-	check := fs.Bool("check", false, "check the configuration, its key and its users file, touch nothing, and exit (0: fine, 2: not)")
+	check := fs.Bool("check", false, "check the configuration, its key and its users file (or auth command), touch nothing, and exit (0: fine, 2: not)")
 	sock := controlSocketFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -58,7 +58,11 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 		if err := daemon.CheckServer(cfg); err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "salvo: %s: configuration, key and users file are fine\n", cfg.Path)
+		what := "users file"
+		if cfg.Auth == "command" {
+			what = "auth command"
+		}
+		fmt.Fprintf(stderr, "salvo: %s: configuration, key and %s are fine\n", cfg.Path, what)
 		return nil
 	}
 	level := new(slog.LevelVar)

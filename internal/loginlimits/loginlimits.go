@@ -13,4 +13,10 @@ const (
 	// source, are allowed at once; then one more per FailureInterval.
 	FailureBurst    = 10
 	FailureInterval = 2 * time.Second
+	// CommandTimeout is how long an auth command may take (auth_timeout): a client gives up a login after
+	// 10 s and sends its request again after 1, 2 and 4 s, so an answer much later than this helps nobody.
+	CommandTimeout = 5 * time.Second
+	// CommandSessionAge is max_session_age with auth = "command" unless set: how long a session lives on
+	// rekeys before its client must log in again, which is when the command is asked again.
+	CommandSessionAge = time.Hour
 )
