@@ -422,6 +422,13 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 						c.log.Debug("gateway busy; retrying", "server", c.gateway().Name)
 						continue
 					case handshake.ResultRateLimited:
+						if a.kind == handshake.KindTicket && useTicket {
+							// Failed tickets from our address (a neighbour behind our NAT) are limited;
+							// the password is not.
+							useTicket = false
+							timer.Stop()
+							break waitLoop
+						}
 						// Too many failures from our address: trying again before this attempt times out
 						// would only be refused again.
 						timer.Stop()

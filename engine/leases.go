@@ -117,7 +117,8 @@ func (t *leaseTable) take(pool *ippool.Pool, fixed, want netip.Addr) (netip.Addr
 		return netip.Addr{}, nil
 	}
 	if !fixed.IsValid() {
-		if want.IsValid() && pool.Contains(want) && t.byAddr[want] == nil && pool.Claim(want) == nil {
+		// Not someone's fixed address (it may have become one since the ticket was issued).
+		if want.IsValid() && pool.Contains(want) && t.byAddr[want] == nil && !pool.Reserved(want) && pool.Claim(want) == nil {
 			return want, nil
 		}
 		return pool.Allocate()

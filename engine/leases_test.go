@@ -120,3 +120,25 @@ func TestLeaseTable(t *testing.T) {
 type nilReader struct{}
 
 func (nilReader) Read(b []byte) (int, error) { clear(b); return len(b), nil }
+
+// TestPreferredAddressNotSomeonesFixed: a ticket naming an address that has since become another user's
+// fixed address does not get it (found in review: Claim ignores reservations), and its owner still can.
+func TestPreferredAddressNotSomeonesFixed(t *testing.T) {
+	x := netip.MustParseAddr("10.77.0.50")
+	p4, err := ippool.New(netip.MustParsePrefix("10.77.0.0/24"), x)
+	must(t, err)
+	lt := newLeaseTable(p4, nil, "")
+	l, err := lt.acquirePreferring(users.User{Login: "alice"}, 1, x, netip.Addr{})
+	must(t, err)
+	if l.addr4 == x {
+		t.Fatal("alice's ticket took bob's fixed address")
+	}
+	if b, err := lt.acquire(users.User{Login: "bob", FixedIPv4: x}, 2); err != nil || b.addr4 != x {
+		t.Fatalf("bob: %v %v", b, err)
+	}
+	// A free, unreserved preferred address is taken.
+	want := netip.MustParseAddr("10.77.0.77")
+	if c, err := lt.acquirePreferring(users.User{Login: "carol"}, 3, want, netip.Addr{}); err != nil || c.addr4 != want {
+		t.Fatalf("carol: %v %v", c, err)
+	}
+}

@@ -27,7 +27,10 @@ import (
 //   - failedBySrc: failed logins per source prefix (/32, or /64 for IPv6: one host usually holds a whole
 //     /64). A source over it is refused before any hash.
 //   - forgedResumes: resumes per source prefix that name a live session but do not prove it (a takeover
-//     attempt). A source over it gets no resumes.
+//     attempt). A source over it gets no resumes. forgedTickets: the same for tickets that do not open or
+//     prove, kept apart so that failed tickets never stop a source's rekeys. Either is charged only to a
+//     source that proved its address (a cookie): any user can make a failing ticket from their own, and
+//     charging a spoofed source would lock the real one out.
 //   - failedByLogin: failed logins per login, from any source. It never refuses anybody (that would let
 //     anyone lock a user out by spraying wrong passwords from spoofed sources); it only makes that login
 //     demand a cookie, i.e. proof that the sender receives packets at its source address.
@@ -110,6 +113,7 @@ type loginLimits struct {
 	failedBySrc   *ratelimit.Limiter[netip.Prefix]
 	failedByLogin *ratelimit.Limiter[string]
 	forgedResumes *ratelimit.Limiter[netip.Prefix] // resumes of a live index without its proof
+	forgedTickets *ratelimit.Limiter[netip.Prefix] // tickets that do not open, or without their proof
 	budget        *ratelimit.Budget
 	unproven      *ratelimit.Budget
 }
@@ -167,6 +171,9 @@ func (g *loginGuard) setLimits(limits LoginLimits, store users.Authenticator) er
 		return err
 	}
 	if l.forgedResumes, err = ratelimit.New[netip.Prefix](limits.FailureInterval, limits.FailureBurst, 1<<16); err != nil {
+		return err
+	}
+	if l.forgedTickets, err = ratelimit.New[netip.Prefix](limits.FailureInterval, limits.FailureBurst, 1<<16); err != nil {
 		return err
 	}
 	// Bursts of two seconds' worth: a handful of simultaneous logins never waits.
@@ -543,7 +550,7 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 // resume rekeys a session without a password: the proof is a MAC under the resume key of the keypair whose
 // index the request names. It returns the datagram to send.
 func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time) []byte {
-	over, chargeForgery := s.overForgeryLimit(job, now)
+	over, chargeForgery := s.overForgeryLimit(s.logins.limits.Load().forgedResumes, job, now)
 	if over {
 		return s.reject(req, job, handshake.ResultRateLimited)
 	}
@@ -557,7 +564,11 @@ func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time)
 		// A live session's index with the wrong login, instance or proof: what an attacker trying to take a
 		// session over produces. Limited per source like failed logins. A resume of an index the gateway
 		// does not know is not charged: that is every client after a gateway restart, and charging it
-		// would lock out everybody behind one NAT address once ten of them had tried.
+		// would lock out everybody behind one NAT address once ten of them had tried. Nor is a source
+		// that has not proven its address: it is asked to first.
+		if !req.SourceProven {
+			return s.demandCookie(req, job, now)
+		}
 		chargeForgery()
 	}
 	return s.reject(req, job, result)
@@ -565,14 +576,13 @@ func (s *Server) resume(req *handshake.Request, job handshakeJob, now time.Time)
 
 // overForgeryLimit reports whether job's source has failed too many resume or ticket proofs lately (the
 // request is then answered "rate limited"), and returns what charges the source one more failure.
-func (s *Server) overForgeryLimit(job handshakeJob, now time.Time) (over bool, charge func()) {
-	lim := s.logins.limits.Load()
+func (s *Server) overForgeryLimit(lim *ratelimit.Limiter[netip.Prefix], job handshakeJob, now time.Time) (over bool, charge func()) {
 	src := ratelimit.SourcePrefix(job.src.Addr())
-	if !lim.forgedResumes.Check(src, now) {
+	if !lim.Check(src, now) {
 		s.logins.stats.rateLimited.Add(1)
 		return true, nil
 	}
-	return false, func() { lim.forgedResumes.Allow(src, now) }
+	return false, func() { lim.Allow(src, now) }
 }
 
 // resumeSession installs the new key of a verified resume as the session's pending key and returns the

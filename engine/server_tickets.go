@@ -68,20 +68,28 @@ func (s *Server) issueTicket(sess *serverSession, user users.User, now time.Time
 // "unknown session", which sends the client to its password. One that names another login or instance, or
 // whose proof fails, is what a thief of the blob produces: charged per source like a forged resume.
 func (s *Server) ticketLogin(req *handshake.Request, job handshakeJob, now time.Time) []byte {
-	over, chargeForgery := s.overForgeryLimit(job, now)
+	g := &s.logins
+	over, chargeForgery := s.overForgeryLimit(g.limits.Load().forgedTickets, job, now)
 	if over {
 		return s.reject(req, job, handshake.ResultRateLimited)
 	}
-	g := &s.logins
 	refuse := func(why string, forged bool) []byte {
+		if forged && !req.SourceProven {
+			// Any user can make a failing ticket from their own; charged to a spoofed source it would
+			// lock the real one out. So the sender proves its address first (a cookie), and is charged
+			// when it comes back with the same.
+			return s.demandCookie(req, job, now)
+		}
 		g.stats.ticketsRefused.Add(1)
 		if forged {
 			chargeForgery()
 		}
-		s.log.Info("session ticket refused; the client must log in with its password", "user", req.Login, "from", job.src, "reason", why)
+		// Debug only: a flood of made-up tickets from spoofed sources must not become a flood of log lines.
+		s.log.Debug("session ticket refused; the client must log in with its password", "user", req.Login, "from", job.src, "reason", why)
 		return s.reject(req, job, handshake.ResultUnknownSession)
 	}
 	c, err := s.tickets.Open(req.Ticket, now)
+	defer clear(c.Secret[:])
 	switch {
 	case errors.Is(err, tickets.ErrUnknownKey):
 		return refuse("unknown ticket key", false)
@@ -94,15 +102,21 @@ func (s *Server) ticketLogin(req *handshake.Request, job handshakeJob, now time.
 	case !req.VerifyTicket(c.Secret):
 		return refuse("wrong proof", true)
 	}
-	clear(c.Secret[:])
+	// From here the ticket is genuine and proven: what refuses it is said at info level (a real client
+	// sent it, and only as often as it reconnects).
 	user, ok := s.cfg.Users.Lookup(c.Login)
+	why := ""
 	switch {
 	case !ok || user.Disabled:
-		return refuse("user removed or disabled", false)
+		why = "user removed or disabled"
 	case userFingerprint(user) != c.User:
-		return refuse("user changed since the ticket was issued", false)
+		why = "user changed since the ticket was issued"
 	case s.cfg.MaxSessionAge > 0 && now.Sub(c.AuthAt) > s.cfg.MaxSessionAge:
-		return refuse("max_session_age reached", false)
+		why = "max_session_age reached"
+	}
+	if why != "" {
+		s.log.Info("session ticket refused; the client must log in with its password", "user", req.Login, "from", job.src, "reason", why)
+		return refuse(why, false)
 	}
 	out, ok := s.startSession(req, user, job, pendingLogin{authAt: c.AuthAt, want4: c.Addr4, want6: c.Addr6}, "ticket", now)
 	if ok {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"crypto/rand"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -256,4 +257,83 @@ func TestFirstLoginFailsOver(t *testing.T) {
 		t.Fatalf("client talks to %v", c.cl.ServerAddr())
 	}
 	must(t, c.sendUp(hostV4, "via B"))
+}
+
+// TestForgedTicketsDoNotLockOutNeighbours (found in review): bob, an ordinary user, sends his own ticket
+// with a wrong proof, from alice's address. Spoofed, that costs alice nothing: an unproven sender is asked
+// for a cookie and never charged. From behind the same NAT (a real address, cookies answered) it fills the
+// address's limit on failed tickets (not the one on rekeys); should alice's ticket then be answered "rate
+// limited", she logs in with her password instead. Either way she is back.
+func TestForgedTicketsDoNotLockOutNeighbours(t *testing.T) {
+	t.Parallel()
+	for _, proven := range []bool{false, true} {
+		t.Run(fmt.Sprintf("proven=%v", proven), func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t, nil)
+			w.startServer()
+			alice := w.connect(clientOpts{})
+			bob := w.connect(clientOpts{user: "bob"})
+			bob.cl.mu.Lock()
+			forged := bob.cl.ticket
+			bob.cl.mu.Unlock()
+			forged.Secret = [32]byte{1}
+			w.waitLeaseSaved("alice")
+			w.crashServer()
+			w.startServer()
+			cfg := handshake.ClientConfig{ServerPublic: w.static.Public, Login: "bob", InstanceID: 1}
+			build := func(ck *handshake.Cookie) (*handshake.ClientHandshake, []byte, error) {
+				return handshake.NewTicketRequest(&cfg, 7, forged, time.Now(), ck)
+			}
+			if proven {
+				neighbour := w.rawPeer(netip.AddrPortFrom(alice.conn.LocalAddr().Addr(), 40000))
+				for range 12 {
+					if res, err := neighbour.handshake(build); err != nil || res == handshake.ResultOK {
+						t.Fatalf("a forged ticket: %v %v", res, err)
+					}
+				}
+			} else {
+				for i := range 50 {
+					_, msg, err := build(nil)
+					must(t, err)
+					w.net.Inject(netip.AddrPortFrom(alice.conn.LocalAddr().Addr(), uint16(40000+i)), gatewayAddr, msg)
+				}
+			}
+			waitUntil(t, 20*time.Second, "alice back", func() bool { alice.poke(); return alice.sendUp(hostV4, "back") == nil })
+			// Proven, the neighbour was charged (and refused once over the limit); spoofed, nobody was, and
+			// alice came back with her ticket.
+			st := w.srv.Logins()
+			if proven && (st.TicketsRefused != 10 || st.RateLimited == 0) || !proven && (st.TicketsRefused != 0 || st.CookiesSent == 0 || st.TicketLogins != 1) {
+				t.Fatalf("%+v", st)
+			}
+		})
+	}
+}
+
+// TestRateLimitedTicketFallsBackToPassword: when its address's limit on failed tickets is spent (by a
+// neighbour), a client's ticket is answered "rate limited", and the client logs in with its password at
+// once instead of waiting for the limit.
+func TestRateLimitedTicketFallsBackToPassword(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, func(c *ServerConfig) { c.Limits = LoginLimits{FailureBurst: 1, FailureInterval: time.Hour} })
+	w.startServer()
+	alice := w.connect(clientOpts{})
+	w.waitLeaseSaved("alice")
+	w.crashServer()
+	w.startServer()
+	alice.cl.mu.Lock()
+	forged := alice.cl.ticket // a genuine ticket (alice's), with a proof under the wrong secret
+	alice.cl.mu.Unlock()
+	forged.Secret = [32]byte{1}
+	neighbour := w.rawPeer(netip.AddrPortFrom(alice.conn.LocalAddr().Addr(), 40000))
+	cfg := handshake.ClientConfig{ServerPublic: w.static.Public, Login: "alice", InstanceID: 1}
+	res, err := neighbour.handshake(func(ck *handshake.Cookie) (*handshake.ClientHandshake, []byte, error) {
+		return handshake.NewTicketRequest(&cfg, 7, forged, time.Now(), ck)
+	})
+	if err != nil || res != handshake.ResultUnknownSession {
+		t.Fatalf("the neighbour's forged ticket: %v %v", res, err)
+	}
+	waitUntil(t, 20*time.Second, "alice back", func() bool { alice.poke(); return alice.sendUp(hostV4, "back") == nil })
+	if st := w.srv.Logins(); st.RateLimited == 0 || st.PasswordHashes != 1 || st.TicketLogins != 0 {
+		t.Fatalf("want alice's ticket rate limited and a password login: %+v", st)
+	}
 }

@@ -149,6 +149,15 @@ func (p *Pool) InUse() int {
 	return len(p.used)
 }
 
+// Reserved reports whether a is reserved (someone's fixed address): Allocate never hands it out, and
+// only its owner should Claim it.
+func (p *Pool) Reserved(a netip.Addr) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.reserved[a]
+	return ok
+}
+
 // Leased reports whether a is currently leased.
 func (p *Pool) Leased(a netip.Addr) bool {
 	p.mu.Lock()

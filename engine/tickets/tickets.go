@@ -11,27 +11,15 @@
 package tickets
 
 import (
-	"bytes"
-	"crypto/cipher"
-	crand "crypto/rand"
-	"encoding/base64"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
-	"io/fs"
 	"net/netip"
-	"slices"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/chacha20poly1305"
 
-	"github.com/salvovpn/salvo/internal/atomicfile"
-	"github.com/salvovpn/salvo/internal/secretfile"
 	"github.com/salvovpn/salvo/protocol"
 )
 
@@ -81,202 +69,6 @@ func Fingerprint(login, passwordHash string, fixed ...netip.Addr) [16]byte {
 	var fp [16]byte
 	copy(fp[:], h.Sum(nil))
 	return fp
-}
-
-// idLen is the key ID in front of every ticket: it picks the key without trying each one.
-const idLen = 4
-
-type key struct {
-	id      [idLen]byte
-	created time.Time
-	raw     [chacha20poly1305.KeySize]byte
-	aead    cipher.AEAD
-}
-
-// Ring holds the ticket keys, newest first, and persists them. Safe for concurrent use.
-//
-// Gateways that share one key file (on shared storage) share their tickets: a ring reads the file again
-// before it rotates (and takes a key another gateway made instead of making its own) and when a ticket
-// names a key it does not hold (at most every reloadEvery), and merges what it finds with what it has.
-type Ring struct {
-	path string // "" keeps the keys in memory only
-	rand io.Reader
-
-	mu         sync.Mutex
-	keys       []*key
-	lastReload time.Time
-}
-
-// reloadEvery bounds how often tickets under unknown keys make a ring read its file again.
-const reloadEvery = 10 * time.Second
-
-// maxKeys bounds the key file: with RotateEvery >= Lifetime at most two keys are ever live.
-const maxKeys = 4
-
-// Load reads the ring from path, or starts an empty one when the file does not exist. An empty path keeps
-// the keys in memory (tickets then do not survive a restart). rand nil is crypto/rand.
-func Load(path string, rand io.Reader) (*Ring, error) {
-	if rand == nil {
-		rand = crand.Reader
-	}
-	r := &Ring{path: path, rand: rand}
-	keys, err := readKeys(path)
-	if err != nil {
-		return nil, err
-	}
-	r.keys = keys
-	return r, nil
-}
-
-// readKeys reads a key file: nil for an empty path or a missing file.
-func readKeys(path string) ([]*key, error) {
-	if path == "" {
-		return nil, nil
-	}
-	b, err := secretfile.Read(path, "ticket key file", 4096)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var keys []*key
-	for n, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, err := parseKey(line)
-		if err != nil {
-			return nil, fmt.Errorf("ticket key file %s, line %d: %w (delete the file to start over: clients then log in with their passwords once)", path, n+1, err)
-		}
-		if len(keys) == maxKeys {
-			return nil, fmt.Errorf("ticket key file %s: more than %d keys", path, maxKeys)
-		}
-		keys = append(keys, k)
-	}
-	return keys, nil
-}
-
-// merge returns the union of two key lists, newest first, without keys whose tickets have all expired
-// by now, at most maxKeys.
-func merge(a, b []*key, now time.Time) []*key {
-	var out []*key
-	seen := map[[idLen]byte]bool{}
-	for _, k := range append(append([]*key(nil), a...), b...) {
-		if !seen[k.id] && now.Sub(k.created) < RotateEvery+Lifetime {
-			seen[k.id] = true
-			out = append(out, k)
-		}
-	}
-	slices.SortStableFunc(out, func(x, y *key) int { return y.created.Compare(x.created) })
-	return out[:min(len(out), maxKeys)]
-}
-
-// reloadLocked merges the key file into the ring (called with r.mu held). A file that cannot be read
-// leaves the ring as it is.
-func (r *Ring) reloadLocked(now time.Time) error {
-	r.lastReload = now
-	keys, err := readKeys(r.path)
-	if err != nil {
-		return err
-	}
-	r.keys = merge(r.keys, keys, now)
-	return nil
-}
-
-func parseKey(line string) (*key, error) {
-	f := strings.Fields(line)
-	if len(f) != 2 {
-		return nil, errors.New(`want "<unix seconds> <base64 key>"`)
-	}
-	secs, err := strconv.ParseInt(f[0], 10, 64)
-	if err != nil || secs <= 0 {
-		return nil, errors.New("bad creation time")
-	}
-	raw, err := base64.StdEncoding.DecodeString(f[1])
-	if err != nil || len(raw) != chacha20poly1305.KeySize {
-		return nil, errors.New("bad key: want 32 bytes of base64")
-	}
-	return newKey([32]byte(raw), time.Unix(secs, 0))
-}
-
-func newKey(raw [32]byte, created time.Time) (*key, error) {
-	aead, err := chacha20poly1305.NewX(raw[:])
-	if err != nil {
-		return nil, err
-	}
-	k := &key{created: created, raw: raw, aead: aead}
-	sum := blake2s.Sum256(append([]byte("salvo ticket key id\x00"), raw[:]...))
-	copy(k.id[:], sum[:])
-	return k, nil
-}
-
-// ErrNotSaved wraps a failure to save a new key: it seals tickets all the same, but they will not open
-// after a restart.
-var ErrNotSaved = errors.New("tickets: new ticket key not saved; tickets will not survive a restart")
-
-// Prepare makes sure a current key exists (creating and saving one if needed), so that a gateway finds a
-// state directory it cannot write at start rather than at its first login.
-func (r *Ring) Prepare(now time.Time) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, err := r.currentLocked(now)
-	return err
-}
-
-// currentLocked returns the sealing key, rotating (and saving) when the newest is RotateEvery old, and
-// forgets keys whose tickets have all expired. Called with r.mu held. A key that cannot be saved is used
-// anyway, with an error wrapping ErrNotSaved.
-func (r *Ring) currentLocked(now time.Time) (*key, error) {
-	fresh := func() bool {
-		return len(r.keys) > 0 && now.Sub(r.keys[0].created) < RotateEvery && !r.keys[0].created.After(now.Add(time.Minute))
-	}
-	if fresh() {
-		return r.keys[0], nil
-	}
-	// Another gateway sharing the file may have rotated already: take its key rather than make one.
-	if err := r.reloadLocked(now); err == nil && fresh() {
-		return r.keys[0], nil
-	}
-	var raw [32]byte
-	if _, err := io.ReadFull(r.rand, raw[:]); err != nil {
-		return nil, err
-	}
-	k, err := newKey(raw, now)
-	if err != nil {
-		return nil, err
-	}
-	// A key stops sealing when it is replaced (at most RotateEvery old, or now when its creation time is in
-	// the future: a clock that went back), so its last tickets expire Lifetime later; merge forgets it then.
-	// A key from the future sorts first, so it is dropped here rather than kept sealing.
-	var keys []*key
-	for _, old := range r.keys {
-		if !old.created.After(now) {
-			keys = append(keys, old)
-		}
-	}
-	r.keys = merge([]*key{k}, keys, now)
-	if err := r.persist(r.keys); err != nil {
-		return k, fmt.Errorf("%w: %w", ErrNotSaved, err)
-	}
-	return k, nil
-}
-
-func (r *Ring) persist(keys []*key) error {
-	if r.path == "" {
-		return nil
-	}
-	var b bytes.Buffer
-	b.WriteString("# Salvo session ticket keys, newest first. As secret as the gateway's private key: whoever\n" +
-		"# reads this file can forge a session for any user. Deleting it only makes clients log in again.\n")
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%d %s\n", k.created.Unix(), base64.StdEncoding.EncodeToString(k.raw[:]))
-	}
-	if err := atomicfile.Write(r.path, b.Bytes(), 0o600); err != nil {
-		return fmt.Errorf("saving ticket keys: %w", err)
-	}
-	return nil
 }
 
 // ticket plaintext layout (little endian): version, instance, auth time, expiry (unix seconds), user
@@ -342,13 +134,8 @@ func (r *Ring) Open(blob []byte, now time.Time) (Contents, error) {
 		return Contents{}, ErrInvalid
 	}
 	r.mu.Lock()
+	r.syncLocked(now, false)
 	k := r.findLocked(blob[:idLen])
-	if k == nil && r.path != "" && now.Sub(r.lastReload) >= reloadEvery {
-		// Perhaps a key another gateway sharing the file made since we last looked.
-		if r.reloadLocked(now) == nil {
-			k = r.findLocked(blob[:idLen])
-		}
-	}
 	r.mu.Unlock()
 	if k == nil {
 		return Contents{}, ErrUnknownKey
@@ -366,16 +153,12 @@ func (r *Ring) Open(blob []byte, now time.Time) (Contents, error) {
 	if !now.Before(c.Expires) {
 		return Contents{}, ErrExpired
 	}
-	return c, nil
-}
-
-func (r *Ring) findLocked(id []byte) *key {
-	for _, k := range r.keys {
-		if bytes.Equal(k.id[:], id) {
-			return k
-		}
+	// Sealed by a gateway whose clock ran ahead: believing it would stretch the ticket's lifetime, and
+	// max_session_age (which counts from AuthAt).
+	if c.AuthAt.After(now.Add(clockSlack)) || c.Expires.After(now.Add(Lifetime+clockSlack)) {
+		return Contents{}, ErrInvalid
 	}
-	return nil
+	return c, nil
 }
 
 // decode parses a plaintext that authenticated under our key. It is still checked field by field: a bug

@@ -197,8 +197,8 @@ func FuzzOpen(f *testing.F) {
 }
 
 // TestSharedFile: two gateways on one key file open each other's tickets, across rotations: the one that
-// rotates second takes the key the first one made, and a ticket under a key made since a ring last looked
-// makes it read the file again.
+// rotates second takes the key the first one made, and each picks up what the other wrote within
+// checkEvery.
 func TestSharedFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), FileName)
 	a, _ := Load(path, detRand(8))
@@ -215,7 +215,7 @@ func TestSharedFile(t *testing.T) {
 	if _, err := b.Open(mustSeal(t, a, &c, t0), t0); err != nil {
 		t.Fatalf("B opens A's ticket: %v", err)
 	}
-	// A rotates; B has not looked at the file since it loaded it.
+	// A rotates; B has not looked at the file since.
 	later := t0.Add(RotateEvery + time.Hour)
 	c.Expires = later.Add(Lifetime)
 	fromA := mustSeal(t, a, &c, later)
@@ -226,12 +226,61 @@ func TestSharedFile(t *testing.T) {
 	if string(fromB[:idLen]) != string(fromA[:idLen]) {
 		t.Fatal("B made a key of its own instead of taking A's")
 	}
-	// Unknown key IDs make a ring read the file at most every reloadEvery.
-	junk := append([]byte("zzzz"), fromA[idLen:]...)
-	_, _ = b.Open(junk, later.Add(time.Hour))
-	at := b.lastReload
-	_, _ = b.Open(junk, later.Add(time.Hour+time.Second))
-	if b.lastReload != at {
-		t.Fatal("a second unknown key within reloadEvery read the file again")
+}
+
+// TestDeletingTheFileRevokes (found in review: the ring used to merge memory with the file, so a deleted
+// key lived on and was written back): deleting the key file revokes every ticket within checkEvery, and
+// the next key written is a new one.
+func TestDeletingTheFileRevokes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	r, err := Load(path, detRand(9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sample()
+	old := mustSeal(t, r, &c, t0)
+	oldFile, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Open(old, t0.Add(checkEvery)); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("a ticket after its key file was deleted: %v", err)
+	}
+	fresh := mustSeal(t, r, &c, t0.Add(2*checkEvery))
+	if string(fresh[:idLen]) == string(old[:idLen]) {
+		t.Fatal("sealed under the deleted key")
+	}
+	b, _ := os.ReadFile(path)
+	if keyLine := strings.Split(strings.TrimSpace(string(oldFile)), "\n")[2]; strings.Contains(string(b), keyLine) {
+		t.Fatalf("the deleted key was written back:\n%s", b)
+	}
+}
+
+// TestClockAhead: a ticket or a key dated in the future (a gateway whose clock ran ahead, sharing the file)
+// stretches nothing: such tickets are refused, and such a key opens but does not seal here.
+func TestClockAhead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	ahead, _ := Load(path, detRand(10))
+	c := sample()
+	c.AuthAt, c.Expires = t0.Add(48*time.Hour), t0.Add(72*time.Hour)
+	fromTheFuture := mustSeal(t, ahead, &c, t0.Add(48*time.Hour))
+	r, err := Load(path, detRand(11))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Open(fromTheFuture, t0); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a ticket from 48 h ahead: %v", err)
+	}
+	c = sample()
+	here := mustSeal(t, r, &c, t0)
+	if string(here[:idLen]) == string(fromTheFuture[:idLen]) {
+		t.Fatal("sealed under a key dated 48 h ahead")
+	}
+	again := mustSeal(t, r, &c, t0.Add(time.Minute))
+	if string(again[:idLen]) != string(here[:idLen]) {
+		t.Fatal("a future-dated key made the ring rotate on every ticket")
 	}
 }
