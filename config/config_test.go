@@ -311,6 +311,40 @@ func TestServerAuthCommand(t *testing.T) {
 	}
 }
 
+// TestServerAuthPostgres: auth = "postgres" takes its users from the store, which must be named and must
+// not carry a password (the configuration file is not a secret); the keys of other backends are refused.
+func TestServerAuthPostgres(t *testing.T) {
+	const base = "private_key_file = \"server.key\"\nipv4_pool = \"10.77.0.0/24\"\nauth = \"postgres\"\n"
+	for _, dsn := range []string{"postgres://salvo@db.example.org/salvo", "host=/run/postgresql dbname=salvo user=salvo passfile=/etc/salvo/pgpass"} {
+		s, err := LoadServer(write(t, "server.toml", base+"store = \""+dsn+"\"\n"))
+		if err != nil || s.Store != dsn || s.UsersFile != "" {
+			t.Fatalf("%s: %+v %v", dsn, s, err)
+		}
+	}
+	path := write(t, "server.toml", base)
+	_, err := LoadServer(path)
+	checkErr(t, err, path, 0, "store", "missing")
+	for _, tc := range []struct{ extra, key, problem string }{
+		{`store = "postgres://salvo:hunter2@db/salvo"`, "store", "must not hold a password"},
+		{`store = "host=db password=hunter2 dbname=salvo"`, "store", "must not hold a password"},
+		{`store = "postgres://db/salvo?password=hunter2"`, "store", "must not hold a password"},
+		{`store = "host=db hunter2"`, "store", "neither a postgres:// URL"},
+		{"store = \"postgres://db/s\"\nusers_file = \"users\"", "users_file", `not used with auth = "postgres"`},
+		{"store = \"postgres://db/s\"\nauth_command = \"/x\"", "auth_command", `only used with auth = "command"`},
+	} {
+		path := write(t, "server.toml", base+tc.extra+"\n")
+		_, err := LoadServer(path)
+		line := 4 + strings.Count(tc.extra, "\n")
+		checkErr(t, err, path, line, tc.key, tc.problem)
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Fatalf("the error shows the password: %v", err)
+		}
+	}
+	path = write(t, "server.toml", "private_key_file = \"k\"\nusers_file = \"u\"\nstore = \"postgres://db/s\"\n")
+	_, err = LoadServer(path)
+	checkErr(t, err, path, 3, "store", `only used with auth = "postgres"`)
+}
+
 func TestExampleServerLoads(t *testing.T) {
 	path := write(t, "server.toml", ExampleServer())
 	s, err := LoadServer(path)

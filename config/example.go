@@ -37,9 +37,18 @@ users_file = "users"
 # revoke a live session, so max_session_age (default "1h" with a command,
 # never "0s") is how often a session logs in again and the command is
 # asked again. SIGHUP or salvo reload applies auth_command and auth_timeout.
+# auth = "postgres": the users are in a PostgreSQL database that several
+# gateways share (leave out users_file; manage them with "salvo user ...
+# --store"). Changes reach every gateway within a second and end the
+# sessions of users removed, disabled or given a new password; a kick on
+# one gateway ends the user's sessions on all; each ended session is a
+# row in salvo_sessions_ended. While the database is down, sessions carry
+# on and password logins fail with "store unavailable". store names the
+# database, never with a password (use a pgpass file: passfile=...).
 # auth = "file"
 # auth_command = "/usr/local/lib/salvo/auth"
 # auth_timeout = "5s"
+# store = "postgres://salvo@db.example.org/salvo"
 
 tun_name = "salvo0"          # 1..15 characters
 mtu = 1420                   # 576..9000; at least 1280 with an IPv6 pool

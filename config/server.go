@@ -1,8 +1,10 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -23,6 +25,7 @@ type Server struct {
 	Auth               string   `toml:"auth"`             // "file" (default): the users file; "command": auth_command decides
 	AuthCommand        string   `toml:"auth_command"`     // required with auth = "command"; resolved against the config's directory
 	AuthTimeout        Duration `toml:"auth_timeout"`     // with auth = "command": default 5s
+	Store              string   `toml:"store"`            // required with auth = "postgres": the database (a postgres:// URL or key=value string, no password)
 	TunName            string   `toml:"tun_name"`         // default "salvo0"
 	MTU                int      `toml:"mtu"`              // default protocol.DefaultMTU (1420)
 	Keepalive          Duration `toml:"keepalive"`        // default 25s; 0 means the default (both ends use 25s)
@@ -260,12 +263,20 @@ func (l *loader) checkAuth(s *Server) {
 	switch s.Auth {
 	case "file":
 		s.UsersFile = l.requireFile("users_file", s.UsersFile)
-		for _, key := range []string{"auth_command", "auth_timeout"} {
-			if l.defined(key) {
-				l.fail(key, `is only used with auth = "command"`)
-			}
+		l.onlyWith("command", "auth_command", "auth_timeout")
+		l.onlyWith("postgres", "store")
+	case "postgres":
+		if l.defined("users_file") {
+			l.fail("users_file", `is not used with auth = "postgres" (the users are in the store): remove it`)
+		}
+		l.onlyWith("command", "auth_command", "auth_timeout")
+		if !l.defined("store") {
+			l.failAt(0, "store", `missing: auth = "postgres" needs the database, e.g. "postgres://salvo@db.example.org/salvo"`)
+		} else if err := CheckStoreDSN(s.Store); err != nil {
+			l.fail("store", err.Error())
 		}
 	case "command":
+		l.onlyWith("postgres", "store")
 		if l.defined("users_file") {
 			l.fail("users_file", `is not used with auth = "command" (auth_command decides who logs in): remove it`)
 		}
@@ -284,8 +295,47 @@ func (l *loader) checkAuth(s *Server) {
 				strings.TrimSuffix(DefaultCommandSessionAge.String(), "0m0s"))
 		}
 	default:
-		l.failf("auth", `%q is not one of "file", "command"`, s.Auth)
+		l.failf("auth", `%q is not one of "file", "command", "postgres"`, s.Auth)
 	}
+}
+
+// onlyWith fails every key of keys that is set although only the backend auth uses it.
+func (l *loader) onlyWith(auth string, keys ...string) {
+	for _, key := range keys {
+		if l.defined(key) {
+			l.failf(key, "is only used with auth = %q", auth)
+		}
+	}
+}
+
+// CheckStoreDSN checks a database address from a configuration file or a command line: a postgres:// URL
+// or a key=value string, without a password (a configuration file is not a secret: put the password in a
+// pgpass file, https://www.postgresql.org/docs/current/libpq-pgpass.html, named by passfile= or
+// PGPASSFILE, or use a unix socket with peer authentication).
+func CheckStoreDSN(dsn string) error {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return errors.New("is not a postgres:// URL")
+		}
+		if _, has := u.User.Password(); has || u.Query().Has("password") {
+			return errors.New("must not hold a password: put it in a pgpass file (passfile=...) instead")
+		}
+		return nil
+	}
+	for _, f := range strings.Fields(dsn) {
+		k, _, ok := strings.Cut(f, "=")
+		if !ok {
+			return errors.New("is neither a postgres:// URL nor key=value pairs") // never quoted: it may hold a password
+		}
+		if strings.TrimSpace(k) == "password" {
+			return errors.New("must not hold a password: put it in a pgpass file (passfile=...) instead")
+		}
+	}
+	if strings.TrimSpace(dsn) == "" {
+		return errors.New("must not be empty")
+	}
+	return nil
 }
 
 // parseListen wants IP literals: the gateway binds each address itself, and

@@ -14,17 +14,20 @@ import (
 	"github.com/salvovpn/salvo/engine/users"
 	"github.com/salvovpn/salvo/internal/secretfile"
 	"github.com/salvovpn/salvo/protocol/handshake"
+	"github.com/salvovpn/salvo/store/pgstore"
 )
 
 // serverInputs is what a gateway reads before it touches the system: its key, its users, and its address
 // pools with the users' fixed addresses reserved in them.
 type serverInputs struct {
 	static handshake.StaticKeypair
-	// auth is what logins are checked against: store (auth = "file") or command (auth = "command"); the
-	// other is nil.
+	// auth is what logins are checked against: store (auth = "file"), command (auth = "command") or
+	// pgUsers (auth = "postgres", with pg its database); the others are nil.
 	auth         users.Authenticator
 	store        *users.Store
 	command      *users.Command
+	pg           *pgstore.Store
+	pgUsers      *pgstore.Backend
 	pool4, pool6 *ippool.Pool // nil without that family
 	tickets      *tickets.Ring
 }
@@ -39,16 +42,25 @@ func loadServerInputs(cfg *config.Server, log *slog.Logger) (*serverInputs, erro
 	if in.static, err = LoadStaticKey(cfg.PrivateKeyFile); err != nil {
 		errs = append(errs, config.KeyError(cfg.Path, "private_key_file", err))
 	}
-	if cfg.Auth == "command" {
+	switch cfg.Auth {
+	case "command":
 		if in.command, err = users.NewCommand(commandConfig(cfg), log); err != nil {
 			errs = append(errs, config.KeyError(cfg.Path, "auth_command", err))
 		} else {
 			in.auth = in.command
 		}
-	} else if in.store, err = LoadUsers(cfg.UsersFile); err != nil {
-		errs = append(errs, config.KeyError(cfg.Path, "users_file", err))
-	} else {
-		in.auth = in.store
+	case "postgres":
+		if in.pg, in.pgUsers, err = openStore(cfg.Store, log); err != nil {
+			errs = append(errs, config.KeyError(cfg.Path, "store", err))
+		} else {
+			in.auth = in.pgUsers
+		}
+	default:
+		if in.store, err = LoadUsers(cfg.UsersFile); err != nil {
+			errs = append(errs, config.KeyError(cfg.Path, "users_file", err))
+		} else {
+			in.auth = in.store
+		}
 	}
 	if in.auth != nil {
 		if in.pool4, err = poolFor(cfg, "ipv4_pool", cfg.Pool4, in.auth, func(u users.User) netip.Addr { return u.FixedIPv4 }); err != nil {
@@ -67,9 +79,17 @@ func loadServerInputs(cfg *config.Server, log *slog.Logger) (*serverInputs, erro
 		}
 	}
 	if len(errs) > 0 {
+		in.close()
 		return nil, errors.Join(errs...)
 	}
 	return &in, nil
+}
+
+// close releases what loadServerInputs opened (the database pool).
+func (in *serverInputs) close() {
+	if in.pg != nil {
+		in.pg.Close()
+	}
 }
 
 // poolFor builds the pool of prefix (none if it is not set) with the users' fixed addresses of its family
@@ -108,7 +128,10 @@ func poolFor(cfg *config.Server, key string, prefix netip.Prefix, store users.Au
 // CheckServer is `salvo server --check`: it reads and checks everything RunServer reads before it
 // touches the system, and touches nothing.
 func CheckServer(cfg *config.Server) error {
-	_, err := loadServerInputs(cfg, slog.New(slog.DiscardHandler))
+	in, err := loadServerInputs(cfg, slog.New(slog.DiscardHandler))
+	if err == nil {
+		in.close()
+	}
 	return err
 }
 
@@ -144,7 +167,7 @@ func checkServerKey(cfg *config.Client) error {
 }
 
 // fixedAddrs lists the users' fixed tunnel addresses by family.
-func fixedAddrs(store *users.Store) (v4, v6 []netip.Addr) {
+func fixedAddrs(store users.Authenticator) (v4, v6 []netip.Addr) {
 	for _, u := range store.Users() {
 		if u.FixedIPv4.IsValid() {
 			v4 = append(v4, u.FixedIPv4)

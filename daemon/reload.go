@@ -48,6 +48,7 @@ type reloader struct {
 	srv          *engine.Server
 	store        *users.Store   // auth = "file"; else nil
 	command      *users.Command // auth = "command"; else nil
+	followsStore bool           // auth = "postgres": the users follow the store by themselves
 	pool4, pool6 *ippool.Pool
 	level        *slog.LevelVar
 	log          *slog.Logger
@@ -89,10 +90,14 @@ func (r *reloader) reload() (ReloadResult, error) {
 	}
 	r.running = next
 	res := ReloadResult{Changed: changed, SessionsRevoked: r.srv.UsersChanged()}
-	if r.command != nil {
+	switch {
+	case r.command != nil:
 		r.log.Info("configuration and auth command reloaded", "file", next.Path, "auth_command", next.AuthCommand,
 			"changed", strings.Join(changed, ","))
-	} else {
+	case r.followsStore:
+		r.log.Info("configuration reloaded (users follow the store)", "file", next.Path, "changed", strings.Join(changed, ","),
+			"sessions_revoked", res.SessionsRevoked)
+	default:
 		r.log.Info("configuration and users file reloaded", "file", next.Path, "users_file", next.UsersFile,
 			"changed", strings.Join(changed, ","), "sessions_revoked", res.SessionsRevoked)
 	}
@@ -108,21 +113,29 @@ func (r *reloader) loadAuth(next *config.Server) error {
 		}
 		return nil
 	}
+	if r.followsStore {
+		return nil
+	}
 	if err := r.loadUsers(next.UsersFile); err != nil {
 		return err
 	}
-	v4, v6 := fixedAddrs(r.store)
+	reserveFixed(r.store, r.pool4, r.pool6, r.log)
+	return nil
+}
+
+// reserveFixed reserves the users' fixed addresses in the pools, after the users changed.
+func reserveFixed(auth users.Authenticator, pool4, pool6 *ippool.Pool, log *slog.Logger) {
+	v4, v6 := fixedAddrs(auth)
 	for _, p := range []struct {
 		pool  *ippool.Pool
 		addrs []netip.Addr
-	}{{r.pool4, v4}, {r.pool6, v6}} {
+	}{{pool4, v4}, {pool6, v6}} {
 		if p.pool != nil {
 			if err := p.pool.SetReserved(p.addrs...); err != nil {
-				r.log.Error("users file: fixed address outside the pool", "file", next.UsersFile, "err", err)
+				log.Error("users: fixed address outside the pool", "err", err)
 			}
 		}
 	}
-	return nil
 }
 
 // loadUsers replaces the users with the file at path, which must pass the secret-file checks.

@@ -49,6 +49,7 @@ func runServer(ctx context.Context, cfg *config.Server, log *slog.Logger, opts S
 	if err != nil {
 		return err
 	}
+	defer in.close() // last: after the store's goroutines have stopped
 	static := in.static
 	var undos []func() error
 	defer func() {
@@ -71,6 +72,11 @@ func runServer(ctx context.Context, cfg *config.Server, log *slog.Logger, opts S
 	sc := engine.ServerConfig{Static: static, Users: in.auth, ClientToClient: cfg.ClientToClient,
 		MaxSessionsPerUser: cfg.MaxSessionsPerUser, MaxSessionAge: cfg.MaxSessionAge.Duration,
 		Limits: loginLimits(cfg), StateDir: cfg.StateDir, Tickets: in.tickets, BatchSize: cfg.BatchSize, Log: log}
+	var link *storeLink
+	if in.pg != nil {
+		link = &storeLink{in: in, log: log}
+		link.configure(&sc)
+	}
 	var tunAddrs []netip.Prefix
 	sc.Pool4, sc.Pool6 = in.pool4, in.pool6
 	for _, p := range []*ippool.Pool{sc.Pool4, sc.Pool6} {
@@ -186,7 +192,12 @@ func runServer(ctx context.Context, cfg *config.Server, log *slog.Logger, opts S
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rl := &reloader{running: cfg, load: opts.Load, srv: srv, store: in.store, command: in.command, pool4: sc.Pool4, pool6: sc.Pool6, level: opts.Level, log: log}
+	if link != nil {
+		wait := link.run(srv, func() { reserveFixed(in.auth, sc.Pool4, sc.Pool6, log) })
+		defer wait()
+	}
+	rl := &reloader{running: cfg, load: opts.Load, srv: srv, store: in.store, command: in.command, followsStore: link != nil,
+		pool4: sc.Pool4, pool6: sc.Pool6, level: opts.Level, log: log}
 	if rl.load == nil {
 		rl.load = func() (*config.Server, error) { return config.LoadServer(cfg.Path) }
 	}

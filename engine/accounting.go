@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -91,6 +92,19 @@ func (s *Server) accountLocked(sess *serverSession, reason string, now time.Time
 	s.log.Info("session ended", "user", sess.user, "reason", reason, "addresses", fmt.Sprint(sess.addrs()),
 		"endpoint", endpoint, "duration", now.Sub(sess.created).Round(time.Millisecond),
 		"rx_bytes", t.RxBytes, "tx_bytes", t.TxBytes, "rx_packets", t.RxPackets, "tx_packets", t.TxPackets)
+	if s.cfg.OnSessionEnded != nil {
+		s.cfg.OnSessionEnded(SessionEnded{User: sess.user, Reason: reason, Addresses: sess.addrs(), Endpoint: endpoint,
+			Started: sess.created, Ended: now, Traffic: t})
+	}
+}
+
+// SessionEnded is the accounting record of one session, for ServerConfig.OnSessionEnded.
+type SessionEnded struct {
+	User, Reason   string
+	Addresses      []netip.Addr
+	Endpoint       string // where the client was last seen
+	Started, Ended time.Time
+	Traffic        Traffic
 }
 
 // Totals returns the gateway's counters since it started (see Totals). perUser adds the traffic per user.

@@ -313,6 +313,7 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 		keyMismatch bool
 		rateLimited bool
 		busy        bool
+		storeDown   bool
 		attempt     int
 		// The attempts still awaiting an answer, newest last: a gateway that takes longer than our
 		// backoff to hash a password answers an attempt we have already retransmitted, and that answer
@@ -376,6 +377,8 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 					return &LoginError{"wrong_server_key", fmt.Sprintf("login to %s failed: the gateway rejected our handshake: wrong server public key in the client config", c.gateway().Name)}
 				case rateLimited:
 					return &LoginError{"rate_limited", fmt.Sprintf("login to %s failed: rate limited by the gateway after failed attempts; wait and retry", c.gateway().Name)}
+				case storeDown:
+					return &LoginError{"store_unavailable", fmt.Sprintf("login to %s failed: the gateway could not check our password within %s (its user store is unavailable); retry later", c.gateway().Name, c.cfg.LoginTimeout)}
 				case busy:
 					return &LoginError{"busy", fmt.Sprintf("login to %s failed: the gateway was too busy to check our password within %s (its password-hashing budget is spent); retry later", c.gateway().Name, c.cfg.LoginTimeout)}
 				}
@@ -420,6 +423,11 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 						// The gateway's hashing budget is spent for now: retry when the backoff timer fires.
 						busy = true
 						c.log.Debug("gateway busy; retrying", "server", c.gateway().Name)
+						continue
+					case handshake.ResultUnavailable:
+						// The gateway cannot reach its user store: retry, like busy.
+						storeDown = true
+						c.log.Debug("gateway cannot check passwords now; retrying", "server", c.gateway().Name)
 						continue
 					case handshake.ResultRateLimited:
 						if a.kind == handshake.KindTicket && useTicket {

@@ -41,6 +41,12 @@ type ServerConfig struct {
 	// StateDir, if set, is where leases are kept across restarts (leases.json), so a client instance gets
 	// the same addresses from a restarted gateway.
 	StateDir string
+	// ShareKick, if set, sends a kick made through the admin API to the other gateways sharing this one's
+	// store; each ends the user's sessions it holds (with Kick).
+	ShareKick func(user string) error
+	// OnSessionEnded, if set, receives the accounting record of every session that ends (the "session
+	// ended" log line). It is called with the gateway's lock held: it must not block or call back.
+	OnSessionEnded func(SessionEnded)
 	// Tickets, if set, seals and opens session tickets (gateways that share it accept each other's);
 	// otherwise the ticket keys live in StateDir (or, without one, in memory).
 	Tickets *tickets.Ring

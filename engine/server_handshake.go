@@ -59,7 +59,7 @@ type loginGuard struct {
 // loginCounters count what happened to handshakes, for the status (and the flood and storm tests).
 type loginCounters struct {
 	ok, failed, rateLimited, busy, resumed, cookies, handled atomic.Uint64
-	ticketLogins, ticketsRefused                             atomic.Uint64
+	ticketLogins, ticketsRefused, unavailable                atomic.Uint64
 	rejected                                                 [numRejectReasons]atomic.Uint64 // before login or resume
 }
 
@@ -69,7 +69,8 @@ type LoginStats struct {
 	LoginsOK       uint64 `json:"logins_ok"`
 	LoginsFailed   uint64 `json:"logins_failed"` // bad credentials (unknown, wrong, disabled)
 	RateLimited    uint64 `json:"rate_limited"`
-	Busy           uint64 `json:"busy"` // refused: hashing budget spent
+	Busy           uint64 `json:"busy"`              // refused: hashing budget spent
+	Unavailable    uint64 `json:"store_unavailable"` // refused: the user store could not check the password
 	Resumes        uint64 `json:"resumes"`
 	TicketLogins   uint64 `json:"ticket_logins"`   // new sessions from a session ticket: no password hash
 	TicketsRefused uint64 `json:"tickets_refused"` // the client was sent to its password instead
@@ -84,7 +85,7 @@ func (g *loginGuard) snapshot() LoginStats {
 	c := &g.stats
 	st := LoginStats{PasswordHashes: g.hashes.Load(), LoginsOK: c.ok.Load(), LoginsFailed: c.failed.Load(),
 		RateLimited: c.rateLimited.Load(), Busy: c.busy.Load(), Resumes: c.resumed.Load(), CookiesSent: c.cookies.Load(),
-		TicketLogins: c.ticketLogins.Load(), TicketsRefused: c.ticketsRefused.Load(),
+		TicketLogins: c.ticketLogins.Load(), TicketsRefused: c.ticketsRefused.Load(), Unavailable: c.unavailable.Load(),
 		Handshakes: c.handled.Load(), Rejected: map[string]uint64{}}
 	for i := range c.rejected {
 		st.Rejected[rejectNames[i]] = c.rejected[i].Load()
@@ -438,6 +439,13 @@ func (s *Server) login(req *handshake.Request, job handshakeJob, now time.Time) 
 		debug.FreeOSMemory()
 	}
 	g.memory.Release(mem)
+	if errors.Is(err, users.ErrUnavailable) {
+		// Nothing was checked, so nobody is charged a failure, and the answer need not be padded: it says
+		// nothing about the login.
+		g.stats.unavailable.Add(1)
+		s.log.Warn("login refused: the user store is unavailable", "user", req.Login, "from", job.src)
+		return s.reject(req, job, handshake.ResultUnavailable)
+	}
 	g.hashes.Add(1)
 	g.observe(time.Since(started))
 	if err != nil { // unknown user, wrong password or disabled: one answer, after one time

@@ -80,6 +80,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLogins, l.LoginsFailed, "bad_credentials")
 	counter(descLogins, l.RateLimited, "rate_limited")
 	counter(descLogins, l.Busy, "busy")
+	counter(descLogins, l.Unavailable, "store_unavailable")
 	counter(descLogins, l.CookiesSent, "cookie_demanded")
 	counter(descResumes, l.Resumes)
 	counter(descTickets, l.TicketLogins, "ok")

@@ -14,6 +14,7 @@ import (
 	"github.com/salvovpn/salvo/config"
 	"github.com/salvovpn/salvo/engine"
 	"github.com/salvovpn/salvo/engine/users"
+	"github.com/salvovpn/salvo/internal/pgtest"
 )
 
 func runCLI(t *testing.T, stdin string, args ...string) (int, string, string) {
@@ -431,5 +432,54 @@ func TestPrintStatus(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// TestUserStore: salvo user works against the shared store as against a users file, and refuses a store
+// address with a password in it and --file with --store.
+func TestUserStore(t *testing.T) {
+	db := pgtest.Start(t)
+	if code, _, e := runCLI(t, "pw\n", "user", "add", "--store", db.DSN, "--password-stdin", "--ipv4", "10.77.0.5", "alice"); code != exitOK || !strings.Contains(e, "user store updated") {
+		t.Fatalf("add: exit %d: %s", code, e)
+	}
+	if code, _, e := runCLI(t, "pw\n", "user", "add", "--store", db.DSN, "--password-stdin", "alice"); code == exitOK || !strings.Contains(e, "already exists") {
+		t.Fatalf("second add: exit %d: %s", code, e)
+	}
+	if code, _, e := runCLI(t, "", "user", "disable", "--store", db.DSN, "alice"); code != exitOK {
+		t.Fatalf("disable: exit %d: %s", code, e)
+	}
+	if code, out, e := runCLI(t, "", "user", "list", "--store", db.DSN); code != exitOK || out != "alice ipv4=10.77.0.5 disabled\n" {
+		t.Fatalf("list: exit %d: %q %s", code, out, e)
+	}
+	if code, _, e := runCLI(t, "", "user", "del", "--store", db.DSN, "alice"); code != exitOK {
+		t.Fatalf("del: exit %d: %s", code, e)
+	}
+	if code, out, _ := runCLI(t, "", "user", "list", "--store", db.DSN); code != exitOK || out != "" {
+		t.Fatalf("list after del: %q", out)
+	}
+	if code, _, e := runCLI(t, "", "user", "list", "--store", "postgres://salvo:hunter2@db/salvo"); code != exitUsage || strings.Contains(e, "hunter2") {
+		t.Fatalf("a password in --store: exit %d: %s", code, e)
+	}
+	if code, _, e := runCLI(t, "", "user", "list", "--store", db.DSN, "--file", "users"); code != exitUsage || !strings.Contains(e, "give one") {
+		t.Fatalf("--file and --store: exit %d: %s", code, e)
+	}
+
+	// server --check reaches the store, and says so when it cannot.
+	dir := t.TempDir()
+	if code, _, e := runCLI(t, "", "keygen", "--out", filepath.Join(dir, "server.key")); code != exitOK {
+		t.Fatalf("keygen: %s", e)
+	}
+	conf := filepath.Join(dir, "server.toml")
+	text := strings.Replace(config.ExampleServer(), `users_file = "users"`, fmt.Sprintf("auth = \"postgres\"\nstore = %q", db.DSN), 1)
+	text = strings.Replace(text, `state_dir = "/var/lib/salvo"`, fmt.Sprintf("state_dir = %q", dir), 1)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, e := runCLI(t, "", "server", "--check", "--config", conf); code != exitOK {
+		t.Fatalf("check with the store up: exit %d: %s", code, e)
+	}
+	db.Stop()
+	if code, _, e := runCLI(t, "", "server", "--check", "--config", conf); code != exitUsage || !strings.Contains(e, "store: ") || !strings.Contains(e, "store unavailable") {
+		t.Fatalf("check with the store down: exit %d: %s", code, e)
 	}
 }

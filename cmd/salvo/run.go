@@ -222,6 +222,9 @@ func cmdKick(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "ended %d session(s) of %s\n", kr.Ended, kr.User)
+	if kr.Shared {
+		fmt.Fprintf(stdout, "and told the other gateways sharing the store to end theirs\n")
+	}
 	return nil
 }
 

@@ -17,31 +17,34 @@ import (
 )
 
 const userUsage = `Usage:
-  salvo user add     [--file USERS] [--ipv4 ADDR] [--ipv6 ADDR] [--password-stdin] LOGIN
-  salvo user passwd  [--file USERS] [--password-stdin] LOGIN
-  salvo user del     [--file USERS] LOGIN
-  salvo user disable [--file USERS] LOGIN
-  salvo user enable  [--file USERS] LOGIN
-  salvo user list    [--file USERS]
+  salvo user add     [--file USERS | --store DB] [--ipv4 ADDR] [--ipv6 ADDR] [--password-stdin] LOGIN
+  salvo user passwd  [--file USERS | --store DB] [--password-stdin] LOGIN
+  salvo user del     [--file USERS | --store DB] LOGIN
+  salvo user disable [--file USERS | --store DB] LOGIN
+  salvo user enable  [--file USERS | --store DB] LOGIN
+  salvo user list    [--file USERS | --store DB]
 
-Manages the gateway's users file. Passwords are read from a prompt (twice) or, with
---password-stdin, from the first line of standard input; never from the command line.
-They are stored as argon2id hashes with a per-user salt. A disabled user keeps their
-hash and fixed addresses but cannot log in; list marks them "disabled".
-Run salvo reload (or send the gateway SIGHUP) to apply the change.
+Manages the gateway's users file or, with --store (the store of auth = "postgres", a
+postgres:// URL or key=value string without a password), the users several gateways
+share. Passwords are read from a prompt (twice) or, with --password-stdin, from the
+first line of standard input; never from the command line. They are stored as argon2id
+hashes with a per-user salt. A disabled user keeps their hash and fixed addresses but
+cannot log in; list marks them "disabled". A users file change needs salvo reload (or
+SIGHUP); a store change reaches every gateway within a second, ending the sessions of a
+user removed, disabled or given a new password.
 
 `
 
 const userSubcommands = "add, passwd, del, disable, enable, list"
 
-// userFlags says which flags each subcommand takes; --file is common to all.
+// userFlags says which flags each subcommand takes beyond --file and --store, which all take.
 var userFlags = map[string][]string{
-	"add":     {"file", "ipv4", "ipv6", "password-stdin"},
-	"passwd":  {"file", "password-stdin"},
-	"del":     {"file"},
-	"disable": {"file"},
-	"enable":  {"file"},
-	"list":    {"file"},
+	"add":     {"ipv4", "ipv6", "password-stdin"},
+	"passwd":  {"password-stdin"},
+	"del":     {},
+	"disable": {},
+	"enable":  {},
+	"list":    {},
 }
 
 func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -61,6 +64,7 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	fs := newFlags("user "+sub, userUsage, stdout)
 	file := fs.String("file", "/etc/salvo/users", "users file")
+	dsn := fs.String("store", "", "the shared user store (auth = \"postgres\") instead of a users file")
 	ipv4 := fs.String("ipv4", "", "fixed IPv4 tunnel address for this user (add)")
 	ipv6 := fs.String("ipv6", "", "fixed IPv6 tunnel address for this user (add)")
 	fromStdin := fs.Bool("password-stdin", false, "read the password from standard input (add, passwd)")
@@ -70,12 +74,17 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	var stray error
 	fs.Visit(func(f *flag.Flag) {
-		if stray == nil && !slices.Contains(allowed, f.Name) {
+		if stray == nil && f.Name != "file" && f.Name != "store" && !slices.Contains(allowed, f.Name) {
 			stray = usageError{fmt.Errorf("user %s: --%s does not apply to %s", sub, f.Name, sub)}
 		}
 	})
 	if stray != nil {
 		return stray
+	}
+	var set struct{ file, store bool }
+	fs.Visit(func(f *flag.Flag) { set.file, set.store = set.file || f.Name == "file", set.store || f.Name == "store" })
+	if set.file && set.store {
+		return usageError{fmt.Errorf("user %s: --file and --store name two places; give one", sub)}
 	}
 	if sub == "list" {
 		if login != "" {
@@ -91,16 +100,34 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 	}
 
-	store, err := users.Load(*file)
-	if err != nil {
-		if !(errors.Is(err, os.ErrNotExist) && sub == "add") {
+	var db userDB
+	if set.store {
+		if err := config.CheckStoreDSN(*dsn); err != nil {
+			return usageError{fmt.Errorf("user %s: --store %w", sub, err)}
+		}
+		sdb, err := openStoreDB(*dsn)
+		if err != nil {
 			return err
 		}
-		store = users.New()
+		defer sdb.close()
+		db = sdb
+	} else {
+		store, err := users.Load(*file)
+		if err != nil {
+			if !(errors.Is(err, os.ErrNotExist) && sub == "add") {
+				return err
+			}
+			store = users.New()
+		}
+		db = &fileDB{store: store, path: *file}
 	}
 	switch sub {
 	case "list":
-		for _, u := range store.Users() {
+		list, err := db.list()
+		if err != nil {
+			return err
+		}
+		for _, u := range list {
 			line := u.Login
 			if u.FixedIPv4.IsValid() {
 				line += " ipv4=" + u.FixedIPv4.String()
@@ -115,16 +142,20 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		return nil
 	case "del":
-		if err := store.Delete(login); err != nil {
+		if err := db.del(login); err != nil {
 			return err
 		}
 	case "disable", "enable":
 		disable := sub == "disable"
-		if u, ok := store.Lookup(login); ok && u.Disabled == disable {
-			fmt.Fprintf(stderr, "user %q is already %sd; users file %s unchanged\n", login, sub, *file)
+		u, ok, err := db.lookup(login)
+		if err != nil {
+			return err
+		}
+		if ok && u.Disabled == disable {
+			fmt.Fprintf(stderr, "user %q is already %sd; %s unchanged\n", login, sub, db)
 			return nil
 		}
-		if err := store.SetDisabled(login, disable); err != nil {
+		if err := db.setDisabled(login, disable); err != nil {
 			return err
 		}
 	case "add", "passwd":
@@ -153,20 +184,21 @@ func cmdUser(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return err
 		}
 		if sub == "passwd" {
-			if err := store.SetPassword(login, hash); err != nil {
+			if err := db.setPassword(login, hash); err != nil {
 				return err
 			}
 			break
 		}
 		u.Hash = hash
-		if err := store.Add(u); err != nil {
+		if err := db.add(u); err != nil {
 			return err
 		}
 	}
-	if err := store.Save(*file); err != nil {
+	done, err := db.commit()
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "users file %s updated (%s %s); run salvo reload (or send the gateway SIGHUP) to apply it\n", *file, sub, login)
+	fmt.Fprintf(stderr, "%s updated (%s %s); %s\n", db, sub, login, done)
 	return nil
 }
 

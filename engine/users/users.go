@@ -64,6 +64,9 @@ var (
 	ErrDisabled = errors.New("user is disabled")
 	// ErrExists: Add was given a login that already exists.
 	ErrExists = errors.New("user already exists")
+	// ErrUnavailable: the backend cannot check credentials now (its database is unreachable). Not a
+	// failed login: the client is told to retry, and nobody is charged for it.
+	ErrUnavailable = errors.New("user store unavailable")
 )
 
 const (

@@ -8,12 +8,12 @@ _salvo_user() {
         --ipv4 | --ipv6) return ;;
     esac
     case $sub in
-        add) opts="--file --ipv4 --ipv6 --password-stdin" ;;
-        passwd) opts="--file --password-stdin" ;;
-        del) opts="--file" ;;
-        disable) opts="--file" ;;
-        enable) opts="--file" ;;
-        list) opts="--file" ;;
+        add) opts="--file --store --ipv4 --ipv6 --password-stdin" ;;
+        passwd) opts="--file --store --password-stdin" ;;
+        del) opts="--file --store" ;;
+        disable) opts="--file --store" ;;
+        enable) opts="--file --store" ;;
+        list) opts="--file --store" ;;
     esac
     COMPREPLY=($(compgen -W "$opts --help" -- "$cur"))
 }

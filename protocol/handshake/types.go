@@ -18,6 +18,7 @@ const (
 	ResultServerError     Result = 5
 	ResultUnknownSession  Result = 6 // resume refused: the client must log in again
 	ResultBusy            Result = 7 // the gateway's password-hashing budget is spent: retry with backoff
+	ResultUnavailable     Result = 8 // the gateway cannot check passwords now (its user store is down): retry
 )
 
 func (r Result) String() string {
@@ -38,12 +39,14 @@ func (r Result) String() string {
 		return "unknown session"
 	case ResultBusy:
 		return "busy"
+	case ResultUnavailable:
+		return "store unavailable"
 	}
 	return "result(" + strconv.Itoa(int(r)) + ")"
 }
 
 // Valid reports whether r is a result code of this protocol version.
-func (r Result) Valid() bool { return r <= ResultBusy }
+func (r Result) Valid() bool { return r <= ResultUnavailable }
 
 // NoticeReason is byte 1 of a notice datagram.
 type NoticeReason uint8
