@@ -317,7 +317,7 @@ func TestServerAuthPostgres(t *testing.T) {
 	const base = "private_key_file = \"server.key\"\nipv4_pool = \"10.77.0.0/24\"\nauth = \"postgres\"\n"
 	for _, dsn := range []string{"postgres://salvo@db.example.org/salvo", "host=/run/postgresql dbname=salvo user=salvo passfile=/etc/salvo/pgpass"} {
 		s, err := LoadServer(write(t, "server.toml", base+"store = \""+dsn+"\"\n"))
-		if err != nil || s.Store != dsn || s.UsersFile != "" {
+		if err != nil || s.Store != dsn || s.UsersFile != "" || s.TicketKeysFile != "" {
 			t.Fatalf("%s: %+v %v", dsn, s, err)
 		}
 	}
@@ -331,6 +331,7 @@ func TestServerAuthPostgres(t *testing.T) {
 		{`store = "host=db hunter2"`, "store", "neither a postgres:// URL"},
 		{"store = \"postgres://db/s\"\nusers_file = \"users\"", "users_file", `not used with auth = "postgres"`},
 		{"store = \"postgres://db/s\"\nauth_command = \"/x\"", "auth_command", `only used with auth = "command"`},
+		{"store = \"postgres://db/s\"\nticket_keys_file = \"k\"", "ticket_keys_file", `the ticket keys are in the store`},
 	} {
 		path := write(t, "server.toml", base+tc.extra+"\n")
 		_, err := LoadServer(path)

@@ -44,7 +44,7 @@ type Server struct {
 	FailedLoginBurst   int      `toml:"failed_login_burst"`    // failed logins per source (and per login) at once; default 10
 	FailedLoginEvery   Duration `toml:"failed_login_interval"` // then one more per interval; default 2s
 	StateDir           string   `toml:"state_dir"`             // default "/var/lib/salvo": leases and ticket keys kept across restarts
-	TicketKeysFile     string   `toml:"ticket_keys_file"`      // default state_dir/ticket-keys; gateways sharing one file accept each other's tickets
+	TicketKeysFile     string   `toml:"ticket_keys_file"`      // default state_dir/ticket-keys ("" with auth = "postgres": in the store); gateways sharing one file accept each other's tickets
 	ControlSocket      string   `toml:"control_socket"`        // default "/run/salvo/server.sock"
 	MetricsListen      string   `toml:"metrics_listen"`        // optional "ip:port": Prometheus metrics at /metrics
 	MetricsPerUser     bool     `toml:"metrics_per_user"`      // default true: per-user traffic series
@@ -208,11 +208,14 @@ func LoadServer(path string) (*Server, error) {
 	} else {
 		s.StateDir = l.resolvePath(s.StateDir)
 	}
-	if !l.defined("ticket_keys_file") {
+	switch {
+	case s.Auth == "postgres": // in the store (checkAuth refuses the key)
+		s.TicketKeysFile = ""
+	case !l.defined("ticket_keys_file"):
 		s.TicketKeysFile = filepath.Join(s.StateDir, "ticket-keys")
-	} else if strings.TrimSpace(s.TicketKeysFile) == "" {
+	case strings.TrimSpace(s.TicketKeysFile) == "":
 		l.fail("ticket_keys_file", "must not be empty")
-	} else {
+	default:
 		s.TicketKeysFile = l.resolvePath(s.TicketKeysFile)
 	}
 
@@ -270,6 +273,9 @@ func (l *loader) checkAuth(s *Server) {
 			l.fail("users_file", `is not used with auth = "postgres" (the users are in the store): remove it`)
 		}
 		l.onlyWith("command", "auth_command", "auth_timeout")
+		if l.defined("ticket_keys_file") {
+			l.fail("ticket_keys_file", `is not used with auth = "postgres" (the ticket keys are in the store): remove it`)
+		}
 		if !l.defined("store") {
 			l.failAt(0, "store", `missing: auth = "postgres" needs the database, e.g. "postgres://salvo@db.example.org/salvo"`)
 		} else if err := CheckStoreDSN(s.Store); err != nil {

@@ -70,7 +70,11 @@ func loadServerInputs(cfg *config.Server, log *slog.Logger) (*serverInputs, erro
 			errs = append(errs, err)
 		}
 	}
-	if in.tickets, err = tickets.Load(cfg.TicketKeysFile, nil); err != nil {
+	if in.pg != nil {
+		if in.tickets, err = tickets.NewRing(in.pg.TicketKeys(), nil); err != nil {
+			errs = append(errs, config.KeyError(cfg.Path, "store", err))
+		}
+	} else if in.tickets, err = tickets.Load(cfg.TicketKeysFile, nil); err != nil {
 		errs = append(errs, config.KeyError(cfg.Path, "ticket_keys_file", err))
 	}
 	if cfg.NAT && cfg.NATInterface != "" {

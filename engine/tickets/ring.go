@@ -2,175 +2,220 @@ package tickets
 
 import (
 	"bytes"
+	"context"
 	"crypto/cipher"
 	crand "crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/chacha20poly1305"
-
-	"github.com/salvovpn/salvo/internal/atomicfile"
-	"github.com/salvovpn/salvo/internal/secretfile"
 )
 
 // idLen is the key ID in front of every ticket: it picks the key without trying each one.
 const idLen = 4
 
 type key struct {
-	id      [idLen]byte
-	created time.Time
-	raw     [chacha20poly1305.KeySize]byte
-	aead    cipher.AEAD
+	id   [idLen]byte
+	key  StoredKey
+	aead cipher.AEAD
 }
 
-// Ring holds the ticket keys, newest first, and keeps them in a file. Safe for concurrent use.
+// StoredKey is a ticket key as a KeyStore keeps it.
+type StoredKey struct {
+	Created time.Time
+	Raw     [chacha20poly1305.KeySize]byte
+}
+
+// KeyStore is where a Ring keeps its keys: a file (Load), or a database several gateways share
+// (store/pgstore). Gateways on one KeyStore open each other's tickets.
+type KeyStore interface {
+	// Version changes whenever the keys do; a Ring asks at most once a second.
+	Version(ctx context.Context) (string, error)
+	// Keys returns the stored keys.
+	Keys(ctx context.Context) ([]StoredKey, error)
+	// Rotate stores candidate unless a key created at or after freshAfter (and not after notAfter) is
+	// there already (another gateway rotated first), forgets keys created before dropBefore, and returns
+	// the keys stored now. It is atomic against other gateways' Rotate.
+	Rotate(ctx context.Context, candidate StoredKey, freshAfter, notAfter, dropBefore time.Time) ([]StoredKey, error)
+}
+
+// Ring holds the ticket keys, newest first. Safe for concurrent use.
 //
-// The file is the authority. A ring looks at it at most once a second (one stat) and, when it changed,
-// takes its keys as they are: so deleting the file revokes every ticket within a second (clients then log
-// in with their passwords once), and replacing it replaces the keys. Gateways that share one file (on
-// shared storage) share their tickets that way: one that rotates writes its new key, the others pick it
-// up, and one about to rotate looks first and takes a key another made. Only while the file cannot be
-// written does a ring keep keys the file does not have (in memory, for this process).
+// The KeyStore is the authority. A ring asks it for its version at most once a second and, when it
+// changed, takes its keys as they are: deleting a key file revokes every ticket within a second (clients
+// then log in with their passwords once), and gateways sharing a store share their keys. One about to
+// rotate asks first and takes a key another gateway made. Only while the store cannot be written does a
+// ring keep a key the store does not have (in memory, for this process).
 type Ring struct {
-	path string // "" keeps the keys in memory only
-	rand io.Reader
+	store KeyStore // nil keeps the keys in memory only
+	rand  io.Reader
 
 	mu        sync.Mutex
 	keys      []*key
-	seen      fileStamp // of the file when it was last read or written
+	seen      string // the store's version when last read or written
 	lastCheck time.Time
-	unsaved   bool // the newest key could not be written: keep it whatever the file says
+	unsaved   *key // the newest key, which the store could not take: kept whatever the store says
+	// remote stores (a database) are asked from a goroutine of their own, so a slow or unreachable one
+	// never holds up a handshake; checking is set while one is out.
+	remote   bool
+	checking bool
+	// askedAt and quietUntil limit askNowLocked: once a second, and not for failBackoff after a failure.
+	askedAt, quietUntil time.Time
 }
 
-// fileStamp tells one version of the key file from another without reading it.
-type fileStamp struct {
-	exists bool
-	mod    time.Time
-	size   int64
-	ino    uint64
-}
+// failBackoff is how long a remote store that failed is not asked on the handshake path.
+const failBackoff = 10 * time.Second
 
-func stamp(path string) fileStamp {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}
-	}
-	return fileStamp{exists: true, mod: fi.ModTime(), size: fi.Size(), ino: inode(fi)}
-}
+// Remote is implemented by key stores that are asked over the network: a Ring then asks them in the
+// background rather than on the handshake path.
+type Remote interface{ Remote() bool }
 
-// checkEvery bounds how often a ring stats its file.
+// checkEvery bounds how often a ring asks its store for its version.
 const checkEvery = time.Second
 
-// maxKeys bounds the key file: with RotateEvery >= Lifetime at most two keys are live, plus one another
-// gateway made a moment ago.
-const maxKeys = 4
+// storeTimeout bounds one question to the store (on the handshake path).
+const storeTimeout = 2 * time.Second
 
 // clockSlack is how far in the future a key or a ticket may be dated (another gateway's clock).
 const clockSlack = time.Minute
 
-// Load reads the ring from path, or starts an empty one when the file does not exist. An empty path keeps
-// the keys in memory (tickets then do not survive a restart). rand nil is crypto/rand.
-func Load(path string, rand io.Reader) (*Ring, error) {
+// NewRing returns a ring on store (nil: in memory only, so tickets do not survive a restart), with its
+// keys read. rand nil is crypto/rand.
+func NewRing(store KeyStore, rand io.Reader) (*Ring, error) {
 	if rand == nil {
 		rand = crand.Reader
 	}
-	r := &Ring{path: path, rand: rand}
-	if path == "" {
+	r := &Ring{store: store, rand: rand}
+	if store == nil {
 		return r, nil
 	}
-	st := stamp(path)
-	keys, err := readKeys(path)
+	if rs, ok := store.(Remote); ok {
+		r.remote = rs.Remote()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	v, err := store.Version(ctx)
 	if err != nil {
 		return nil, err
 	}
-	r.keys, r.seen = keys, st
+	stored, err := store.Keys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.keys, err = toKeys(stored); err != nil {
+		return nil, err
+	}
+	r.seen = v
 	return r, nil
 }
 
-// readKeys reads a key file: nil for a missing file.
-func readKeys(path string) ([]*key, error) {
-	b, err := secretfile.Read(path, "ticket key file", 4096)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+// Load returns a ring on the key file at path (FileStore), or in memory for an empty path.
+func Load(path string, rand io.Reader) (*Ring, error) {
+	if path == "" {
+		return NewRing(nil, rand)
 	}
-	if err != nil {
-		return nil, err
-	}
-	var keys []*key
-	for n, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, err := parseKey(line)
+	return NewRing(FileStore(path), rand)
+}
+
+func toKeys(stored []StoredKey) ([]*key, error) {
+	keys := make([]*key, 0, len(stored))
+	for _, s := range stored {
+		k, err := newKey(s)
 		if err != nil {
-			return nil, fmt.Errorf("ticket key file %s, line %d: %w (delete the file to start over: clients then log in with their passwords once)", path, n+1, err)
-		}
-		if len(keys) == maxKeys {
-			return nil, fmt.Errorf("ticket key file %s: more than %d keys", path, maxKeys)
+			return nil, err
 		}
 		keys = append(keys, k)
 	}
-	slices.SortStableFunc(keys, func(x, y *key) int { return y.created.Compare(x.created) })
+	slices.SortStableFunc(keys, func(x, y *key) int { return y.key.Created.Compare(x.key.Created) })
 	return keys, nil
 }
 
-func parseKey(line string) (*key, error) {
-	f := strings.Fields(line)
-	if len(f) != 2 {
-		return nil, errors.New(`want "<unix seconds> <base64 key>"`)
-	}
-	secs, err := strconv.ParseInt(f[0], 10, 64)
-	if err != nil || secs <= 0 {
-		return nil, errors.New("bad creation time")
-	}
-	raw, err := base64.StdEncoding.DecodeString(f[1])
-	if err != nil || len(raw) != chacha20poly1305.KeySize {
-		return nil, errors.New("bad key: want 32 bytes of base64")
-	}
-	return newKey([32]byte(raw), time.Unix(secs, 0))
-}
-
-func newKey(raw [32]byte, created time.Time) (*key, error) {
-	aead, err := chacha20poly1305.NewX(raw[:])
+func newKey(s StoredKey) (*key, error) {
+	aead, err := chacha20poly1305.NewX(s.Raw[:])
 	if err != nil {
 		return nil, err
 	}
-	k := &key{created: created, raw: raw, aead: aead}
-	sum := blake2s.Sum256(append([]byte("salvo ticket key id\x00"), raw[:]...))
+	k := &key{key: s, aead: aead}
+	sum := blake2s.Sum256(append([]byte("salvo ticket key id\x00"), s.Raw[:]...))
 	copy(k.id[:], sum[:])
 	return k, nil
 }
 
-// syncLocked takes the file's keys if it changed since the ring last read or wrote it (at most once per
-// checkEvery unless force). A file that cannot be read leaves the keys as they are.
+// syncLocked takes the store's keys if they changed since the ring last read or wrote them (at most once
+// per checkEvery unless force). A remote store is asked in the background, unless force. A store that
+// cannot be asked leaves the keys as they are.
 func (r *Ring) syncLocked(now time.Time, force bool) {
-	if r.path == "" || !force && now.Sub(r.lastCheck) < checkEvery && !now.Before(r.lastCheck) {
+	if r.store == nil || !force && now.Sub(r.lastCheck) < checkEvery && !now.Before(r.lastCheck) {
 		return
 	}
 	r.lastCheck = now
-	st := stamp(r.path)
-	if st == r.seen {
+	if r.remote && !force {
+		if !r.checking {
+			r.checking = true
+			go r.syncInBackground(r.seen) // the goroutine "ticket key sync", one at a time
+		}
 		return
 	}
-	keys, err := readKeys(r.path)
+	if v, keys, err := r.read(r.seen); err == nil && keys != nil {
+		r.applyLocked(v, keys)
+	}
+}
+
+// askNowLocked asks a remote store at once (a ticket under an unknown key is in the hand).
+func (r *Ring) askNowLocked(now time.Time) {
+	if !r.remote || now.Before(r.quietUntil) || now.Sub(r.askedAt) < checkEvery && !now.Before(r.askedAt) {
+		return
+	}
+	r.askedAt = now
+	v, keys, err := r.read(r.seen)
+	switch {
+	case err != nil:
+		r.quietUntil = now.Add(failBackoff)
+	case keys != nil:
+		r.applyLocked(v, keys)
+	}
+}
+
+func (r *Ring) syncInBackground(seen string) {
+	v, keys, err := r.read(seen)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checking = false
+	if err == nil && keys != nil && r.seen == seen { // nothing newer was applied meanwhile
+		r.applyLocked(v, keys)
+	}
+}
+
+// read asks the store for its keys if its version is not seen; keys is nil when there is nothing new (an
+// empty store has a non-nil, empty list).
+func (r *Ring) read(seen string) (string, []*key, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	v, err := r.store.Version(ctx)
+	if err != nil || v == seen {
+		return "", nil, err
+	}
+	stored, err := r.store.Keys(ctx)
 	if err != nil {
-		return
+		return "", nil, err
 	}
-	if r.unsaved && len(r.keys) > 0 {
-		keys = append([]*key{r.keys[0]}, keys...) // ours, which the file never got
+	keys, err := toKeys(stored)
+	if keys == nil {
+		keys = []*key{}
 	}
-	r.keys, r.seen = keys, st
+	return v, keys, err
+}
+
+func (r *Ring) applyLocked(v string, keys []*key) {
+	if r.unsaved != nil {
+		keys = append([]*key{r.unsaved}, keys...) // ours, which the store never got
+	}
+	r.keys, r.seen = keys, v
 }
 
 // findLocked returns the key with the given ID, or nil.
@@ -184,11 +229,11 @@ func (r *Ring) findLocked(id []byte) *key {
 }
 
 // ErrNotSaved wraps a failure to save a new key: it seals tickets all the same, but they will not open
-// after a restart.
+// after a restart (nor on other gateways).
 var ErrNotSaved = errors.New("tickets: new ticket key not saved; tickets will not survive a restart")
 
 // Prepare makes sure a current key exists (creating and saving one if needed), so that a gateway finds a
-// state directory it cannot write at start rather than at its first login.
+// key store it cannot write at start rather than at its first login.
 func (r *Ring) Prepare(now time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -201,8 +246,8 @@ func (r *Ring) Prepare(now time.Time) error {
 // seal here). nil when a new key is due.
 func (r *Ring) sealerLocked(now time.Time) *key {
 	for _, k := range r.keys {
-		if !k.created.After(now.Add(clockSlack)) {
-			if now.Sub(k.created) < RotateEvery {
+		if !k.key.Created.After(now.Add(clockSlack)) {
+			if now.Sub(k.key.Created) < RotateEvery {
 				return k
 			}
 			return nil
@@ -211,16 +256,10 @@ func (r *Ring) sealerLocked(now time.Time) *key {
 	return nil
 }
 
-// currentLocked returns the sealing key, rotating (and saving) when it is due, and forgets keys whose
-// tickets have all expired. Called with r.mu held. A key that cannot be saved is used anyway, with an
-// error wrapping ErrNotSaved.
+// currentLocked returns the sealing key, rotating when it is due. Called with r.mu held. A key the store
+// cannot take is used anyway, with an error wrapping ErrNotSaved.
 func (r *Ring) currentLocked(now time.Time) (*key, error) {
 	r.syncLocked(now, false)
-	if k := r.sealerLocked(now); k != nil {
-		return k, nil
-	}
-	// Another gateway sharing the file may have rotated already: take its key rather than make one.
-	r.syncLocked(now, true)
 	if k := r.sealerLocked(now); k != nil {
 		return k, nil
 	}
@@ -228,41 +267,35 @@ func (r *Ring) currentLocked(now time.Time) (*key, error) {
 	if _, err := io.ReadFull(r.rand, raw[:]); err != nil {
 		return nil, err
 	}
-	k, err := newKey(raw, now)
+	k, err := newKey(StoredKey{Created: now, Raw: raw})
 	if err != nil {
 		return nil, err
 	}
-	// A replaced key stops sealing now, so its last tickets expire Lifetime later: keep it that long. Keys
-	// dated in the future (another clock) are kept for opening.
-	keys := []*key{k}
-	for _, old := range r.keys {
-		if now.Sub(old.created) < RotateEvery+Lifetime && len(keys) < maxKeys {
-			keys = append(keys, old)
-		}
+	// A replaced key stops sealing now, so its last tickets expire Lifetime later: keep it that long.
+	dropBefore := now.Add(-RotateEvery - Lifetime)
+	if r.store == nil {
+		r.keys = append([]*key{k}, r.keys...)
+		r.keys = slices.DeleteFunc(r.keys, func(x *key) bool { return x.key.Created.Before(dropBefore) })
+		return k, nil
 	}
-	slices.SortStableFunc(keys, func(x, y *key) int { return y.created.Compare(x.created) })
-	r.keys = keys
-	if err := r.persistLocked(); err != nil {
-		r.unsaved = true
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	stored, err := r.store.Rotate(ctx, k.key, now.Add(-RotateEvery), now.Add(clockSlack), dropBefore)
+	if err != nil {
+		r.unsaved = k
+		r.keys = append([]*key{k}, r.keys...)
 		return k, fmt.Errorf("%w: %w", ErrNotSaved, err)
 	}
-	r.unsaved = false
+	keys, err := toKeys(stored)
+	if err != nil {
+		return nil, err
+	}
+	r.unsaved, r.keys = nil, keys
+	if v, err := r.store.Version(ctx); err == nil {
+		r.seen = v
+	}
+	if s := r.sealerLocked(now); s != nil {
+		return s, nil // ours, or the one another gateway made first
+	}
 	return k, nil
-}
-
-func (r *Ring) persistLocked() error {
-	if r.path == "" {
-		return nil
-	}
-	var b bytes.Buffer
-	b.WriteString("# Salvo session ticket keys. As secret as the gateway's private key: whoever reads this file\n" +
-		"# can forge a session for any user. Deleting it revokes every ticket; clients log in again.\n")
-	for _, k := range r.keys {
-		fmt.Fprintf(&b, "%d %s\n", k.created.Unix(), base64.StdEncoding.EncodeToString(k.raw[:]))
-	}
-	if err := atomicfile.Write(r.path, b.Bytes(), 0o600); err != nil {
-		return fmt.Errorf("saving ticket keys: %w", err)
-	}
-	r.seen = stamp(r.path)
-	return nil
 }

@@ -136,6 +136,12 @@ func (r *Ring) Open(blob []byte, now time.Time) (Contents, error) {
 	r.mu.Lock()
 	r.syncLocked(now, false)
 	k := r.findLocked(blob[:idLen])
+	if k == nil {
+		// Perhaps a key another gateway made a moment ago, which a remote store's background check has
+		// not brought yet: ask now (at most once a second, and not for a while after the store failed).
+		r.askNowLocked(now)
+		k = r.findLocked(blob[:idLen])
+	}
 	r.mu.Unlock()
 	if k == nil {
 		return Contents{}, ErrUnknownKey

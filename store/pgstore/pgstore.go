@@ -1,6 +1,6 @@
 // Package pgstore keeps what several gateways share in PostgreSQL (github.com/jackc/pgx/v5): the users,
-// one accounting row per ended session, and the notifications (users changed, a user kicked) that reach
-// every gateway at once through LISTEN/NOTIFY.
+// the session ticket keys, one accounting row per ended session, and the notifications (users changed, a
+// user kicked) that reach every gateway at once through LISTEN/NOTIFY.
 //
 // A gateway never waits for the database on the data path or for an established session: it keeps the
 // users in memory (Backend), refreshed on every notification and re-read periodically so that a lost
@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS salvo_users (
 	fixed_ipv4 inet UNIQUE CHECK (family(fixed_ipv4) = 4),
 	fixed_ipv6 inet UNIQUE CHECK (family(fixed_ipv6) = 6),
 	changed    timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS salvo_ticket_keys (
+	raw     bytea PRIMARY KEY CHECK (length(raw) = 32),
+	created timestamptz NOT NULL
 );
 CREATE TABLE IF NOT EXISTS salvo_sessions_ended (
 	id         bigserial PRIMARY KEY,

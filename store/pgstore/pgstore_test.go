@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/salvovpn/salvo/engine"
+	"github.com/salvovpn/salvo/engine/tickets"
 	"github.com/salvovpn/salvo/engine/users"
 	"github.com/salvovpn/salvo/internal/pgtest"
 )
@@ -252,4 +253,54 @@ func TestAccountingSurvivesOutage(t *testing.T) {
 	if gw != "gw-a" || reason != "closed_by_client" || rx != 1000 || tx != 2000 || a.Dropped() != 0 {
 		t.Fatalf("row %q %q %d %d, dropped %d", gw, reason, rx, tx, a.Dropped())
 	}
+}
+
+// TestTicketKeysShared: two gateways' rings on one database open each other's tickets across a rotation,
+// agree on one key when both rotate, and a key deleted in the database stops opening within a second.
+func TestTicketKeysShared(t *testing.T) {
+	db := pgtest.Start(t)
+	s := open(t, db)
+	t0 := time.Now()
+	a, err := tickets.NewRing(s.TicketKeys(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := tickets.NewRing(s.TicketKeys(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tickets.Contents{Login: "alice", Instance: 1, AuthAt: t0, Expires: t0.Add(time.Hour)}
+	seal := func(r *tickets.Ring, now time.Time) []byte {
+		t.Helper()
+		blob, err := r.Seal(&c, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return blob
+	}
+	fromA := seal(a, t0)
+	if _, err := b.Open(fromA, t0.Add(2*time.Second)); err != nil {
+		t.Fatalf("B opens A's ticket: %v", err)
+	}
+	if fromB := seal(b, t0.Add(3*time.Second)); string(fromB[:4]) != string(fromA[:4]) {
+		t.Fatal("B sealed under a key of its own")
+	}
+	// Both due to rotate: they end up on one key.
+	later := t0.Add(tickets.RotateEvery + time.Hour)
+	c.AuthAt, c.Expires = later, later.Add(time.Hour)
+	ra, rb := seal(a, later), seal(b, later.Add(time.Second))
+	if string(ra[:4]) != string(rb[:4]) || string(ra[:4]) == string(fromA[:4]) {
+		t.Fatal("the gateways rotated to different keys")
+	}
+	// An operator deletes every key: tickets stop opening.
+	if _, err := s.pool.Exec(ctx(t), `DELETE FROM salvo_ticket_keys`); err != nil {
+		t.Fatal(err)
+	}
+	// The ring asks the database in the background, once a second: within a few seconds the key is gone.
+	at := later.Add(2 * time.Second)
+	waitUntil(t, 5*time.Second, "the deleted key refused", func() bool {
+		at = at.Add(time.Second)
+		_, err := a.Open(ra, at)
+		return errors.Is(err, tickets.ErrUnknownKey)
+	})
 }
