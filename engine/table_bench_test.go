@@ -1,0 +1,159 @@
+package engine
+
+import (
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/salvovpn/salvo/engine/enginetest"
+	"github.com/salvovpn/salvo/engine/ippool"
+	"github.com/salvovpn/salvo/engine/users"
+	"github.com/salvovpn/salvo/protocol/handshake"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// tableGateway is a gateway that is never Run: the benchmarks and tests drive its handshake code directly,
+// as a handshake worker and the receive loop would, so what they measure is the gateway's own cost of a
+// login (Noise, a cheap argon2id hash, the session table) without a network or scheduler in between.
+type tableGateway struct {
+	tb     testing.TB
+	srv    *Server
+	static handshake.StaticKeypair
+	from   intakeSocket
+	users  int
+}
+
+// sessionsPerTableUser keeps every user under max_sessions_per_user's cap (1024), as a real gateway's are.
+const sessionsPerTableUser = 1000
+
+// newTableGateway makes a gateway with enough users and addresses for sessions sessions.
+func newTableGateway(tb testing.TB, sessions int) *tableGateway {
+	tb.Helper()
+	static, err := handshake.GenerateKeypair(nil)
+	must(tb, err)
+	g := &tableGateway{tb: tb, static: static, users: sessions/sessionsPerTableUser + 1}
+	store := users.New()
+	for u := range g.users {
+		h, err := users.HashPassword([]byte(testPassword), cheapParams, rand.Reader)
+		must(tb, err)
+		must(tb, store.Add(users.User{Login: fmt.Sprintf("u%d", u), Hash: h}))
+	}
+	p4, err := ippool.New(netip.MustParsePrefix("10.78.0.0/16"))
+	must(tb, err)
+	p6, err := ippool.New(netip.MustParsePrefix("fd78::/64"))
+	must(tb, err)
+	nw := enginetest.NewNetwork()
+	tb.Cleanup(nw.Close)
+	conn, err := nw.Listen(gatewayAddr)
+	must(tb, err)
+	srv, err := NewServer(ServerConfig{Static: static, Users: store, Pool4: p4, Pool6: p6,
+		Settings: handshake.Settings{MTU: 1420}, MaxSessionsPerUser: sessionsPerTableUser,
+		Limits: LoginLimits{HashBudget: 1 << 40}, // the benchmark measures the gateway, not its throttle
+		Log:    slog.New(slog.DiscardHandler)},
+		[]tun.Device{enginetest.NewTUN("salvo0", 1420)}, []PacketConn{conn})
+	must(tb, err)
+	g.srv = srv
+	g.from = intakeSocket{via: srv.sockets[0], worker: 0}
+	return g
+}
+
+// login logs instance n in (instances are spread over the users) and confirms it as the client's first
+// data packet would, and returns the live session. An instance that is already in logs in again and
+// replaces its old session.
+func (g *tableGateway) login(n int) *serverSession {
+	g.tb.Helper()
+	user := fmt.Sprintf("u%d", n%g.users)
+	cfg := handshake.ClientConfig{ServerPublic: g.static.Public, Login: user, Password: testPassword, InstanceID: uint64(n + 1)}
+	_, msg, err := handshake.NewLogin(&cfg, uint32(n)|1, time.Now(), nil)
+	must(g.tb, err)
+	src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(n >> 8), byte(n)}), uint16(1000+n%50000))
+	g.srv.handleHandshake(handshakeJob{buf: msg, src: src, from: g.from, at: time.Now()})
+	key := instanceKey{user, cfg.InstanceID}
+	g.srv.mu.Lock()
+	sess := g.srv.pending[key]
+	g.srv.mu.Unlock()
+	if sess == nil {
+		g.tb.Fatalf("login of %s instance %d left no pending session", user, cfg.InstanceID)
+	}
+	g.srv.confirm(sess, sess.next.Load(), time.Now())
+	g.srv.mu.Lock()
+	live := g.srv.live[key] == sess
+	g.srv.mu.Unlock()
+	if !live {
+		g.tb.Fatalf("session of %s instance %d not live after its first packet", user, cfg.InstanceID)
+	}
+	return sess
+}
+
+// BenchmarkLoginWithSessions measures logins (login request, cheap argon2id hash, pending session, first
+// packet) on a gateway that already has N sessions. Each login is a client instance logging in again, so N
+// stays N: a login whose cost grows with N makes a login storm quadratic.
+func BenchmarkLoginWithSessions(b *testing.B) {
+	for _, n := range []int{100, 5000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			g := newTableGateway(b, n)
+			for i := range n {
+				g.login(i)
+			}
+			start := time.Now()
+			i := 0
+			for b.Loop() {
+				g.login(i % n)
+				i++
+			}
+			b.ReportMetric(float64(i)/time.Since(start).Seconds(), "logins/s")
+		})
+	}
+}
+
+// tableSessions is the gateway size the lookup benchmark and test fill the table to.
+const tableSessions = 10000
+
+// filledTable returns a gateway with tableSessions live sessions and, for each, its receiver index and
+// IPv4 address (what the data path looks up).
+func filledTable(tb testing.TB) (*tableGateway, []uint32, []netip.Addr) {
+	g := newTableGateway(tb, tableSessions)
+	idx := make([]uint32, tableSessions)
+	addrs := make([]netip.Addr, tableSessions)
+	for i := range tableSessions {
+		sess := g.login(i)
+		idx[i], addrs[i] = sess.current.Load().LocalIndex(), sess.addr4
+	}
+	return g, idx, addrs
+}
+
+// BenchmarkSessionLookup measures the data path's two lookups in a table of 10,000 sessions: by receiver
+// index (every UDP datagram) and by tunnel address (every TUN packet).
+func BenchmarkSessionLookup(b *testing.B) {
+	g, idx, addrs := filledTable(b)
+	b.Run("index", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, ok := lookupIndex(g.srv, idx[i%len(idx)]); !ok {
+				b.Fatal("index not found")
+			}
+			i++
+		}
+	})
+	b.Run("addr", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if lookupAddr(g.srv, addrs[i%len(addrs)]) == nil {
+				b.Fatal("address not found")
+			}
+			i++
+		}
+	})
+}
+
+func lookupIndex(s *Server, idx uint32) (keyEntry, bool) {
+	e, ok := s.table.Load().byIndex[idx]
+	return e, ok
+}
+
+func lookupAddr(s *Server, a netip.Addr) *serverSession { return s.table.Load().byAddr[a] }
