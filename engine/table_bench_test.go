@@ -29,8 +29,9 @@ type tableGateway struct {
 // sessionsPerTableUser keeps every user under max_sessions_per_user's cap (1024), as a real gateway's are.
 const sessionsPerTableUser = 1000
 
-// newTableGateway makes a gateway with enough users and addresses for sessions sessions.
-func newTableGateway(tb testing.TB, sessions int) *tableGateway {
+// newTableGateway makes a gateway with enough users and addresses for sessions sessions; mod, if set,
+// changes its config.
+func newTableGateway(tb testing.TB, sessions int, mod func(*ServerConfig)) *tableGateway {
 	tb.Helper()
 	static, err := handshake.GenerateKeypair(nil)
 	must(tb, err)
@@ -49,11 +50,14 @@ func newTableGateway(tb testing.TB, sessions int) *tableGateway {
 	tb.Cleanup(nw.Close)
 	conn, err := nw.Listen(gatewayAddr)
 	must(tb, err)
-	srv, err := NewServer(ServerConfig{Static: static, Users: store, Pool4: p4, Pool6: p6,
+	cfg := ServerConfig{Static: static, Users: store, Pool4: p4, Pool6: p6,
 		Settings: handshake.Settings{MTU: 1420}, MaxSessionsPerUser: sessionsPerTableUser,
 		Limits: LoginLimits{HashBudget: 1 << 40}, // the benchmark measures the gateway, not its throttle
-		Log:    slog.New(slog.DiscardHandler)},
-		[]tun.Device{enginetest.NewTUN("salvo0", 1420)}, []PacketConn{conn})
+		Log:    slog.New(slog.DiscardHandler)}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := NewServer(cfg, []tun.Device{enginetest.NewTUN("salvo0", 1420)}, []PacketConn{conn})
 	must(tb, err)
 	g.srv = srv
 	g.from = intakeSocket{via: srv.sockets[0], worker: 0}
@@ -65,27 +69,37 @@ func newTableGateway(tb testing.TB, sessions int) *tableGateway {
 // replaces its old session.
 func (g *tableGateway) login(n int) *serverSession {
 	g.tb.Helper()
-	user := fmt.Sprintf("u%d", n%g.users)
-	cfg := handshake.ClientConfig{ServerPublic: g.static.Public, Login: user, Password: testPassword, InstanceID: uint64(n + 1)}
+	cfg := g.client(n)
 	_, msg, err := handshake.NewLogin(&cfg, uint32(n)|1, time.Now(), nil)
 	must(g.tb, err)
-	src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(n >> 8), byte(n)}), uint16(1000+n%50000))
-	g.srv.handleHandshake(handshakeJob{buf: msg, src: src, from: g.from, at: time.Now()})
-	key := instanceKey{user, cfg.InstanceID}
+	g.handle(n, msg)
+	key := instanceKey{cfg.Login, cfg.InstanceID}
 	g.srv.mu.Lock()
 	sess := g.srv.pending[key]
 	g.srv.mu.Unlock()
 	if sess == nil {
-		g.tb.Fatalf("login of %s instance %d left no pending session", user, cfg.InstanceID)
+		g.tb.Fatalf("login of %s instance %d left no pending session", cfg.Login, cfg.InstanceID)
 	}
 	g.srv.confirm(sess, sess.next.Load(), time.Now())
 	g.srv.mu.Lock()
 	live := g.srv.live[key] == sess
 	g.srv.mu.Unlock()
 	if !live {
-		g.tb.Fatalf("session of %s instance %d not live after its first packet", user, cfg.InstanceID)
+		g.tb.Fatalf("session of %s instance %d not live after its first packet", cfg.Login, cfg.InstanceID)
 	}
 	return sess
+}
+
+// client is instance n's client config.
+func (g *tableGateway) client(n int) handshake.ClientConfig {
+	return handshake.ClientConfig{ServerPublic: g.static.Public, Login: fmt.Sprintf("u%d", n%g.users), Password: testPassword,
+		InstanceID: uint64(n + 1)}
+}
+
+// handle processes instance n's handshake request as a handshake worker would.
+func (g *tableGateway) handle(n int, msg []byte) {
+	src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(n >> 8), byte(n)}), uint16(1000+n%50000))
+	g.srv.handleHandshake(handshakeJob{buf: msg, src: src, from: g.from, at: time.Now()})
 }
 
 // BenchmarkLoginWithSessions measures logins (login request, cheap argon2id hash, pending session, first
@@ -94,7 +108,7 @@ func (g *tableGateway) login(n int) *serverSession {
 func BenchmarkLoginWithSessions(b *testing.B) {
 	for _, n := range []int{100, 5000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			g := newTableGateway(b, n)
+			g := newTableGateway(b, n, nil)
 			for i := range n {
 				g.login(i)
 			}
@@ -115,7 +129,7 @@ const tableSessions = 10000
 // filledTable returns a gateway with tableSessions live sessions and, for each, its receiver index and
 // IPv4 address (what the data path looks up).
 func filledTable(tb testing.TB) (*tableGateway, []uint32, []netip.Addr) {
-	g := newTableGateway(tb, tableSessions)
+	g := newTableGateway(tb, tableSessions, nil)
 	idx := make([]uint32, tableSessions)
 	addrs := make([]netip.Addr, tableSessions)
 	for i := range tableSessions {
@@ -151,9 +165,6 @@ func BenchmarkSessionLookup(b *testing.B) {
 	})
 }
 
-func lookupIndex(s *Server, idx uint32) (keyEntry, bool) {
-	e, ok := s.table.Load().byIndex[idx]
-	return e, ok
-}
+func lookupIndex(s *Server, idx uint32) (keyEntry, bool) { return s.table.index(idx) }
 
-func lookupAddr(s *Server, a netip.Addr) *serverSession { return s.table.Load().byAddr[a] }
+func lookupAddr(s *Server, a netip.Addr) *serverSession { return s.table.session(a) }
