@@ -60,6 +60,9 @@ type leaseTable struct {
 	byAddr       map[netip.Addr]*lease
 	path         string // state file; "" keeps leases in memory only
 	dirty        bool   // changed since the last save
+	// restoredUntil is the latest restoredUntil of a restored lease, zero once expire has swept past it:
+	// until a restart's leases are due, and after they were dealt with, expire has nothing to look at.
+	restoredUntil time.Time
 }
 
 func newLeaseTable(pool4, pool6 *ippool.Pool, stateDir string) *leaseTable {
@@ -167,12 +170,17 @@ func (t *leaseTable) drop(l *lease) {
 }
 
 // expire releases restored leases whose client did not come back in time.
+// It runs every second under the server's lock, so it scans the leases only once they are due.
 func (t *leaseTable) expire(now time.Time) {
+	if t.restoredUntil.IsZero() || !now.After(t.restoredUntil) {
+		return
+	}
 	for _, l := range t.byKey {
 		if l.refs == 0 && !l.restoredUntil.IsZero() && now.After(l.restoredUntil) {
 			t.drop(l)
 		}
 	}
+	t.restoredUntil = time.Time{}
 }
 
 // leaseRecord is one lease in the state file.
@@ -276,6 +284,9 @@ func (t *leaseTable) restoreOne(r leaseRecord, store *users.Store, fixedOwner ma
 		return nil, "does not match the user's fixed addresses"
 	}
 	l := &lease{key: key, restoredUntil: now.Add(leaseRestoreHold)}
+	if l.restoredUntil.After(t.restoredUntil) {
+		t.restoredUntil = l.restoredUntil
+	}
 	for _, f := range []struct {
 		text  string
 		pool  *ippool.Pool

@@ -84,7 +84,11 @@ func TestLeaseTable(t *testing.T) {
 	if other.addr4 == fixed.FixedIPv4 || other.addr4 == a2.addr4 {
 		t.Fatal("a restored lease was handed to another instance")
 	}
-	// The restored fixed lease nobody claims expires.
+	// The restored fixed lease nobody claims expires, when its hold is over and not before.
+	lt2.expire(now.Add(leaseRestoreHold - time.Second))
+	if !p4b.Leased(fixed.FixedIPv4) {
+		t.Fatal("a restored lease expired before its hold was over")
+	}
 	lt2.expire(now.Add(leaseRestoreHold + time.Second))
 	if p4b.Leased(fixed.FixedIPv4) {
 		t.Fatal("an unclaimed restored lease did not expire")

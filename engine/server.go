@@ -108,6 +108,12 @@ type Server struct {
 
 	hsq     *handshakeQueue
 	notices noticeGuard
+
+	// sweepMu serializes sweeps (the janitor's, and tests'); it guards sweeps, sweepDue and the sessions'
+	// janitor fields.
+	sweepMu  sync.Mutex
+	sweeps   uint64
+	sweepDue []*serverSession // reused between sweeps
 }
 
 type instanceKey struct {

@@ -187,37 +187,80 @@ func (s *Server) janitor(ctx context.Context) {
 	}
 }
 
+// sweep does the janitor's work on the sessions. It looks at every session without s.mu, through the
+// session table and the sessions' atomics, sends keepalives there too, and takes the lock only to act on the
+// few sessions that are due (checking again under it: a session may have moved on meanwhile). So with
+// 10,000 sessions the handshakes and the data path's confirms never wait for a pass over all of them.
 func (s *Server) sweep(now time.Time) {
+	s.sweepMu.Lock()
+	defer s.sweepMu.Unlock()
 	keepalive, idle := s.keepaliveInterval(), s.sessionIdle()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, sess := range s.pending {
-		if now.Sub(time.Unix(0, sess.lastHandshake.Load())) > s.cfg.pendingTimeout {
-			s.log.Debug("login not confirmed by the client; dropped", "user", sess.user)
-			s.removeLocked(sess, "")
+	s.sweeps++
+	due := s.sweepDue[:0]
+	s.table.byIndex.RangeRelaxed(func(_ uint32, e keyEntry) bool {
+		sess := e.sess
+		if sess.swept == s.sweeps {
+			return true // seen under another of its indexes
 		}
-	}
-	for _, sess := range s.live {
+		sess.swept = s.sweeps
+		if sess.current.Load() == nil { // a login the client has not confirmed yet
+			if now.Sub(time.Unix(0, sess.lastHandshake.Load())) > s.cfg.pendingTimeout {
+				due = append(due, sess)
+			}
+			return true
+		}
 		if now.Sub(time.Unix(0, sess.lastRecv.Load())) > idle {
-			s.removeLocked(sess, endExpired)
-			continue
+			due = append(due, sess)
+			return true
 		}
-		if prev := sess.previous.Load(); prev != nil && prev.Expired(now) {
-			s.delIndex(prev.LocalIndex())
-			sess.previous.Store(nil)
+		if prev, next := sess.previous.Load(), sess.next.Load(); prev != nil && prev.Expired(now) || next != nil && next.Expired(now) {
+			due = append(due, sess)
 		}
-		if next := sess.next.Load(); next != nil && next.Expired(now) {
-			s.delIndex(next.LocalIndex())
-			sess.next.Store(nil)
-		}
+		// A session removed since the table was read may get one keepalive more under its old key; its
+		// client ignores or has already dropped it.
 		if tx := sess.counters.TxPackets.Load(); tx != sess.txSeen || sess.txIdleSince.IsZero() {
 			sess.txSeen, sess.txIdleSince = tx, now
 		} else if now.Sub(sess.txIdleSince) >= keepalive {
 			s.sendControl(sess, protocol.CodeData, 0, now)
 			sess.txSeen, sess.txIdleSince = sess.counters.TxPackets.Load(), now
 		}
+		return true
+	})
+	s.mu.Lock()
+	for _, sess := range due {
+		s.expireLocked(sess, now, idle)
 	}
 	s.leases.expire(now)
+	s.mu.Unlock()
+	clear(due) // keep no removed session reachable until the next sweep
+	s.sweepDue = due[:0]
+}
+
+// expireLocked removes sess if it is an unconfirmed login past the pending timeout or a live session silent
+// for idle, or else retires its expired keys. Conditions are checked again here, under s.mu.
+func (s *Server) expireLocked(sess *serverSession, now time.Time, idle time.Duration) {
+	key := instanceKey{sess.user, sess.instance}
+	switch {
+	case s.pending[key] == sess:
+		if now.Sub(time.Unix(0, sess.lastHandshake.Load())) > s.cfg.pendingTimeout {
+			s.log.Debug("login not confirmed by the client; dropped", "user", sess.user)
+			s.removeLocked(sess, "")
+		}
+		return
+	case s.live[key] != sess:
+		return // removed or replaced since the sweep saw it
+	case now.Sub(time.Unix(0, sess.lastRecv.Load())) > idle:
+		s.removeLocked(sess, endExpired)
+		return
+	}
+	if prev := sess.previous.Load(); prev != nil && prev.Expired(now) {
+		s.delIndex(prev.LocalIndex())
+		sess.previous.Store(nil)
+	}
+	if next := sess.next.Load(); next != nil && next.Expired(now) {
+		s.delIndex(next.LocalIndex())
+		sess.next.Store(nil)
+	}
 }
 
 // saveLeases writes the lease file if leases changed since the last save. The snapshot is taken under the

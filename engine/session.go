@@ -46,9 +46,11 @@ type serverSession struct {
 	lastHandshake           atomic.Int64
 	counters                Counters
 
-	// Owned by the janitor goroutine: when it last saw the transmit counter move, to send keepalives.
+	// Guarded by Server.sweepMu (the janitor's): when it last saw the transmit counter move, to send
+	// keepalives, and the sweep that last looked at the session.
 	txSeen      uint64
 	txIdleSince time.Time
+	swept       uint64
 }
 
 func (s *serverSession) owns(a netip.Addr) bool {

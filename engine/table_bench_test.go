@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 // login (Noise, a cheap argon2id hash, the session table) without a network or scheduler in between.
 type tableGateway struct {
 	tb     testing.TB
+	net    *enginetest.Network
 	srv    *Server
 	static handshake.StaticKeypair
 	from   intakeSocket
@@ -59,7 +61,7 @@ func newTableGateway(tb testing.TB, sessions int, mod func(*ServerConfig)) *tabl
 	}
 	srv, err := NewServer(cfg, []tun.Device{enginetest.NewTUN("salvo0", 1420)}, []PacketConn{conn})
 	must(tb, err)
-	g.srv = srv
+	g.srv, g.net = srv, nw
 	g.from = intakeSocket{via: srv.sockets[0], worker: 0}
 	return g
 }
@@ -96,10 +98,14 @@ func (g *tableGateway) client(n int) handshake.ClientConfig {
 		InstanceID: uint64(n + 1)}
 }
 
+// src is where instance n's requests come from.
+func (g *tableGateway) src(n int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(n >> 8), byte(n)}), uint16(1000+n%50000))
+}
+
 // handle processes instance n's handshake request as a handshake worker would.
 func (g *tableGateway) handle(n int, msg []byte) {
-	src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(n >> 8), byte(n)}), uint16(1000+n%50000))
-	g.srv.handleHandshake(handshakeJob{buf: msg, src: src, from: g.from, at: time.Now()})
+	g.srv.handleHandshake(handshakeJob{buf: msg, src: g.src(n), from: g.from, at: time.Now()})
 }
 
 // BenchmarkLoginWithSessions measures logins (login request, cheap argon2id hash, pending session, first
@@ -168,3 +174,39 @@ func BenchmarkSessionLookup(b *testing.B) {
 func lookupIndex(s *Server, idx uint32) (keyEntry, bool) { return s.table.index(idx) }
 
 func lookupAddr(s *Server, a netip.Addr) *serverSession { return s.table.session(a) }
+
+// BenchmarkSweep measures one janitor pass over 10,000 sessions (none due), and how long something that
+// takes s.mu meanwhile (a handshake, a confirm from the receive loop) waits for it, on average and at worst.
+func BenchmarkSweep(b *testing.B) {
+	g, _, _ := filledTable(b)
+	stop := make(chan struct{})
+	type waits struct {
+		sum, worst time.Duration
+		n          int
+	}
+	result := make(chan waits)
+	go func() {
+		var w waits
+		for {
+			select {
+			case <-stop:
+				result <- w
+				return
+			default:
+			}
+			t := time.Now()
+			g.srv.mu.Lock()
+			d := time.Since(t)
+			g.srv.mu.Unlock()
+			w.sum, w.worst, w.n = w.sum+d, max(w.worst, d), w.n+1
+			runtime.Gosched()
+		}
+	}()
+	for b.Loop() {
+		g.srv.sweep(time.Now())
+	}
+	close(stop)
+	w := <-result
+	b.ReportMetric(float64(w.sum.Nanoseconds())/float64(w.n), "mean-lock-wait-ns")
+	b.ReportMetric(float64(w.worst.Microseconds()), "max-lock-wait-us")
+}

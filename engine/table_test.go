@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/handshake"
+	"github.com/salvovpn/salvo/protocol/transport"
 )
 
 // fakeOffload records what the gateway tells the kernel-side classifier: live receiver indexes and TUN
@@ -231,4 +233,75 @@ func TestSessionLookupAllocatesNothing(t *testing.T) {
 	}); n != 0 {
 		t.Fatalf("a lookup allocates %.1f times", n)
 	}
+}
+
+// TestSweepRetiresExpiredKeys: the janitor retires a rekeyed session's previous key and an unconfirmed
+// resume's key once they expire, from the session and the table, and keeps the session.
+func TestSweepRetiresExpiredKeys(t *testing.T) {
+	t.Parallel()
+	g, off := offloadGateway(t, 1)
+	sess := g.login(0)
+	g.resume(0, sess)
+	prev, cur := sess.previous.Load(), sess.current.Load()
+	e, _ := g.srv.table.index(cur.LocalIndex())
+	cfg := g.client(0)
+	_, msg, err := handshake.NewResume(&cfg, 3, cur.LocalIndex(), e.resumeKey, time.Now(), nil)
+	must(t, err)
+	g.handle(0, msg) // a resume the client never confirms
+	next := sess.next.Load()
+	if next == nil {
+		t.Fatal("the resume installed no pending key")
+	}
+	later := time.Now().Add(protocol.RejectAfterTime + time.Second)
+	sess.lastRecv.Store(later.UnixNano()) // the session is not idle then
+	g.srv.sweep(later)
+	for _, kp := range []*transport.Keypair{prev, next} {
+		if _, ok := g.srv.table.index(kp.LocalIndex()); ok {
+			t.Fatalf("expired index %d still in the table", kp.LocalIndex())
+		}
+	}
+	if sess.previous.Load() != nil || sess.next.Load() != nil || sess.current.Load() != cur {
+		t.Fatal("the expired key slots were not cleared, or the current key went with them")
+	}
+	checkTable(t, g, off)
+}
+
+// TestSweepSendsKeepalivesWithoutTheLock: the janitor's pass over the sessions does not need s.mu: with the
+// lock held elsewhere, the keepalives of idle sessions still go out.
+func TestSweepSendsKeepalivesWithoutTheLock(t *testing.T) {
+	t.Parallel()
+	const n = 3
+	g, _ := offloadGateway(t, n)
+	got := make(chan netip.AddrPort, n)
+	for i := range n {
+		g.login(i)
+		c, err := g.net.Listen(g.src(i))
+		must(t, err)
+		t.Cleanup(func() { c.Close() })
+		go func() {
+			bufs, sizes, addrs := [][]byte{make([]byte, 2048)}, []int{0}, []netip.AddrPort{{}}
+			if k, err := c.ReadBatch(bufs, sizes, addrs); err == nil && k == 1 && protocol.Code(bufs[0][0]) == protocol.CodeData {
+				got <- c.LocalAddr()
+			}
+		}()
+	}
+	now := time.Now()
+	g.srv.sweep(now) // the first look at the sessions: the transmit counters start being watched
+	later := now.Add(g.srv.keepaliveInterval())
+	g.srv.mu.Lock()
+	for _, sess := range g.srv.live {
+		sess.lastRecv.Store(later.UnixNano())
+	}
+	swept := make(chan struct{})
+	go func() { g.srv.sweep(later); close(swept) }()
+	for range n {
+		select {
+		case <-got:
+		case <-time.After(5 * time.Second):
+			g.srv.mu.Unlock()
+			t.Fatal("no keepalive while the gateway's lock was held")
+		}
+	}
+	g.srv.mu.Unlock()
+	<-swept
 }
