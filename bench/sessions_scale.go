@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -263,12 +265,15 @@ func measureSessionCosts(ctx context.Context, res *SessionsResult, cfg SessionsC
 	}
 	res.RSSBeforeKiB = rss0
 	res.RSSPerSessionKiB = (float64(res.RSSAfterKiB) - float64(rss0)) / n
-	if st, err := queryStatus(sock); err != nil {
+	st, err := queryStatus(sock)
+	if err != nil {
 		return err
-	} else if len(st.Sessions) != len(sessions) {
-		return fmt.Errorf("%d sessions logged in, but the gateway has %d", len(sessions), len(st.Sessions))
 	}
+	res.UnconfirmedAfterLogin = len(sessions) - len(st.Sessions)
 	if err := touchAll(sessions, server); err != nil { // the first logins may have been silent for a while
+		return err
+	}
+	if err := allLive(ctx, gw, sock, sessions); err != nil {
 		return err
 	}
 	idle, idleTook, err := gatewayCPU(pid, func() error { time.Sleep(cfg.RekeyWindow); return nil })
@@ -289,6 +294,40 @@ func measureSessionCosts(ctx context.Context, res *SessionsResult, cfg SessionsC
 		res.RekeyCPUMillisEach = 1000 * res.RekeyCPUPerSec * busyTook.Seconds() / float64(res.Rekeys)
 	}
 	return touchAll(sessions, server)
+}
+
+// allLive checks that the gateway has every session live, giving the keepalives just sent a moment to
+// confirm a login whose first packet was lost.
+func allLive(ctx context.Context, gw *daemon, sock string, sessions []*benchSession) error {
+	var st engine.Status
+	err := waitFor(ctx, 3*time.Second, "every session live", []*daemon{gw}, func() (bool, error) {
+		var err error
+		st, err = queryStatus(sock)
+		return err == nil && len(st.Sessions) == len(sessions), nil
+	})
+	if err == nil {
+		return nil
+	}
+	live := map[string]bool{}
+	for _, s := range st.Sessions {
+		for _, a := range s.Addresses {
+			live[a] = true
+		}
+	}
+	var missing, lines []string
+	log, _ := os.ReadFile(gw.logPath)
+	for _, s := range sessions {
+		if a := s.addr.String(); !live[a] && len(missing) < 3 {
+			missing = append(missing, fmt.Sprintf("%s instance %d at %s", s.hc.Login, s.hc.InstanceID, a))
+			for _, l := range strings.Split(string(log), "\n") {
+				if strings.Contains(l, a+"]") || strings.Contains(l, a+" ") {
+					lines = append(lines, l)
+				}
+			}
+		}
+	}
+	return fmt.Errorf("%d sessions logged in, but the gateway has %d live (not: %v): %w; the gateway's log of them: %s",
+		len(sessions), len(st.Sessions), missing, err, strings.Join(lines, " | "))
 }
 
 // writeBenchUsers writes a users file in dir with n users, prefix0 to prefix(n-1), who share a random
