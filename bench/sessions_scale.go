@@ -270,6 +270,25 @@ func measureSessionCosts(ctx context.Context, res *SessionsResult, cfg SessionsC
 		return err
 	}
 	res.UnconfirmedAfterLogin = len(sessions) - len(st.Sessions)
+	if st.Logins != nil {
+		res.LoginsAccepted = st.Logins.LoginsOK
+	}
+	res.LoginDrops = map[string]uint64{}
+	for reason, n := range st.Global.Drops {
+		if n > 0 {
+			res.LoginDrops[reason] = n
+		}
+	}
+	if st.Panics > 0 {
+		res.LoginDrops["vectors_lost_to_panics"] = st.Panics
+	}
+	for _, s := range st.Sessions {
+		for reason, n := range s.Counters.Drops {
+			if n > 0 {
+				res.LoginDrops[reason] += n
+			}
+		}
+	}
 	if err := touchAll(sessions, server); err != nil { // the first logins may have been silent for a while
 		return err
 	}
