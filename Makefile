@@ -47,8 +47,10 @@ bench: deps
 bench-short:
 	$(GO) run ./bench/cmd/salvobench --short
 
-# Many sessions (64 real logins) against one gateway: packets/s, cross-worker packets/s and the gateway's
-# CPU-ns per packet and per byte, for 1, 2 and one worker per CPU, eBPF on and off (about 3 minutes).
+# Many sessions (10,000 real logins over 10 users with cheap argon2id) against one gateway: login time,
+# RSS per session, rekey CPU, and with every session sending packets/s, cross-worker packets/s and the
+# gateway's CPU-ns per packet and per byte, for 1, 2 and one worker per CPU, eBPF on and off (about 15
+# minutes; SESSIONFLAGS="--sessions 64" for the old, quick run).
 bench-sessions:
 	$(GO) run ./bench/cmd/salvosessions $(SESSIONFLAGS)
 

@@ -2,9 +2,7 @@ package bench
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,12 +14,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/salvovpn/salvo/batch"
 	"github.com/salvovpn/salvo/engine"
 	"github.com/salvovpn/salvo/engine/control"
+	"github.com/salvovpn/salvo/engine/users"
 	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/handshake"
 	"github.com/salvovpn/salvo/protocol/transport"
@@ -29,14 +27,21 @@ import (
 
 // SessionsConfig selects what the many-session benchmark measures.
 type SessionsConfig struct {
-	Sessions int           // concurrent sessions (>= 1)
-	Workers  []int         // gateway workers to compare; 0 = one per CPU (the config's meaning)
-	Size     int           // UDP payload bytes of each inner packet (the packet is 28 bytes more)
-	Duration time.Duration // traffic time per measurement
-	EBPF     []string      // gateway ebpf settings to compare ("off", "on")
-	Modes    []string      // "one-tuple" (every session behind one address:port) and/or "per-session"
-	RepoDir  string
-	Progress io.Writer
+	Sessions int // concurrent sessions (>= 1), spread over users of at most sessionsPerUser sessions
+	// Params are the users' argon2id parameters. The gateway's hashing budget counts argon2 cost, so
+	// cheap parameters buy many logins a second without any throttle being lifted.
+	Params users.Params
+	// RekeyWindow is how long the rekey cost is measured: the sessions rekey, in turn, at the rate all of
+	// them would at the protocol's cadence (Sessions per RekeyAfterTime), and the gateway's idle CPU over
+	// as long a window before is subtracted.
+	RekeyWindow time.Duration
+	Workers     []int         // gateway workers to compare; 0 = one per CPU (the config's meaning)
+	Size        int           // UDP payload bytes of each inner packet (the packet is 28 bytes more)
+	Duration    time.Duration // traffic time per measurement
+	EBPF        []string      // gateway ebpf settings to compare ("off", "on")
+	Modes       []string      // "one-tuple" (every session behind one address:port) and/or "per-session"
+	RepoDir     string
+	Progress    io.Writer
 }
 
 // SessionsResult is one measurement.
@@ -45,8 +50,35 @@ type SessionsResult struct {
 	Mode     string `json:"mode"`
 	Sessions int    `json:"sessions"`
 	// Workers is the gateway's setting (0 = one per CPU), WorkersRun what that came to on this machine.
-	Workers           int     `json:"workers"`
-	WorkersRun        int     `json:"workers_run"`
+	Workers    int    `json:"workers"`
+	WorkersRun int    `json:"workers_run"`
+	Users      int    `json:"users"`
+	Params     string `json:"argon2id"`
+	// Logging every session in, LoginsInFlight at a time (one at a time on a shared socket).
+	LoginSeconds   float64 `json:"login_seconds"`
+	LoginsPerSec   float64 `json:"logins_per_sec"`
+	LoginsInFlight int     `json:"logins_in_flight"`
+	// UnconfirmedAfterLogin counts sessions not live when the logins were done (a first packet lost);
+	// a keepalive each then confirms them, as a client's next packet would.
+	UnconfirmedAfterLogin int `json:"unconfirmed_after_login"`
+	// What the gateway counted by then: logins it accepted (more than Sessions when a retried request
+	// was answered twice) and the packets it dropped, by reason.
+	LoginsAccepted uint64            `json:"logins_accepted"`
+	LoginDrops     map[string]uint64 `json:"login_drops"`
+	// The gateway's VmRSS before the first login and with every session logged in.
+	RSSBeforeKiB     uint64  `json:"rss_before_kib"`
+	RSSAfterKiB      uint64  `json:"rss_after_kib"`
+	RSSPerSessionKiB float64 `json:"rss_per_session_kib"`
+	// Rekeys at the normal cadence (see SessionsConfig.RekeyWindow): how many, and the gateway's CPU
+	// seconds per second while idle (keepalives, janitor) and the extra while rekeying.
+	Rekeys             int     `json:"rekeys"`
+	RekeysPerSec       float64 `json:"rekeys_per_sec"`
+	IdleCPUPerSec      float64 `json:"idle_cpu_seconds_per_sec"`
+	RekeyCPUPerSec     float64 `json:"rekey_cpu_seconds_per_sec"`
+	RekeyCPUMillisEach float64 `json:"rekey_cpu_ms_each"`
+	// TODO(issue 15, session tickets): the time for every session to return after a gateway SIGKILL and
+	// restart. Without tickets each would need a full login again; measure it once they exist.
+	SendingSessions   int     `json:"sending_sessions"` // sessions the gateway received data from
 	PacketBytes       int     `json:"inner_packet_bytes"`
 	PacketsPerSec     float64 `json:"gateway_packets_per_sec"`
 	CrossWorkerPerSec float64 `json:"cross_worker_packets_per_sec"`
@@ -75,8 +107,11 @@ const sessionsBlackhole = "10.250.0.1" // routed to a blackhole on the gateway: 
 // RunSessions measures each (ebpf, mode) combination on a fresh topology and returns the results. It fails
 // loudly when the gateway does not come up or a login fails.
 func RunSessions(ctx context.Context, cfg SessionsConfig) ([]SessionsResult, error) {
-	if cfg.Sessions < 1 || len(cfg.Workers) == 0 || slices.Min(cfg.Workers) < 0 || cfg.Duration <= 0 {
-		return nil, errors.New("sessions: need sessions >= 1, worker counts >= 0 (0 = one per CPU) and a duration")
+	if cfg.Sessions < 1 || len(cfg.Workers) == 0 || slices.Min(cfg.Workers) < 0 || cfg.Duration <= 0 || cfg.RekeyWindow <= 0 {
+		return nil, errors.New("sessions: need sessions >= 1, worker counts >= 0 (0 = one per CPU), a duration and a rekey window")
+	}
+	if cfg.Params.Memory == 0 {
+		return nil, errors.New("sessions: no argon2id parameters for the users")
 	}
 	if cfg.Size < 8 || cfg.Size > 1400 {
 		return nil, fmt.Errorf("sessions: packet size %d: want 8..1400 bytes of UDP payload", cfg.Size)
@@ -99,8 +134,10 @@ func RunSessions(ctx context.Context, cfg SessionsConfig) ([]SessionsResult, err
 				if err != nil {
 					return results, fmt.Errorf("workers=%d ebpf=%s mode=%s: %w", workers, eb, mode, err)
 				}
-				fmt.Fprintf(cfg.Progress, "salvosessions:   %.0f pkt/s at the gateway, %.0f cross-worker pkt/s (%.1f%%), %.0f CPU-ns per packet, %.2f per byte\n",
-					r.PacketsPerSec, r.CrossWorkerPerSec, 100*r.CrossWorkerShare, r.CPUNsPerPacket, r.CPUNsPerByte)
+				fmt.Fprintf(cfg.Progress, "salvosessions:   %d logins in %.1f s (%.0f/s; %d not live until a second packet, %d accepted, drops %v), %.1f KiB RSS per session, rekeys at %.0f/s cost %.3f CPU-s/s\n",
+					r.Sessions, r.LoginSeconds, r.LoginsPerSec, r.UnconfirmedAfterLogin, r.LoginsAccepted, r.LoginDrops, r.RSSPerSessionKiB, r.RekeysPerSec, r.RekeyCPUPerSec)
+				fmt.Fprintf(cfg.Progress, "salvosessions:   %.0f pkt/s at the gateway from %d sessions, %.0f cross-worker pkt/s (%.1f%%), %.0f CPU-ns per packet, %.2f per byte\n",
+					r.PacketsPerSec, r.SendingSessions, r.CrossWorkerPerSec, 100*r.CrossWorkerShare, r.CPUNsPerPacket, r.CPUNsPerByte)
 				results = append(results, r)
 			}
 		}
@@ -109,7 +146,8 @@ func RunSessions(ctx context.Context, cfg SessionsConfig) ([]SessionsResult, err
 }
 
 func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir string, workers int, ebpf, mode string) (SessionsResult, error) {
-	res := SessionsResult{EBPF: ebpf, Mode: mode, Sessions: cfg.Sessions, Workers: workers, WorkersRun: workers, PacketBytes: 28 + cfg.Size}
+	res := SessionsResult{EBPF: ebpf, Mode: mode, Sessions: cfg.Sessions, Workers: workers, WorkersRun: workers, PacketBytes: 28 + cfg.Size,
+		Users: sessionUsers(cfg.Sessions), Params: ParamsLabel(cfg.Params)}
 	if workers == 0 {
 		res.WorkersRun = runtime.NumCPU() // the gateway's GOMAXPROCS on this machine
 	}
@@ -133,19 +171,14 @@ func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir string, w
 	if err != nil {
 		return res, err
 	}
-	var rnd [16]byte
-	_, _ = rand.Read(rnd[:])
-	password := hex.EncodeToString(rnd[:])
-	users := filepath.Join(dir, "users")
-	add := exec.CommandContext(ctx, bin, "user", "add", "--file", users, "--password-stdin", "load")
-	add.Stdin = strings.NewReader(password + "\n")
-	if out, err := add.CombinedOutput(); err != nil {
-		return res, fmt.Errorf("user add: %v: %s", err, out)
+	password, usersFile, err := writeBenchUsers(dir, "load", res.Users, cfg.Params)
+	if err != nil {
+		return res, err
 	}
 	sock := filepath.Join(dir, "server.sock")
 	conf := fmt.Sprintf("listen = [\"%s:51820\"]\nprivate_key_file = %q\nusers_file = %q\ntun_name = \"salvo0\"\n"+
 		"ipv4_pool = \"10.77.0.0/16\"\nmax_sessions_per_user = 1024\nworkers = %d\nebpf = %q\ncontrol_socket = %q\nstate_dir = %q\n",
-		addrB4, keyFile, users, workers, ebpf, sock, filepath.Join(dir, "state"))
+		addrB4, keyFile, usersFile, workers, ebpf, sock, filepath.Join(dir, "state"))
 	confPath := filepath.Join(dir, "server.toml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return res, err
@@ -163,9 +196,14 @@ func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir string, w
 	}
 
 	server := netip.MustParseAddrPort(addrB4 + ":51820")
-	nconns := 1
+	nconns, inFlight, opts := 1, 1, batch.Options{DisableGSO: true}
 	if mode == "per-session" {
-		nconns = cfg.Sessions
+		nconns, inFlight, opts = cfg.Sessions, 16, batch.Options{}
+		if cfg.Sessions > 64 {
+			// Small socket buffers for thousands of sockets that each carry one session's packets (up to
+			// 64, as many as the older runs used, keep the defaults their figures were measured with).
+			opts = batch.Options{BatchSize: 64, RecvBuffer: 64 << 10, SendBuffer: 256 << 10}
+		}
 	}
 	conns := make([]*batch.Conn, nconns)
 	if err := topo.A.Do(func() error {
@@ -174,7 +212,7 @@ func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir string, w
 			// datagrams must leave as separate datagrams: GSO would coalesce different sessions into one
 			// super-datagram, which the kernel steers and filters as a unit by its first header, something
 			// no NAT in front of real clients produces (GSO happens in each client's own socket).
-			c, err := batch.Listen("udp4", addrA4+":0", batch.Options{DisableGSO: mode == "one-tuple"})
+			c, err := batch.Listen("udp4", addrA4+":0", opts)
 			if err != nil {
 				return err
 			}
@@ -191,19 +229,20 @@ func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir string, w
 			}
 		}
 	}()
-	type session struct {
-		kp   *transport.Keypair
-		conn *batch.Conn
-		pkt  []byte // the inner IPv4/UDP packet this session sends
+	sconns := make([]*sessionConn, nconns)
+	for i, c := range conns {
+		sconns[i] = newSessionConn(c)
 	}
-	sessions := make([]session, cfg.Sessions)
+	sessions := make([]*benchSession, cfg.Sessions)
 	for i := range sessions {
-		c := conns[i%nconns]
-		kp, addr, err := loginOne(c, server, pub, password, uint64(i+1))
-		if err != nil {
-			return res, fmt.Errorf("login %d: %w", i, err)
-		}
-		sessions[i] = session{kp: kp, conn: c, pkt: innerUDP(addr, netip.MustParseAddr(sessionsBlackhole), cfg.Size)}
+		sessions[i] = &benchSession{conn: sconns[i%nconns], hc: handshake.ClientConfig{ServerPublic: pub,
+			Login: fmt.Sprintf("load%d", i%res.Users), Password: password, InstanceID: uint64(i + 1)}}
+	}
+	if err := measureSessionCosts(ctx, &res, cfg, gw, sock, sessions, server, inFlight); err != nil {
+		return res, err
+	}
+	for _, s := range sessions {
+		s.pkt = innerUDP(s.addr, netip.MustParseAddr(sessionsBlackhole), cfg.Size)
 	}
 	st0, err := queryStatus(sock)
 	if err != nil {
@@ -213,8 +252,8 @@ func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir string, w
 	if err != nil {
 		return res, fmt.Errorf("gateway CPU time: %w", err)
 	}
-	sent := sendLoad(sessions, server, cfg.Duration, func(s session) (*transport.Keypair, *batch.Conn, []byte) {
-		return s.kp, s.conn, s.pkt
+	sent := sendLoad(sessions, server, cfg.Duration, func(s *benchSession) (*transport.Keypair, *batch.Conn, []byte) {
+		return s.kp, s.conn.c, s.pkt
 	})
 	cpu1, err := cpuSeconds(gw.pid())
 	if err != nil {
@@ -243,6 +282,7 @@ func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir string, w
 	res.CrossWorkerPerSec = float64(st1.CrossWorkerPackets-st0.CrossWorkerPackets) / secs
 	res.CrossWorkerShare = float64(st1.CrossWorkerPackets-st0.CrossWorkerPackets) / float64(rx)
 	res.SentPerSec = float64(sent) / secs
+	res.SendingSessions = sendingSessions(st0, st1)
 	return res, nil
 }
 
@@ -259,71 +299,6 @@ func sumRx(st engine.Status) engine.Traffic {
 		t = t.Plus(engine.Traffic{RxPackets: s.Counters.RxPackets, RxBytes: s.Counters.RxBytes})
 	}
 	return t
-}
-
-// loginOne runs one real login (Noise NK + argon2id on the gateway) over c and returns the session's keys
-// and tunnel address.
-func loginOne(c *batch.Conn, server netip.AddrPort, pub handshake.Key, password string, instance uint64) (*transport.Keypair, netip.Addr, error) {
-	hc := handshake.ClientConfig{ServerPublic: pub, Login: "load", Password: password, InstanceID: instance}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	idx := binary.LittleEndian.Uint32(b[:]) | 1
-	h, msg, err := handshake.NewLogin(&hc, idx, time.Now(), nil)
-	if err != nil {
-		return nil, netip.Addr{}, err
-	}
-	if _, err := c.WriteBatch([][]byte{msg}, []netip.AddrPort{server}); err != nil {
-		return nil, netip.Addr{}, err
-	}
-	bufs := [][]byte{make([]byte, batch.MaxPacket)}
-	sizes, addrs := make([]int, 1), make([]netip.AddrPort, 1)
-	// ReadBatch blocks with no deadline of its own: a login the gateway never answers would hang the
-	// benchmark, so the socket is closed under it after 10 s (the measurement fails anyway).
-	var timedOut atomic.Bool
-	watchdog := time.AfterFunc(10*time.Second, func() {
-		timedOut.Store(true)
-		c.Close()
-	})
-	defer watchdog.Stop()
-	for {
-		n, err := c.ReadBatch(bufs, sizes, addrs)
-		if timedOut.Load() {
-			return nil, netip.Addr{}, errors.New("no answer within 10s")
-		}
-		if err != nil {
-			return nil, netip.Addr{}, err
-		}
-		if n == 0 || sizes[0] == 0 {
-			continue
-		}
-		if protocol.Code(bufs[0][0]) == protocol.CodeCookieReply {
-			// The gateway is under load (logins in a row from one source make it so) and wants this
-			// source proved before it hashes a password: ask again with the cookie, as a client does.
-			ck, err := h.ConsumeCookieReply(bufs[0][:sizes[0]], time.Now())
-			if err != nil {
-				continue // another session's cookie on a shared socket
-			}
-			if h, msg, err = handshake.NewLogin(&hc, idx, time.Now(), ck); err != nil {
-				return nil, netip.Addr{}, err
-			}
-			if _, err := c.WriteBatch([][]byte{msg}, []netip.AddrPort{server}); err != nil {
-				return nil, netip.Addr{}, err
-			}
-			continue
-		}
-		if protocol.Code(bufs[0][0]) != protocol.CodeServerAuthResponse {
-			continue
-		}
-		result, keys, st, err := h.ConsumeResponse(bufs[0][:sizes[0]])
-		if err != nil {
-			continue // a response to another session's handshake on a shared socket
-		}
-		if result != handshake.ResultOK {
-			return nil, netip.Addr{}, fmt.Errorf("gateway answered %v", result)
-		}
-		kp, err := transport.NewKeypair(keys.Suite, keys.Send, keys.Recv, keys.LocalIndex, keys.RemoteIndex, true, time.Now())
-		return kp, st.IPv4.Addr(), err
-	}
 }
 
 // innerUDP builds an IPv4/UDP packet with a payload of size bytes.
@@ -348,9 +323,10 @@ func innerUDP(src, dst netip.Addr, size int) []byte {
 	return p
 }
 
-// sendLoad sends sealed packets for d and returns how many were sent, a vector of 64 per sendmmsg: when
-// sessions share one socket a vector takes one packet from each session in turn; with a socket per session
-// it takes 64 packets of one session, then moves to the next.
+// sendLoad sends sealed packets for d and returns how many were sent, a vector of up to 64 per sendmmsg:
+// when sessions share one socket a vector takes one packet from each session in turn; with a socket per
+// session it takes packets of one session, then moves to the next: 64 of them, fewer with more than 64
+// sessions (down to one), so every session gets its turn within the measurement.
 func sendLoad[S any](sessions []S, server netip.AddrPort, d time.Duration, get func(S) (*transport.Keypair, *batch.Conn, []byte)) uint64 {
 	const vec = 64
 	bufs := make([][]byte, vec)
@@ -363,13 +339,17 @@ func sendLoad[S any](sessions []S, server netip.AddrPort, d time.Duration, get f
 	_, c0, _ := get(sessions[0])
 	_, cLast, _ := get(sessions[len(sessions)-1])
 	shared := c0 == cLast
+	perTurn := vec
+	if !shared {
+		perTurn = max(1, min(vec, vec*vec/len(sessions)))
+	}
 	var sent uint64
 	next := 0
 	end := time.Now().Add(d)
 	for time.Now().Before(end) {
 		_, conn, _ := get(sessions[next])
 		n := 0
-		for n < vec {
+		for n < vec && (shared || n < perTurn) {
 			kp, _, pkt := get(sessions[next])
 			copy(bufs[n][protocol.Headroom:], pkt)
 			m, err := kp.Seal(protocol.CodeData, bufs[n], len(pkt), time.Now())

@@ -3,8 +3,6 @@ package bench
 import (
 	"cmp"
 	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -63,7 +61,7 @@ func stormUsers(clients int) int { return clients/1000 + 1 }
 
 // RunStorm starts a gateway on a fresh topology and lets the clients loose on it at once.
 func RunStorm(ctx context.Context, cfg StormConfig) (StormResult, error) {
-	res := StormResult{Clients: cfg.Clients, Params: fmt.Sprintf("m=%d,t=%d,p=%d", cfg.Params.Memory, cfg.Params.Time, cfg.Params.Threads)}
+	res := StormResult{Clients: cfg.Clients, Params: ParamsLabel(cfg.Params)}
 	if cfg.Clients < 1 {
 		return res, errors.New("storm: need at least one client")
 	}
@@ -91,21 +89,8 @@ func RunStorm(ctx context.Context, cfg StormConfig) (StormResult, error) {
 	if err != nil {
 		return res, err
 	}
-	var rnd [16]byte
-	_, _ = crand.Read(rnd[:])
-	password := hex.EncodeToString(rnd[:])
-	store := users.New()
-	for u := range stormUsers(cfg.Clients) {
-		h, err := users.HashPassword([]byte(password), cfg.Params, crand.Reader)
-		if err != nil {
-			return res, err
-		}
-		if err := store.Add(users.User{Login: fmt.Sprintf("storm%d", u), Hash: h}); err != nil {
-			return res, err
-		}
-	}
-	usersFile := filepath.Join(work, "users")
-	if err := store.Save(usersFile); err != nil {
+	password, usersFile, err := writeBenchUsers(work, "storm", stormUsers(cfg.Clients), cfg.Params)
+	if err != nil {
 		return res, err
 	}
 	sock := filepath.Join(work, "server.sock")

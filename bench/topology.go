@@ -273,19 +273,22 @@ func cpuSeconds(pid int) (float64, error) {
 }
 
 // peakRSSKiB returns VmHWM (the resident set's high-water mark) of pid.
-func peakRSSKiB(pid int) (uint64, error) {
+func peakRSSKiB(pid int) (uint64, error) { return statusKiB(pid, "VmHWM") }
+
+// statusKiB returns a kB field of /proc/pid/status (VmHWM, VmRSS).
+func statusKiB(pid int, field string) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			f := strings.Fields(rest)
 			if len(f) != 2 || f[1] != "kB" {
-				return 0, fmt.Errorf("/proc/%d/status: odd VmHWM line %q", pid, line)
+				return 0, fmt.Errorf("/proc/%d/status: odd %s line %q", pid, field, line)
 			}
 			return strconv.ParseUint(f[0], 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmHWM", pid)
+	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
 }

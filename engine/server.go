@@ -107,9 +107,9 @@ type Server struct {
 	// this kind of machine. Steering (offload/classifier) drives this to zero.
 	crossWorker atomic.Uint64
 
-	table atomic.Pointer[sessionTable] // published lookup state: read lock-free by the data path
+	table sessionTable // lookup state: read lock-free by the data path, changed under mu
 
-	mu      sync.Mutex // guards everything below and the publication of table
+	mu      sync.Mutex // guards everything below and the changes to table
 	live    map[instanceKey]*serverSession
 	pending map[instanceKey]*serverSession // logins waiting for the client's first packet
 	perUser map[string][]*serverSession    // live sessions, oldest first
@@ -120,6 +120,12 @@ type Server struct {
 
 	hsq     *handshakeQueue
 	notices noticeGuard
+
+	// sweepMu serializes sweeps (the janitor's, and tests'); it guards sweeps, sweepDue and the sessions'
+	// janitor fields.
+	sweepMu  sync.Mutex
+	sweeps   uint64
+	sweepDue []*serverSession // reused between sweeps
 }
 
 type instanceKey struct {
@@ -184,7 +190,7 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 		return nil, err
 	}
 	s.drops.log = cfg.Log
-	s.table.Store(&sessionTable{byIndex: map[uint32]keyEntry{}, byAddr: map[netip.Addr]*serverSession{}})
+	s.table = newSessionTable()
 	for _, c := range conns {
 		s.sockets = append(s.sockets, &sender{conn: c})
 	}
@@ -267,12 +273,11 @@ func (s *Server) Run(ctx context.Context) error {
 // all a data packet carries, so encoding the owner in it lets the kernel-side classifier steer a session's
 // packets to its worker's socket without any lookup. Called with s.mu held.
 func (s *Server) newIndex(worker int) uint32 {
-	tbl := s.table.Load()
 	var b [4]byte
 	for {
 		_, _ = rand.Read(b[:])
 		idx := protocol.IndexFor(binary.LittleEndian.Uint32(b[:]), worker, s.workers)
-		if _, used := tbl.byIndex[idx]; idx != 0 && !used {
+		if _, used := s.table.index(idx); idx != 0 && !used {
 			return idx
 		}
 	}
@@ -286,9 +291,9 @@ type IndexWatcher interface {
 	RemoveSession(index uint32) error
 }
 
-// addIndex and delIndex change the (unpublished) session table tbl and tell the watcher. Called with s.mu held.
-func (s *Server) addIndex(tbl *sessionTable, idx uint32, e keyEntry) {
-	tbl.byIndex[idx] = e
+// addIndex and delIndex change the session table and tell the watcher. Called with s.mu held.
+func (s *Server) addIndex(idx uint32, e keyEntry) {
+	s.table.byIndex.Store(idx, e)
 	if s.cfg.Watcher != nil {
 		if err := s.cfg.Watcher.AddSession(idx); err != nil {
 			s.log.Warn("session classifier: cannot add session", "index", idx, "err", err)
@@ -296,8 +301,8 @@ func (s *Server) addIndex(tbl *sessionTable, idx uint32, e keyEntry) {
 	}
 }
 
-func (s *Server) delIndex(tbl *sessionTable, idx uint32) {
-	delete(tbl.byIndex, idx)
+func (s *Server) delIndex(idx uint32) {
+	s.table.byIndex.Delete(idx)
 	if s.cfg.Watcher != nil {
 		if err := s.cfg.Watcher.RemoveSession(idx); err != nil {
 			s.log.Warn("session classifier: cannot remove session", "index", idx, "err", err)

@@ -35,7 +35,6 @@ func (s *Server) inbound(r *inboundState, n int) {
 	r.pending, r.cross = r.pending[:0], 0 // start clean even if the last vector panicked half-way
 	v := r.v
 	now := time.Now()
-	tbl := s.table.Load()
 	out := v.outBufs[:0]
 	for i := range n {
 		b := v.bufs[i][:v.sizes[i]]
@@ -56,7 +55,7 @@ func (s *Server) inbound(r *inboundState, n int) {
 			s.global.drop(DropMalformed)
 			continue
 		}
-		e, ok := tbl.byIndex[hdr.Receiver]
+		e, ok := s.table.index(hdr.Receiver)
 		if !ok {
 			s.global.drop(DropUnknownSession)
 			if s.drops.due() {
@@ -187,7 +186,6 @@ func (s *Server) outbound(o *outboundState, n int) {
 	}
 	v := o.v
 	now := time.Now()
-	tbl := s.table.Load()
 	for i := range n {
 		pkt := v.bufs[i][protocol.Headroom : protocol.Headroom+v.sizes[i]]
 		_, dst, ok := ipAddrs(pkt)
@@ -195,7 +193,7 @@ func (s *Server) outbound(o *outboundState, n int) {
 			s.global.drop(DropMalformed)
 			continue
 		}
-		sess := tbl.byAddr[dst]
+		sess := s.table.session(dst)
 		if sess == nil {
 			s.global.drop(DropNoRoute)
 			continue

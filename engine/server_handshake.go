@@ -542,9 +542,7 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 			sess.lastRecv.Store(now.UnixNano())
 			sess.lastHandshake.Store(now.UnixNano())
 			s.pending[key] = sess
-			tbl := s.table.Load().clone()
-			s.addIndex(tbl, idx, keyEntry{kp: kp, sess: sess, resumeKey: keys.ResumeKey})
-			s.table.Store(tbl)
+			s.addIndex(idx, keyEntry{kp: kp, sess: sess, resumeKey: keys.ResumeKey})
 			return out, kp, nil
 		}
 	}
@@ -598,7 +596,7 @@ func (s *Server) overForgeryLimit(lim *ratelimit.Limiter[netip.Prefix], job hand
 func (s *Server) resumeSession(req *handshake.Request, now time.Time) (_ handshake.Result, _ []byte, _ *transport.Keypair, forged bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.table.Load().byIndex[req.SessionIndex]
+	e, ok := s.table.index(req.SessionIndex)
 	if !ok {
 		return handshake.ResultUnknownSession, nil, nil, false
 	}
@@ -625,14 +623,12 @@ func (s *Server) resumeSession(req *handshake.Request, now time.Time) (_ handsha
 	if err != nil {
 		return handshake.ResultServerError, nil, nil, false
 	}
-	tbl := s.table.Load().clone()
 	// Only one pending key: a newer resume replaces an unconfirmed one. The endpoint does not move: only
 	// an authenticated data packet moves it, so a raced copy of a resume request cannot redirect traffic.
 	if old := sess.next.Swap(kp); old != nil {
-		s.delIndex(tbl, old.LocalIndex())
+		s.delIndex(old.LocalIndex())
 	}
-	s.addIndex(tbl, idx, keyEntry{kp: kp, sess: sess, resumeKey: keys.ResumeKey})
-	s.table.Store(tbl)
+	s.addIndex(idx, keyEntry{kp: kp, sess: sess, resumeKey: keys.ResumeKey})
 	sess.lastHandshake.Store(now.UnixNano())
 	return handshake.ResultOK, out, kp, false
 }

@@ -19,16 +19,17 @@ func (s *Server) confirm(sess *serverSession, kp *transport.Keypair, now time.Ti
 	if sess.next.Load() != kp {
 		return
 	}
-	tbl := s.table.Load().clone()
-	if !sess.live {
-		s.promoteLocked(tbl, sess, now)
-	} else if prev := sess.previous.Load(); prev != nil {
-		s.delIndex(tbl, prev.LocalIndex())
-	}
+	// The key slots move first: a login's addresses, published by promoteLocked, must find the key the
+	// TUN loops seal with.
+	retired := sess.previous.Load()
 	sess.previous.Store(sess.current.Load())
 	sess.current.Store(kp)
 	sess.next.Store(nil)
-	s.table.Store(tbl)
+	if !sess.live {
+		s.promoteLocked(sess, now)
+	} else if retired != nil {
+		s.delIndex(retired.LocalIndex())
+	}
 }
 
 // promoteLocked makes a pending login live. Only now does the login take effect on other sessions: it
@@ -36,33 +37,36 @@ func (s *Server) confirm(sess *serverSession, kp *transport.Keypair, now time.Ti
 // device, and makes room under max_sessions_per_user by replacing the user's oldest sessions. The replaced
 // clients are told so (disconnect "replaced") and stop rather than log in again, so two devices never evict
 // each other in turn.
-func (s *Server) promoteLocked(tbl *sessionTable, sess *serverSession, now time.Time) {
+func (s *Server) promoteLocked(sess *serverSession, now time.Time) {
 	key := instanceKey{sess.user, sess.instance}
 	delete(s.pending, key)
+	// The addresses go to the new session before the sessions it replaces are removed: an address they
+	// share (the same instance's lease, a fixed address) is overwritten, so it keeps routing, and
+	// removeLocked leaves it (and its steering route) alone.
+	for _, a := range sess.addrs() {
+		s.table.byAddr.Store(a, sess)
+		s.steerAddress(a, sess.worker)
+	}
 	if old := s.live[key]; old != nil {
-		s.dropLocked(tbl, old, endRelogin) // the same client instance logged in again: nothing to tell it
+		s.removeLocked(old, endRelogin) // the same client instance logged in again: nothing to tell it
 	}
 	for _, other := range append([]*serverSession(nil), s.perUser[sess.user]...) {
 		if other.lease == sess.lease {
 			s.log.Info("fixed address taken over by the user's newer login", "user", sess.user, "addresses", fmt.Sprint(sess.addrs()))
-			s.endLocked(tbl, other, protocol.DisconnectReplaced, now)
+			s.endSessionLocked(other, protocol.DisconnectReplaced, now)
 		}
 	}
 	for len(s.perUser[sess.user]) >= s.cfg.MaxSessionsPerUser {
 		oldest := s.perUser[sess.user][0]
 		s.log.Info("max_sessions_per_user reached: the oldest session is replaced by the new one", "user", sess.user,
 			"limit", s.cfg.MaxSessionsPerUser, "replaced_endpoint", oldest.endpoint.Load().addr)
-		s.endLocked(tbl, oldest, protocol.DisconnectReplaced, now)
+		s.endSessionLocked(oldest, protocol.DisconnectReplaced, now)
 	}
 	sess.live = true
 	s.ledger.started++
 	s.live[key] = sess
 	s.perUser[sess.user] = append(s.perUser[sess.user], sess)
-	for _, a := range sess.addrs() {
-		tbl.byAddr[a] = sess
-		s.steerAddress(a, sess.worker)
-	}
-	kp := sess.next.Load()
+	kp := sess.current.Load()
 	s.log.Info("session up", "user", sess.user, "endpoint", sess.endpoint.Load().addr, "addresses", fmt.Sprint(sess.addrs()),
 		"index", kp.LocalIndex(), "suite", kp.Suite().String())
 }
@@ -70,14 +74,8 @@ func (s *Server) promoteLocked(tbl *sessionTable, sess *serverSession, now time.
 // endSessionLocked tells the client why its session ends (an authenticated disconnect under the current
 // key) and removes the session.
 func (s *Server) endSessionLocked(sess *serverSession, reason protocol.DisconnectReason, now time.Time) {
-	tbl := s.table.Load().clone()
-	s.endLocked(tbl, sess, reason, now)
-	s.table.Store(tbl)
-}
-
-func (s *Server) endLocked(tbl *sessionTable, sess *serverSession, reason protocol.DisconnectReason, now time.Time) {
 	s.sendControl(sess, protocol.CodeDisconnect, reason, now)
-	s.dropLocked(tbl, sess, reason.String())
+	s.removeLocked(sess, reason.String())
 }
 
 // sendControl sends a keepalive or disconnect to the session's endpoint through its worker's socket.
@@ -93,27 +91,22 @@ func (s *Server) sendControl(sess *serverSession, code protocol.Code, reason pro
 	}
 }
 
-// removeLocked forgets a session without telling its client (it is gone, or never was).
+// removeLocked forgets a session without telling its client (it is gone, or never was): it removes every
+// trace of sess from the server and the session table, and releases its lease. A live session's end is
+// accounted under reason (see accountLocked); a pending one never carried traffic.
 func (s *Server) removeLocked(sess *serverSession, reason string) {
-	tbl := s.table.Load().clone()
-	s.dropLocked(tbl, sess, reason)
-	s.table.Store(tbl)
-}
-
-// dropLocked removes every trace of sess from the server and from tbl (unpublished), and releases its lease.
-// A live session's end is accounted under reason (see accountLocked); a pending one never carried traffic.
-func (s *Server) dropLocked(tbl *sessionTable, sess *serverSession, reason string) {
 	if sess.live && sess.lease != nil {
 		s.accountLocked(sess, reason, time.Now())
 	}
 	for _, kp := range sess.keys() {
-		if e, ok := tbl.byIndex[kp.LocalIndex()]; ok && e.sess == sess {
-			s.delIndex(tbl, kp.LocalIndex())
+		if e, ok := s.table.index(kp.LocalIndex()); ok && e.sess == sess {
+			s.delIndex(kp.LocalIndex())
 		}
 	}
 	for _, a := range sess.addrs() {
-		if tbl.byAddr[a] == sess {
-			delete(tbl.byAddr, a)
+		// Only if it is still sess's: a newer session that took the address over keeps it.
+		if s.table.session(a) == sess {
+			s.table.byAddr.Delete(a)
 			s.unsteerAddress(a)
 		}
 	}
@@ -194,45 +187,79 @@ func (s *Server) janitor(ctx context.Context) {
 	}
 }
 
+// sweep does the janitor's work on the sessions. It looks at every session without s.mu, through the
+// session table and the sessions' atomics, sends keepalives there too, and takes the lock only to act on the
+// few sessions that are due (checking again under it: a session may have moved on meanwhile). So with
+// 10,000 sessions the handshakes and the data path's confirms never wait for a pass over all of them.
 func (s *Server) sweep(now time.Time) {
+	s.sweepMu.Lock()
+	defer s.sweepMu.Unlock()
 	keepalive, idle := s.keepaliveInterval(), s.sessionIdle()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tbl := s.table.Load().clone()
-	changed := false
-	for _, sess := range s.pending {
-		if now.Sub(time.Unix(0, sess.lastHandshake.Load())) > s.cfg.pendingTimeout {
-			s.log.Debug("login not confirmed by the client; dropped", "user", sess.user)
-			s.dropLocked(tbl, sess, "")
-			changed = true
+	s.sweeps++
+	due := s.sweepDue[:0]
+	s.table.byIndex.RangeRelaxed(func(_ uint32, e keyEntry) bool {
+		sess := e.sess
+		if sess.swept == s.sweeps {
+			return true // seen under another of its indexes
 		}
-	}
-	for _, sess := range s.live {
+		sess.swept = s.sweeps
+		if sess.current.Load() == nil { // a login the client has not confirmed yet
+			if now.Sub(time.Unix(0, sess.lastHandshake.Load())) > s.cfg.pendingTimeout {
+				due = append(due, sess)
+			}
+			return true
+		}
 		if now.Sub(time.Unix(0, sess.lastRecv.Load())) > idle {
-			s.dropLocked(tbl, sess, endExpired)
-			changed = true
-			continue
+			due = append(due, sess)
+			return true
 		}
-		if prev := sess.previous.Load(); prev != nil && prev.Expired(now) {
-			s.delIndex(tbl, prev.LocalIndex())
-			sess.previous.Store(nil)
-			changed = true
+		if prev, next := sess.previous.Load(), sess.next.Load(); prev != nil && prev.Expired(now) || next != nil && next.Expired(now) {
+			due = append(due, sess)
 		}
-		if next := sess.next.Load(); next != nil && next.Expired(now) {
-			s.delIndex(tbl, next.LocalIndex())
-			sess.next.Store(nil)
-			changed = true
-		}
+		// A session removed since the table was read may get one keepalive more under its old key; its
+		// client ignores or has already dropped it.
 		if tx := sess.counters.TxPackets.Load(); tx != sess.txSeen || sess.txIdleSince.IsZero() {
 			sess.txSeen, sess.txIdleSince = tx, now
 		} else if now.Sub(sess.txIdleSince) >= keepalive {
 			s.sendControl(sess, protocol.CodeData, 0, now)
 			sess.txSeen, sess.txIdleSince = sess.counters.TxPackets.Load(), now
 		}
+		return true
+	})
+	s.mu.Lock()
+	for _, sess := range due {
+		s.expireLocked(sess, now, idle)
 	}
 	s.leases.expire(now)
-	if changed {
-		s.table.Store(tbl)
+	s.mu.Unlock()
+	clear(due) // keep no removed session reachable until the next sweep
+	s.sweepDue = due[:0]
+}
+
+// expireLocked removes sess if it is an unconfirmed login past the pending timeout or a live session silent
+// for idle, or else retires its expired keys. Conditions are checked again here, under s.mu.
+func (s *Server) expireLocked(sess *serverSession, now time.Time, idle time.Duration) {
+	key := instanceKey{sess.user, sess.instance}
+	switch {
+	case s.pending[key] == sess:
+		if now.Sub(time.Unix(0, sess.lastHandshake.Load())) > s.cfg.pendingTimeout {
+			s.log.Debug("login not confirmed by the client; dropped", "user", sess.user)
+			s.removeLocked(sess, "")
+		}
+		return
+	case s.live[key] != sess:
+		return // removed or replaced since the sweep saw it
+	case now.Sub(time.Unix(0, sess.lastRecv.Load())) > idle:
+		s.removeLocked(sess, endExpired)
+		return
+	}
+	if prev := sess.previous.Load(); prev != nil && prev.Expired(now) {
+		s.delIndex(prev.LocalIndex())
+		sess.previous.Store(nil)
+	}
+	if next := sess.next.Load(); next != nil && next.Expired(now) {
+		s.delIndex(next.LocalIndex())
+		sess.next.Store(nil)
 	}
 }
 
@@ -294,15 +321,13 @@ func (s *Server) endWhere(reason protocol.DisconnectReason, match func(*serverSe
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	tbl := s.table.Load().clone()
 	for _, m := range []map[instanceKey]*serverSession{s.live, s.pending} {
 		for _, sess := range m {
 			if match(sess) {
-				s.endLocked(tbl, sess, reason, now)
+				s.endSessionLocked(sess, reason, now)
 				n++
 			}
 		}
 	}
-	s.table.Store(tbl)
 	return n
 }

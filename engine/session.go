@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/puzpuzpuz/xsync/v4"
+
 	"github.com/salvovpn/salvo/protocol"
 	"github.com/salvovpn/salvo/protocol/transport"
 )
@@ -47,9 +49,11 @@ type serverSession struct {
 	lastHandshake           atomic.Int64
 	counters                Counters
 
-	// Owned by the janitor goroutine: when it last saw the transmit counter move, to send keepalives.
+	// Guarded by Server.sweepMu (the janitor's): when it last saw the transmit counter move, to send
+	// keepalives, and the sweep that last looked at the session.
 	txSeen      uint64
 	txIdleSince time.Time
+	swept       uint64
 }
 
 func (s *serverSession) owns(a netip.Addr) bool {
@@ -127,20 +131,31 @@ type keyEntry struct {
 	resumeKey [32]byte
 }
 
-// sessionTable is the immutable lookup state of the data path. Handshakes (rare) build a new one and publish it
-// with an atomic pointer store, so the per-packet lookups take no lock.
+// sessionTable is the data path's lookup state: the receive loops look sessions up by receiver index, the
+// TUN loops by tunnel address, for every packet and without a lock. Both maps are concurrent hash tables
+// (xsync.Map): a lookup takes no lock and allocates nothing, and a change locks one bucket, so a handshake
+// costs the same with 10 sessions or 10,000 (a copy-on-write table cloned per change made a login storm
+// quadratic). Changes are made under Server.mu, which keeps a look-then-change sequence (newIndex,
+// removeLocked) atomic among writers.
+//
+// Readers see every change at once rather than a handshake's changes together, so the writers order them:
+// an entry is stored only once what it points to is complete (a session's keys and endpoint before its
+// index, its key slots before its addresses), and an address handed to a newer session is overwritten, not
+// deleted and added again, so it never routes nowhere in between.
 type sessionTable struct {
-	byIndex map[uint32]keyEntry
-	byAddr  map[netip.Addr]*serverSession // live sessions only
+	byIndex *xsync.Map[uint32, keyEntry]
+	byAddr  *xsync.Map[netip.Addr, *serverSession] // live sessions only
 }
 
-func (r *sessionTable) clone() *sessionTable {
-	n := &sessionTable{byIndex: make(map[uint32]keyEntry, len(r.byIndex)+2), byAddr: make(map[netip.Addr]*serverSession, len(r.byAddr)+2)}
-	for k, v := range r.byIndex {
-		n.byIndex[k] = v
-	}
-	for k, v := range r.byAddr {
-		n.byAddr[k] = v
-	}
-	return n
+func newSessionTable() sessionTable {
+	return sessionTable{byIndex: xsync.NewMap[uint32, keyEntry](), byAddr: xsync.NewMap[netip.Addr, *serverSession]()}
+}
+
+// index returns the key entry of receiver index idx.
+func (t *sessionTable) index(idx uint32) (keyEntry, bool) { return t.byIndex.Load(idx) }
+
+// session returns the live session that owns tunnel address a, or nil.
+func (t *sessionTable) session(a netip.Addr) *serverSession {
+	sess, _ := t.byAddr.Load(a)
+	return sess
 }
