@@ -76,14 +76,20 @@ type SessionsResult struct {
 	IdleCPUPerSec      float64 `json:"idle_cpu_seconds_per_sec"`
 	RekeyCPUPerSec     float64 `json:"rekey_cpu_seconds_per_sec"`
 	RekeyCPUMillisEach float64 `json:"rekey_cpu_ms_each"`
-	// TODO(issue 15, session tickets): the time for every session to return after a gateway SIGKILL and
-	// restart. Without tickets each would need a full login again; measure it once they exist.
-	SendingSessions   int     `json:"sending_sessions"` // sessions the gateway received data from
-	PacketBytes       int     `json:"inner_packet_bytes"`
-	PacketsPerSec     float64 `json:"gateway_packets_per_sec"`
-	CrossWorkerPerSec float64 `json:"cross_worker_packets_per_sec"`
-	CrossWorkerShare  float64 `json:"cross_worker_share"`
-	SentPerSec        float64 `json:"sent_packets_per_sec"`
+	// After a SIGKILL and a restart on the same state directory: how long until the gateway answered,
+	// how long until every session was back (resume refused, then its ticket: measureRestart), both
+	// from the kill too, and what the restarted gateway hashed (0: no session needed its password).
+	RestartUpSeconds       float64 `json:"restart_up_seconds"`
+	ReturnSeconds          float64 `json:"return_seconds"`
+	ReturnAfterKillSeconds float64 `json:"return_after_kill_seconds"`
+	ReturnPasswordHashes   uint64  `json:"return_password_hashes"`
+	ReturnTicketLogins     uint64  `json:"return_ticket_logins"`
+	SendingSessions        int     `json:"sending_sessions"` // sessions the gateway received data from
+	PacketBytes            int     `json:"inner_packet_bytes"`
+	PacketsPerSec          float64 `json:"gateway_packets_per_sec"`
+	CrossWorkerPerSec      float64 `json:"cross_worker_packets_per_sec"`
+	CrossWorkerShare       float64 `json:"cross_worker_share"`
+	SentPerSec             float64 `json:"sent_packets_per_sec"`
 	// The gateway process's CPU time (utime+stime of all its threads) over the measurement, charged to
 	// the data packets and inner bytes its sessions received in that time. Kernel work done for the
 	// gateway in another task's context (the sender's softirq delivering to the veth) is not in it.
@@ -138,6 +144,8 @@ func RunSessions(ctx context.Context, cfg SessionsConfig) ([]SessionsResult, err
 					r.Sessions, r.LoginSeconds, r.LoginsPerSec, r.UnconfirmedAfterLogin, r.LoginsAccepted, r.LoginDrops, r.RSSPerSessionKiB, r.RekeysPerSec, r.RekeyCPUPerSec)
 				fmt.Fprintf(cfg.Progress, "salvosessions:   %.0f pkt/s at the gateway from %d sessions, %.0f cross-worker pkt/s (%.1f%%), %.0f CPU-ns per packet, %.2f per byte\n",
 					r.PacketsPerSec, r.SendingSessions, r.CrossWorkerPerSec, 100*r.CrossWorkerShare, r.CPUNsPerPacket, r.CPUNsPerByte)
+				fmt.Fprintf(cfg.Progress, "salvosessions:   SIGKILL and restart: gateway answering after %.1f s, every session back %.1f s later (%.1f s after the kill), %d password hashes, %d ticket logins\n",
+					r.RestartUpSeconds, r.ReturnSeconds, r.ReturnAfterKillSeconds, r.ReturnPasswordHashes, r.ReturnTicketLogins)
 				results = append(results, r)
 			}
 		}
@@ -183,11 +191,14 @@ func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir string, w
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return res, err
 	}
-	gw, err := startDaemon(ctx, topo.B, filepath.Join(dir, "server.log"), nil, bin, "server", "--config", confPath)
+	start := func() (*daemon, error) {
+		return startDaemon(ctx, topo.B, filepath.Join(dir, "server.log"), nil, bin, "server", "--config", confPath)
+	}
+	gw, err := start()
 	if err != nil {
 		return res, err
 	}
-	defer gw.stop(5 * time.Second)
+	defer func() { gw.stop(5 * time.Second) }()
 	if err := waitFor(ctx, 10*time.Second, "gateway control socket", []*daemon{gw}, func() (bool, error) {
 		var st engine.Status
 		return control.Query(sock, &st) == nil, nil
@@ -283,7 +294,19 @@ func runSessionsOnce(ctx context.Context, cfg SessionsConfig, bin, dir string, w
 	res.CrossWorkerShare = float64(st1.CrossWorkerPackets-st0.CrossWorkerPackets) / float64(rx)
 	res.SentPerSec = float64(sent) / secs
 	res.SendingSessions = sendingSessions(st0, st1)
+	if gw, err = measureRestart(ctx, &res, gw, start, sock, sessions, server, inFlight); err != nil {
+		if gw == nil {
+			gw = &daemon{done: closedChan()} // nothing left to stop
+		}
+		return res, fmt.Errorf("after a restart: %w", err)
+	}
 	return res, nil
+}
+
+func closedChan() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
 }
 
 func queryStatus(sock string) (engine.Status, error) {

@@ -11,8 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/salvovpn/salvo/batch"
@@ -39,6 +37,7 @@ type benchSession struct {
 	hc        handshake.ClientConfig
 	kp        *transport.Keypair
 	resumeKey [32]byte
+	ticket    handshake.Ticket // the newest the gateway handed out
 	addr      netip.Addr
 	pkt       []byte
 }
@@ -166,6 +165,9 @@ func (s *benchSession) install(keys handshake.SessionKeys, server netip.AddrPort
 		return err
 	}
 	s.kp, s.resumeKey = kp, keys.ResumeKey
+	if !keys.Ticket.IsZero() {
+		s.ticket = keys.Ticket
+	}
 	return s.keepalive(server)
 }
 
@@ -184,24 +186,7 @@ func (s *benchSession) keepalive(server netip.AddrPort) error {
 // loginAll logs every session in, inFlight at a time (sessions that share a socket must go one at a
 // time), and returns how long that took.
 func loginAll(ctx context.Context, sessions []*benchSession, server netip.AddrPort, inFlight int) (time.Duration, error) {
-	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make([]error, inFlight)
-	for g := range inFlight {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(sessions); i = int(next.Add(1) - 1) {
-				if err := sessions[i].login(ctx, server); err != nil {
-					errs[g] = fmt.Errorf("login %d: %w", i, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return time.Since(start), errors.Join(errs...)
+	return forEach(sessions, inFlight, func(s *benchSession) error { return s.login(ctx, server) })
 }
 
 // rekeyAtCadence rekeys sessions, in order, at the rate at which all of them would rekey at the protocol's

@@ -84,12 +84,22 @@ func main() {
 			r.SendingSessions, r.PacketBytes, r.PacketsPerSec, r.CrossWorkerPerSec, 100*r.CrossWorkerShare, r.CPUNsPerPacket, r.CPUNsPerByte)
 	}
 	tw.Flush()
+	fmt.Println()
+	tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKERS\tEBPF\tMODE\tSESSIONS\tUP AFTER KILL S\tALL BACK S\tALL BACK AFTER KILL S\tPASSWORD HASHES\tTICKET LOGINS")
+	for _, r := range res {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f\t%.1f\t%.1f\t%d\t%d\n", r.WorkersLabel(), r.EBPF, r.Mode, r.Sessions,
+			r.RestartUpSeconds, r.ReturnSeconds, r.ReturnAfterKillSeconds, r.ReturnPasswordHashes, r.ReturnTicketLogins)
+	}
+	tw.Flush()
 	fmt.Printf("Users' argon2id: %s (the hashing budget counts argon2 cost: cheap users are not throttled like real ones).\n", bench.ParamsLabel(cfg.Params))
 	fmt.Printf("Rekeys: every session in turn at the rate of all rekeying once per %s, for %s; REKEY CPU-S/S is the gateway's CPU above its idle CPU of the %s before.\n",
 		protocol.RekeyAfterTime, cfg.RekeyWindow, cfg.RekeyWindow)
 	fmt.Println("KIB/SESSION: the gateway's VmRSS growth over the logins, per session (Go heap slack included).")
 	fmt.Println("CPU-ns: the gateway process's utime+stime over the inner packets and bytes its sessions received.")
-	fmt.Println("Return after a gateway SIGKILL and restart: not measured yet (TODO: needs session tickets, issue 15).")
+	fmt.Println("Return: the gateway is SIGKILLed and started again on its state directory; each session tries a resume")
+	fmt.Println("(refused: the session is gone) and comes back with its session ticket, as a client does, in the same")
+	fmt.Println("number of flights as its logins. PASSWORD HASHES is what the restarted gateway hashed.")
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
 		_ = os.WriteFile(*jsonOut, b, 0o644)
