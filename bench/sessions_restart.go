@@ -82,7 +82,37 @@ func measureRestart(ctx context.Context, res *SessionsResult, gw *daemon, restar
 		return ngw, err
 	}
 	res.RestartUpSeconds = time.Since(killed).Seconds()
-	took, err := forEach(sessions, inFlight, func(s *benchSession) error { return s.comeBack(ctx, server) })
+	// A return can take longer than the gateway's idle timeout (with the classifier's per-source limit on
+	// handshakes, all from one address): keep the sessions already back alive, as their clients would.
+	back := make([]atomic.Bool, len(sessions))
+	stop := make(chan struct{})
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Second):
+			}
+			for i, s := range sessions {
+				if back[i].Load() {
+					_ = s.keepalive(server)
+				}
+			}
+		}
+	}()
+	index := make(map[*benchSession]int, len(sessions))
+	for i, s := range sessions {
+		index[s] = i
+	}
+	took, err := forEach(sessions, inFlight, func(s *benchSession) error {
+		err := s.comeBack(ctx, server)
+		back[index[s]].Store(err == nil)
+		return err
+	})
+	close(stop)
+	<-kept
 	if err != nil {
 		return ngw, err
 	}

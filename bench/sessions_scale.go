@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/salvovpn/salvo/batch"
@@ -48,6 +49,14 @@ type benchSession struct {
 type sessionConn struct {
 	c  *batch.Conn
 	in chan []byte
+	mu sync.Mutex // one write at a time: a return's keepalives run beside its handshakes
+}
+
+func (sc *sessionConn) write(b []byte, to netip.AddrPort) error {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	_, err := sc.c.WriteBatch([][]byte{b}, []netip.AddrPort{to})
+	return err
 }
 
 func newSessionConn(c *batch.Conn) *sessionConn {
@@ -90,7 +99,7 @@ func (sc *sessionConn) handshake(ctx context.Context, server netip.AddrPort, bui
 		if err != nil {
 			return handshake.SessionKeys{}, handshake.Settings{}, err
 		}
-		if _, err := sc.c.WriteBatch([][]byte{msg}, []netip.AddrPort{server}); err != nil {
+		if err := sc.write(msg, server); err != nil {
 			return handshake.SessionKeys{}, handshake.Settings{}, err
 		}
 		retry := time.NewTimer(handshakeRetry)
@@ -179,8 +188,7 @@ func (s *benchSession) keepalive(server netip.AddrPort) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.conn.c.WriteBatch([][]byte{b[:n]}, []netip.AddrPort{server})
-	return err
+	return s.conn.write(b[:n], server)
 }
 
 // loginAll logs every session in, inFlight at a time (sessions that share a socket must go one at a
