@@ -25,11 +25,7 @@ func TestTwoGatewaysOnOneStore(t *testing.T) {
 	db := pgtest.Start(t)
 	w := newWorld(t)
 	for _, u := range []string{"alice", "bob"} {
-		cmd := exec.Command(salvoBin, "user", "add", "--store", db.DSN, "--password-stdin", u)
-		cmd.Stdin = strings.NewReader(password + "\n")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("user add %s: %v\n%s", u, err, out)
-		}
+		storeUserCmd(t, db, "add", "--password-stdin", u)
 	}
 	// A 1 s keepalive: the client calls a gateway dead after 2 x 1 s + 5 s of silence, then tries it 5 s
 	// more before it moves on.
@@ -98,9 +94,7 @@ func TestTwoGatewaysOnOneStore(t *testing.T) {
 	}
 
 	// alice deleted in the store: revoked on B, and her password works nowhere.
-	if out, err := exec.Command(salvoBin, "user", "del", "--store", db.DSN, "alice").CombinedOutput(); err != nil {
-		t.Fatalf("user del: %v\n%s", err, out)
-	}
+	storeUserCmd(t, db, "del", "alice")
 	if code := exitCode(t, c.proc, 10*time.Second); code != 4 {
 		t.Fatalf("deleted user's client exited %d\n%s", code, c.proc.output())
 	}

@@ -14,6 +14,16 @@ import (
 	"github.com/salvovpn/salvo/internal/pgtest"
 )
 
+// storeUserCmd runs salvo user ARGS --store (the world's password on its standard input).
+func storeUserCmd(t *testing.T, db *pgtest.Server, args ...string) {
+	t.Helper()
+	cmd := exec.Command(salvoBin, append([]string{"user"}, append(args, "--store", db.DSN)...)...)
+	cmd.Stdin = strings.NewReader(password + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("salvo user %v: %v\n%s", args, err, out)
+	}
+}
+
 // TestPostgresStore: a gateway with auth = "postgres" on a real PostgreSQL server (internal/pgtest, on a
 // unix socket). Users added with salvo user --store log in; a user disabled in the store is revoked at
 // once, without a reload; while the database is down the established session carries on and a new login
@@ -21,14 +31,7 @@ import (
 func TestPostgresStore(t *testing.T) {
 	db := pgtest.Start(t)
 	w := newWorld(t)
-	storeUser := func(args ...string) {
-		t.Helper()
-		cmd := exec.Command(salvoBin, append([]string{"user"}, append(args, "--store", db.DSN)...)...)
-		cmd.Stdin = strings.NewReader(password + "\n")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("salvo user %v: %v\n%s", args, err, out)
-		}
-	}
+	storeUser := func(args ...string) { storeUserCmd(t, db, args...) }
 	for _, u := range []string{"alice", "bob", "carol"} {
 		storeUser("add", "--password-stdin", u)
 	}
