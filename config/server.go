@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/salvovpn/salvo/engine/tickets"
 	"github.com/salvovpn/salvo/internal/batchsize"
 	"github.com/salvovpn/salvo/internal/dnsname"
 	"github.com/salvovpn/salvo/internal/loginlimits"
@@ -212,7 +213,7 @@ func LoadServer(path string) (*Server, error) {
 	case s.Auth == "postgres": // in the store (checkAuth refuses the key)
 		s.TicketKeysFile = ""
 	case !l.defined("ticket_keys_file"):
-		s.TicketKeysFile = filepath.Join(s.StateDir, "ticket-keys")
+		s.TicketKeysFile = filepath.Join(s.StateDir, tickets.FileName)
 	case strings.TrimSpace(s.TicketKeysFile) == "":
 		l.fail("ticket_keys_file", "must not be empty")
 	default:

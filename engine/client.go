@@ -228,13 +228,14 @@ func (c *Client) Run(ctx context.Context) error {
 
 	// The first login tries every gateway in turn, each for the whole LoginTimeout.
 	var err error
-	for range c.gateways {
+	for i := range c.gateways {
 		loginCtx, loginCancel := context.WithTimeout(ctx, c.cfg.LoginTimeout)
 		err = c.login(loginCtx, false)
 		loginCancel()
-		if !unreachable(err) || ctx.Err() != nil || !c.failover() {
+		if !unreachable(err) || ctx.Err() != nil || i == len(c.gateways)-1 {
 			break
 		}
+		c.failover()
 	}
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {

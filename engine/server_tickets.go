@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"time"
 
@@ -65,15 +67,19 @@ func (s *Server) issueTicket(sess *serverSession, user users.User, now time.Time
 // ticketLogin starts a new session from a ticket: no password hash, only the ticket's authentication, its
 // proof, and the same checks against the user store that every rekey makes. A ticket the gateway cannot
 // open (rotated away, expired, another gateway's), whose user changed, or past max_session_age is answered
-// "unknown session", which sends the client to its password. One that names another login or instance, or
-// whose proof fails, is what a thief of the blob produces: charged per source like a forged resume.
+// "unknown session", which sends the client to its password. One that does not open, names another login
+// or instance, or whose proof fails is what a forger produces: charged to its source on a limit of its own,
+// once the source has proven its address.
 func (s *Server) ticketLogin(req *handshake.Request, job handshakeJob, now time.Time) []byte {
 	g := &s.logins
 	over, chargeForgery := s.overForgeryLimit(g.limits.Load().forgedTickets, job, now)
 	if over {
 		return s.reject(req, job, handshake.ResultRateLimited)
 	}
-	refuse := func(why string, forged bool) []byte {
+	// refuse answers "unknown session". A refusal anyone can cause (a made-up ticket, from any source) is
+	// logged at debug level, so that a flood of them is not a flood of log lines; one of a genuine, proven
+	// ticket at info level.
+	refuse := func(why string, forged bool, level slog.Level) []byte {
 		if forged && !req.SourceProven {
 			// Any user can make a failing ticket from their own; charged to a spoofed source it would
 			// lock the real one out. So the sender proves its address first (a cookie), and is charged
@@ -84,39 +90,33 @@ func (s *Server) ticketLogin(req *handshake.Request, job handshakeJob, now time.
 		if forged {
 			chargeForgery()
 		}
-		// Debug only: a flood of made-up tickets from spoofed sources must not become a flood of log lines.
-		s.log.Debug("session ticket refused; the client must log in with its password", "user", req.Login, "from", job.src, "reason", why)
+		s.log.Log(context.Background(), level, "session ticket refused; the client must log in with its password",
+			"user", req.Login, "from", job.src, "reason", why)
 		return s.reject(req, job, handshake.ResultUnknownSession)
 	}
 	c, err := s.tickets.Open(req.Ticket, now)
 	defer clear(c.Secret[:])
 	switch {
 	case errors.Is(err, tickets.ErrUnknownKey):
-		return refuse("unknown ticket key", false)
+		return refuse("unknown ticket key", false, slog.LevelDebug)
 	case errors.Is(err, tickets.ErrExpired):
-		return refuse("expired", false)
+		return refuse("expired", false, slog.LevelDebug)
 	case err != nil:
-		return refuse("does not authenticate", true)
+		return refuse("does not authenticate", true, slog.LevelDebug)
 	case c.Login != req.Login || c.Instance != req.InstanceID:
-		return refuse("issued to another login or client instance", true)
+		return refuse("issued to another login or client instance", true, slog.LevelDebug)
 	case !req.VerifyTicket(c.Secret):
-		return refuse("wrong proof", true)
+		return refuse("wrong proof", true, slog.LevelDebug)
 	}
-	// From here the ticket is genuine and proven: what refuses it is said at info level (a real client
-	// sent it, and only as often as it reconnects).
+	// From here the ticket is genuine and proven: a real client sent it, as often as it reconnects.
 	user, ok := s.cfg.Users.Lookup(c.Login)
-	why := ""
 	switch {
 	case !ok || user.Disabled:
-		why = "user removed or disabled"
+		return refuse("user removed or disabled", false, slog.LevelInfo)
 	case userFingerprint(user) != c.User:
-		why = "user changed since the ticket was issued"
+		return refuse("user changed since the ticket was issued", false, slog.LevelInfo)
 	case s.cfg.MaxSessionAge > 0 && now.Sub(c.AuthAt) > s.cfg.MaxSessionAge:
-		why = "max_session_age reached"
-	}
-	if why != "" {
-		s.log.Info("session ticket refused; the client must log in with its password", "user", req.Login, "from", job.src, "reason", why)
-		return refuse(why, false)
+		return refuse("max_session_age reached", false, slog.LevelInfo)
 	}
 	out, ok := s.startSession(req, user, job, pendingLogin{authAt: c.AuthAt, want4: c.Addr4, want6: c.Addr6}, "ticket", now)
 	if ok {

@@ -146,22 +146,22 @@ func newKey(s StoredKey) (*key, error) {
 	return k, nil
 }
 
-// syncLocked takes the store's keys if they changed since the ring last read or wrote them (at most once
-// per checkEvery unless force). A remote store is asked in the background, unless force. A store that
-// cannot be asked leaves the keys as they are.
-func (r *Ring) syncLocked(now time.Time, force bool) {
-	if r.store == nil || !force && now.Sub(r.lastCheck) < checkEvery && !now.Before(r.lastCheck) {
+// syncLocked takes the store's keys if they changed since the ring last read or wrote them, at most once
+// per checkEvery; a remote store is asked in the background. A store that cannot be asked leaves the keys
+// as they are.
+func (r *Ring) syncLocked(now time.Time) {
+	if r.store == nil || now.Sub(r.lastCheck) < checkEvery && !now.Before(r.lastCheck) {
 		return
 	}
 	r.lastCheck = now
-	if r.remote && !force {
+	if r.remote {
 		if !r.checking {
 			r.checking = true
 			go r.syncInBackground(r.seen) // the goroutine "ticket key sync", one at a time
 		}
 		return
 	}
-	if v, keys, err := r.read(r.seen); err == nil && keys != nil {
+	if v, keys, changed, err := r.read(r.seen); err == nil && changed {
 		r.applyLocked(v, keys)
 	}
 }
@@ -172,43 +172,40 @@ func (r *Ring) askNowLocked(now time.Time) {
 		return
 	}
 	r.askedAt = now
-	v, keys, err := r.read(r.seen)
+	v, keys, changed, err := r.read(r.seen)
 	switch {
 	case err != nil:
 		r.quietUntil = now.Add(failBackoff)
-	case keys != nil:
+	case changed:
 		r.applyLocked(v, keys)
 	}
 }
 
 func (r *Ring) syncInBackground(seen string) {
-	v, keys, err := r.read(seen)
+	v, keys, changed, err := r.read(seen)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.checking = false
-	if err == nil && keys != nil && r.seen == seen { // nothing newer was applied meanwhile
+	if err == nil && changed && r.seen == seen { // nothing newer was applied meanwhile
 		r.applyLocked(v, keys)
 	}
 }
 
-// read asks the store for its keys if its version is not seen; keys is nil when there is nothing new (an
-// empty store has a non-nil, empty list).
-func (r *Ring) read(seen string) (string, []*key, error) {
+// read asks the store for its keys if its version is not seen; changed reports that it was not.
+func (r *Ring) read(seen string) (v string, keys []*key, changed bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	v, err := r.store.Version(ctx)
-	if err != nil || v == seen {
-		return "", nil, err
+	if v, err = r.store.Version(ctx); err != nil || v == seen {
+		return "", nil, false, err
 	}
 	stored, err := r.store.Keys(ctx)
 	if err != nil {
-		return "", nil, err
+		return "", nil, false, err
 	}
-	keys, err := toKeys(stored)
-	if keys == nil {
-		keys = []*key{}
+	if keys, err = toKeys(stored); err != nil {
+		return "", nil, false, err
 	}
-	return v, keys, err
+	return v, keys, true, nil
 }
 
 func (r *Ring) applyLocked(v string, keys []*key) {
@@ -259,7 +256,7 @@ func (r *Ring) sealerLocked(now time.Time) *key {
 // currentLocked returns the sealing key, rotating when it is due. Called with r.mu held. A key the store
 // cannot take is used anyway, with an error wrapping ErrNotSaved.
 func (r *Ring) currentLocked(now time.Time) (*key, error) {
-	r.syncLocked(now, false)
+	r.syncLocked(now)
 	if k := r.sealerLocked(now); k != nil {
 		return k, nil
 	}

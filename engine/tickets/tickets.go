@@ -134,7 +134,7 @@ func (r *Ring) Open(blob []byte, now time.Time) (Contents, error) {
 		return Contents{}, ErrInvalid
 	}
 	r.mu.Lock()
-	r.syncLocked(now, false)
+	r.syncLocked(now)
 	k := r.findLocked(blob[:idLen])
 	if k == nil {
 		// Perhaps a key another gateway made a moment ago, which a remote store's background check has
