@@ -42,7 +42,10 @@ type Pool struct {
 	mu       sync.Mutex
 	used     map[netip.Addr]struct{}
 	reserved map[netip.Addr]struct{}
-	cursor   netip.Addr // where the next Allocate starts looking
+	// elsewhere are addresses that clients of other gateways hold (a shared lease store said so): Allocate
+	// skips them, so that the store, which has the last word, rarely has to refuse one.
+	elsewhere map[netip.Addr]struct{}
+	cursor    netip.Addr // where the next Allocate starts looking
 }
 
 // New returns a pool over prefix (its host bits are ignored). Addresses in
@@ -133,6 +136,20 @@ func (p *Pool) SetReserved(addrs ...netip.Addr) error {
 	return nil
 }
 
+// SetElsewhere replaces the set of addresses held by clients of other gateways, which Allocate skips like
+// reserved ones. Addresses outside the pool are ignored: another gateway may have other pools.
+func (p *Pool) SetElsewhere(addrs []netip.Addr) {
+	set := make(map[netip.Addr]struct{}, len(addrs))
+	for _, a := range addrs {
+		if p.leasable(a) {
+			set[a] = struct{}{}
+		}
+	}
+	p.mu.Lock()
+	p.elsewhere = set
+	p.mu.Unlock()
+}
+
 // Prefix returns the pool's (masked) prefix.
 func (p *Pool) Prefix() netip.Prefix { return p.prefix }
 
@@ -182,16 +199,18 @@ func (p *Pool) Allocate() (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("ippool %v: %w (%d leases, the maximum)", p.prefix, ErrExhausted, MaxLeases)
 	}
 	// At most size steps: every address is visited once. For huge ranges a
-	// free address is found after at most len(used)+len(reserved) steps.
+	// free address is found after at most len(used)+len(reserved)+len(elsewhere)
+	// steps.
 	a := p.cursor
 	for i := uint64(0); i < p.size; i++ {
 		_, used := p.used[a]
 		_, res := p.reserved[a]
+		_, taken := p.elsewhere[a]
 		next := a.Next()
 		if a == p.last {
 			next = p.first
 		}
-		if !used && !res {
+		if !used && !res && !taken {
 			p.used[a] = struct{}{}
 			p.cursor = next
 			return a, nil

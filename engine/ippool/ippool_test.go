@@ -157,6 +157,25 @@ func TestSetReserved(t *testing.T) {
 	}
 }
 
+// Addresses held elsewhere are skipped by Allocate, may still be claimed (the shared store decides), and
+// come back when the set is replaced.
+func TestSetElsewhere(t *testing.T) {
+	p := mustNew(t, "10.0.0.0/29")
+	p.SetElsewhere(addrs("10.0.0.2", "10.0.0.3", "192.0.2.1"))
+	if a, _ := p.Allocate(); a != netip.MustParseAddr("10.0.0.4") {
+		t.Fatalf("Allocate() = %v, want 10.0.0.4", a)
+	}
+	if err := p.Claim(netip.MustParseAddr("10.0.0.3")); err != nil {
+		t.Fatalf("claiming an address held elsewhere: %v", err)
+	}
+	p.SetElsewhere(nil)
+	for _, want := range []string{"10.0.0.5", "10.0.0.6", "10.0.0.2"} {
+		if a, err := p.Allocate(); err != nil || a != netip.MustParseAddr(want) {
+			t.Fatalf("Allocate() = %v, %v; want %s", a, err, want)
+		}
+	}
+}
+
 func TestIPv6Huge(t *testing.T) {
 	p := mustNew(t, "fd77::/64", "fd77::3")
 	if p.Gateway() != netip.MustParseAddr("fd77::1") {

@@ -1,0 +1,188 @@
+package leasingtest
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/salvovpn/salvo/engine/leasing"
+)
+
+// Run checks the contract of leasing.Store on s, which must hold no lease yet.
+func Run(t *testing.T, s leasing.Store) {
+	ctx := t.Context()
+	a := netip.MustParseAddr
+	lease := func(login string, instance uint64, v4, v6 string) leasing.Lease {
+		l := leasing.Lease{Login: login, Instance: instance}
+		if v4 != "" {
+			l.IPv4 = a(v4)
+		}
+		if v6 != "" {
+			l.IPv6 = a(v6)
+		}
+		return l
+	}
+	claim := func(l leasing.Lease, hold time.Duration) {
+		t.Helper()
+		if err := s.Claim(ctx, l, hold); err != nil {
+			t.Fatalf("Claim(%+v): %v", l, err)
+		}
+	}
+	refused := func(l leasing.Lease) {
+		t.Helper()
+		if err := s.Claim(ctx, l, time.Minute); !errors.Is(err, leasing.ErrTaken) {
+			t.Fatalf("Claim(%+v) = %v, want ErrTaken", l, err)
+		}
+	}
+	lookup := func(login string, instance uint64) (leasing.Lease, bool) {
+		t.Helper()
+		l, ok, err := s.Lookup(ctx, login, instance)
+		if err != nil {
+			t.Fatalf("Lookup(%s, %d): %v", login, instance, err)
+		}
+		return l, ok
+	}
+	held := func(addr string) bool {
+		t.Helper()
+		list, err := s.Held(ctx)
+		if err != nil {
+			t.Fatalf("Held: %v", err)
+		}
+		return slices.Contains(list, a(addr))
+	}
+
+	if _, ok := lookup("alice", 1); ok {
+		t.Fatal("Lookup found a lease in an empty store")
+	}
+	big := uint64(1)<<63 + 5 // every bit of an instance survives
+	alice := lease("alice", big, "10.99.0.2", "fd99::2")
+	claim(alice, time.Minute)
+	if got, ok := lookup("alice", big); !ok || got != alice {
+		t.Fatalf("Lookup = %+v, %v; want %+v", got, ok, alice)
+	}
+	if _, ok := lookup("alice", 5); ok {
+		t.Fatal("Lookup found another instance's lease")
+	}
+	t.Run("one address, one lease", func(t *testing.T) {
+		refused(lease("bob", 1, "10.99.0.2", ""))
+		refused(lease("bob", 1, "10.99.0.3", "fd99::2"))
+		if _, ok := lookup("bob", 1); ok {
+			t.Fatal("a refused claim left a lease")
+		}
+		claim(lease("bob", 1, "10.99.0.3", "fd99::3"), time.Minute)
+		if !held("10.99.0.2") || !held("fd99::3") {
+			t.Fatal("Held misses a lease")
+		}
+	})
+	t.Run("a lease may change its addresses", func(t *testing.T) {
+		moved := lease("alice", big, "10.99.0.4", "fd99::2")
+		claim(moved, time.Minute)
+		if got, _ := lookup("alice", big); got != moved {
+			t.Fatalf("Lookup = %+v, want %+v", got, moved)
+		}
+		if held("10.99.0.2") {
+			t.Fatal("the old address is still held")
+		}
+		claim(lease("carol", 1, "10.99.0.2", ""), time.Minute)
+	})
+	t.Run("an expired hold gives way", func(t *testing.T) {
+		claim(lease("dave", 1, "10.99.0.5", ""), -time.Second)
+		if held("10.99.0.5") {
+			t.Fatal("an expired lease is held")
+		}
+		if _, ok := lookup("dave", 1); !ok {
+			t.Fatal("an expired lease is no longer its client's")
+		}
+		claim(lease("dave", 1, "10.99.0.5", ""), time.Minute) // its own client takes it back
+		claim(lease("dave", 1, "10.99.0.5", ""), -time.Second)
+		claim(lease("erin", 1, "10.99.0.5", ""), time.Minute) // someone else takes it
+		if _, ok := lookup("dave", 1); ok {
+			t.Fatal("the lease that gave way is still there")
+		}
+	})
+	t.Run("a fixed address is its owner's", func(t *testing.T) {
+		claim(lease("frank", 1, "10.99.0.6", "fd99::6"), time.Minute)
+		fixed := lease("grace", 0, "10.99.0.6", "fd99::7")
+		fixed.FixedIPv4 = true
+		claim(fixed, time.Minute)
+		if _, ok := lookup("frank", 1); ok {
+			t.Fatal("the lease on a fixed address is still there")
+		}
+		notFixed := lease("heidi", 0, "10.99.0.8", "fd99::7")
+		notFixed.FixedIPv4 = true // only the IPv4 address is fixed
+		refused(notFixed)
+	})
+	t.Run("renew", func(t *testing.T) {
+		ivan := lease("ivan", 1, "10.99.0.9", "")
+		claim(ivan, -time.Second)
+		stale := lease("ivan", 1, "10.99.0.10", "")
+		if err := s.Renew(ctx, []leasing.Lease{stale}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if held("10.99.0.9") {
+			t.Fatal("Renew of other addresses renewed the lease")
+		}
+		if err := s.Renew(ctx, []leasing.Lease{ivan, lease("nobody", 1, "10.99.0.11", "")}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if !held("10.99.0.9") {
+			t.Fatal("Renew did not hold the lease")
+		}
+		if held("10.99.0.11") {
+			t.Fatal("Renew made a lease")
+		}
+		if err := s.Renew(ctx, nil, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("release", func(t *testing.T) {
+		judy := lease("judy", 9, "10.99.0.12", "")
+		claim(judy, time.Minute)
+		if err := s.Release(ctx, []leasing.Lease{lease("judy", 9, "10.99.0.13", "")}); err != nil {
+			t.Fatal(err)
+		}
+		if !held("10.99.0.12") {
+			t.Fatal("Release of other addresses ended the hold")
+		}
+		if err := s.Release(ctx, []leasing.Lease{judy}); err != nil {
+			t.Fatal(err)
+		}
+		if held("10.99.0.12") {
+			t.Fatal("Release did not end the hold")
+		}
+		if _, ok := lookup("judy", 9); !ok {
+			t.Fatal("a released lease is no longer its client's")
+		}
+	})
+	t.Run("one family only", func(t *testing.T) {
+		claim(lease("judy", 1, "", "fd99::20"), time.Minute)
+		claim(lease("judy", 2, "", "fd99::21"), time.Minute)
+		claim(lease("mallory", 1, "10.99.0.20", ""), time.Minute)
+		claim(lease("mallory", 2, "10.99.0.21", ""), time.Minute)
+	})
+	t.Run("concurrent claims of one address", func(t *testing.T) {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		won := 0
+		for i := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := s.Claim(ctx, lease("racer", uint64(i), "10.99.0.30", ""), time.Minute)
+				if err != nil && !errors.Is(err, leasing.ErrTaken) {
+					t.Error(err)
+				}
+				mu.Lock()
+				won += map[bool]int{true: 1}[err == nil]
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if won != 1 {
+			t.Fatalf("%d of 8 concurrent claims of one address won", won)
+		}
+	})
+}
