@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/salvovpn/salvo/engine/ippool"
+	"github.com/salvovpn/salvo/engine/leasing"
 	"github.com/salvovpn/salvo/engine/tickets"
 	"github.com/salvovpn/salvo/engine/users"
 	"github.com/salvovpn/salvo/internal/batchsize"
@@ -41,6 +42,10 @@ type ServerConfig struct {
 	// StateDir, if set, is where leases are kept across restarts (leases.json), so a client instance gets
 	// the same addresses from a restarted gateway.
 	StateDir string
+	// SharedLeases, if set, keeps leases unique across the gateways sharing it: every login claims its
+	// addresses there (and is refused "store unavailable" when it cannot), and a client gets the addresses
+	// the store has for it wherever it connects.
+	SharedLeases leasing.Store
 	// ShareKick, if set, sends a kick made through the admin API to the other gateways sharing this one's
 	// store; each ends the user's sessions it holds (with Kick).
 	ShareKick func(user string) error
@@ -70,8 +75,9 @@ type ServerConfig struct {
 	BatchSize int
 	Log       *slog.Logger
 
-	// pendingTimeout overrides the constant of the same name (tests).
-	pendingTimeout time.Duration
+	// pendingTimeout and sharedLeaseRenewEvery override the constants of the same names (tests).
+	pendingTimeout        time.Duration
+	sharedLeaseRenewEvery time.Duration
 }
 
 // DefaultHashBudget is loginlimits.HashBudgetMiB in the engine's unit, argon2id KiB x passes per second.
@@ -114,6 +120,10 @@ type Server struct {
 	pending map[instanceKey]*serverSession // logins waiting for the client's first packet
 	perUser map[string][]*serverSession    // live sessions, oldest first
 	leases  *leaseTable
+	// released are shared leases whose clients left for good, for the goroutine "shared lease renewal" to
+	// release in the store; releaseDue wakes it.
+	released   []leasing.Lease
+	releaseDue chan struct{}
 
 	logins loginGuard
 	ledger sessionLedger // what ended sessions counted (guarded by mu)
@@ -165,16 +175,20 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = batchsize.Default
 	}
+	if cfg.sharedLeaseRenewEvery == 0 {
+		cfg.sharedLeaseRenewEvery = sharedLeaseRenewEvery
+	}
 	if cfg.pendingTimeout == 0 {
 		cfg.pendingTimeout = pendingTimeout
 	}
 	s := &Server{cfg: cfg, queues: queues, workers: cfg.Workers, layout: socketLayout{workers: cfg.Workers}, log: cfg.Log, started: time.Now(),
-		hs:      handshake.NewServer(cfg.Static, cfg.Suites, rand.Reader),
-		live:    map[instanceKey]*serverSession{},
-		pending: map[instanceKey]*serverSession{},
-		perUser: map[string][]*serverSession{},
-		leases:  newLeaseTable(cfg.Pool4, cfg.Pool6, cfg.StateDir),
-		hsq:     newHandshakeQueue(handshakeQueueLen),
+		hs:         handshake.NewServer(cfg.Static, cfg.Suites, rand.Reader),
+		live:       map[instanceKey]*serverSession{},
+		pending:    map[instanceKey]*serverSession{},
+		perUser:    map[string][]*serverSession{},
+		leases:     newLeaseTable(cfg.Pool4, cfg.Pool6, cfg.StateDir),
+		releaseDue: make(chan struct{}, 1),
+		hsq:        newHandshakeQueue(handshakeQueueLen),
 	}
 	if err := s.logins.init(cfg.Limits, cfg.Users); err != nil {
 		return nil, err
@@ -225,7 +239,7 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(s.sockets)+len(s.hsConns)+len(s.queues)+handshakeWorkers+1)
+	errc := make(chan error, len(s.sockets)+len(s.hsConns)+len(s.queues)+handshakeWorkers+2)
 	start := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -248,6 +262,9 @@ func (s *Server) Run(ctx context.Context) error {
 		start("handshake", func() error { s.handshakeWorker(ctx); return nil })
 	}
 	start("janitor", func() error { s.janitor(ctx); return nil })
+	if s.cfg.SharedLeases != nil {
+		start("shared lease renewal", func() error { s.renewSharedLeases(ctx); return nil })
+	}
 	<-ctx.Done()
 	s.shutdown()
 	// Unblock the loops stuck in read calls.

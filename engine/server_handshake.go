@@ -70,7 +70,7 @@ type LoginStats struct {
 	LoginsFailed   uint64 `json:"logins_failed"` // bad credentials (unknown, wrong, disabled)
 	RateLimited    uint64 `json:"rate_limited"`
 	Busy           uint64 `json:"busy"`              // refused: hashing budget spent
-	Unavailable    uint64 `json:"store_unavailable"` // refused: the user store could not check the password
+	Unavailable    uint64 `json:"store_unavailable"` // refused: the user store could not check the password, or the lease store could not be asked
 	Resumes        uint64 `json:"resumes"`
 	TicketLogins   uint64 `json:"ticket_logins"`   // new sessions from a session ticket: no password hash
 	TicketsRefused uint64 `json:"tickets_refused"` // the client was sent to its password instead
@@ -506,18 +506,23 @@ type pendingLogin struct {
 	want4, want6 netip.Addr
 }
 
-// addPending accepts a verified login: it leases the instance's addresses and installs the new key as the
-// pending session of this instance, replacing an older pending one. Nothing that routes traffic changes
+// addPending accepts a verified login: it leases the instance's addresses (asking the shared lease store,
+// if there is one, before it takes the gateway's lock) and installs the new key as the pending session of
+// this instance, replacing an older pending one. Nothing that routes traffic changes
 // until the client uses the key (promoteLocked).
 func (s *Server) addPending(req *handshake.Request, user users.User, job handshakeJob, pl pendingLogin, now time.Time) ([]byte, *transport.Keypair, error) {
+	l, err := s.leaseFor(user, req.InstanceID, pl)
+	if err != nil {
+		s.log.Warn("no tunnel address for login", "user", user.Login, "err", err)
+		r := leaseResult(err)
+		if r == handshake.ResultUnavailable {
+			s.logins.stats.unavailable.Add(1)
+		}
+		return nil, nil, resultError{r}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	key := instanceKey{user.Login, req.InstanceID}
-	l, err := s.leases.acquirePreferring(user, req.InstanceID, pl.want4, pl.want6)
-	if err != nil {
-		s.log.Warn("no tunnel address for login", "user", user.Login, "err", err)
-		return nil, nil, resultError{handshake.ResultNoAddress}
-	}
 	sess := &serverSession{user: user.Login, instance: req.InstanceID, hash: user.Hash, lease: l,
 		addr4: l.addr4, addr6: l.addr6, created: now, authAt: pl.authAt}
 	// A session belongs to the worker whose socket received its login (the kernel's reuseport hash put its
