@@ -41,9 +41,11 @@ users_file = "users"
 # gateways share (leave out users_file; manage them with "salvo user ...
 # --store"). Changes reach every gateway within a second and end the
 # sessions of users removed, disabled or given a new password; a kick on
-# one gateway ends the user's sessions on all; each ended session is a
-# row in salvo_sessions_ended. While the database is down, sessions carry
-# on and password logins fail with "store unavailable". store names the
+# one gateway ends the user's sessions on all; leases are claimed in it,
+# so no two clients hold one address on any gateway and a client keeps
+# its address on every gateway with the same pools; each ended session is
+# a row in salvo_sessions_ended. While the database is down, sessions
+# carry on and new logins fail with "store unavailable". store names the
 # database, never with a password (use a pgpass file: passfile=...).
 # auth = "file"
 # auth_command = "/usr/local/lib/salvo/auth"

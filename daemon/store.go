@@ -4,18 +4,14 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"time"
 
 	"github.com/salvovpn/salvo/engine"
 	"github.com/salvovpn/salvo/store/pgstore"
 )
 
-// storeTimeout bounds what a gateway or a `salvo user` command waits for the database at a time.
-const storeTimeout = 10 * time.Second
-
 // openStore connects to the shared database and reads its users (auth = "postgres").
 func openStore(dsn string, log *slog.Logger) (*pgstore.Store, *pgstore.Backend, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), pgstore.Timeout)
 	defer cancel()
 	st, err := pgstore.Open(ctx, dsn)
 	if err != nil {
@@ -30,8 +26,8 @@ func openStore(dsn string, log *slog.Logger) (*pgstore.Store, *pgstore.Backend, 
 }
 
 // storeLink ties a running gateway to the shared database: users that change anywhere are re-checked
-// here, kicks made on any gateway end the sessions here, kicks made here go to every gateway, and every
-// ended session becomes an accounting row.
+// here, kicks made on any gateway end the sessions here, kicks made here go to every gateway, leases are
+// claimed in the database, and every ended session becomes an accounting row.
 type storeLink struct {
 	in  *serverInputs
 	acc *pgstore.Accounting
@@ -43,8 +39,9 @@ func (l *storeLink) configure(sc *engine.ServerConfig) {
 	name, _ := os.Hostname()
 	l.acc = pgstore.NewAccounting(l.in.pg, name, l.log)
 	sc.OnSessionEnded = l.acc.Add
+	sc.SharedLeases = l.in.pgUsers.Leases(name)
 	sc.ShareKick = func(user string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), pgstore.Timeout)
 		defer cancel()
 		return l.in.pg.Kick(ctx, user)
 	}

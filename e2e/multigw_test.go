@@ -18,13 +18,14 @@ import (
 
 // TestTwoGatewaysOnOneStore: gateways A (the world's) and B (a namespace of its own, with its own links to
 // the host and to the client) share the private key and a PostgreSQL store, nothing else. A client logs
-// in on A; a kick made on B ends a session on A; A is killed and the client is back on B within 15 s, on
-// the same address, with its ticket (B hashes no password); a user deleted in the store is revoked on B
-// and can log in nowhere.
+// in on A; another logs in on B and is not given the first one's address (the database holds it); a kick
+// made on B ends a session on A; A is killed and the client is back on B within 15 s, on the same address,
+// with its ticket (B hashes no password for it); a user deleted in the store is revoked on B and can log in
+// nowhere.
 func TestTwoGatewaysOnOneStore(t *testing.T) {
 	db := pgtest.Start(t)
 	w := newWorld(t)
-	for _, u := range []string{"alice", "bob"} {
+	for _, u := range []string{"alice", "bob", "carol"} {
 		storeUserCmd(t, db, "add", "--password-stdin", u)
 	}
 	// A 1 s keepalive: the client calls a gateway dead after 2 x 1 s + 5 s of silence, then tries it 5 s
@@ -57,16 +58,44 @@ func TestTwoGatewaysOnOneStore(t *testing.T) {
 		return err
 	})
 
+	// linkToB gives client n a link of its own to B, 10.210.n.0/24, and returns B's address on it.
+	linkToB := func(c *client, n int) string {
+		dev, gwAddr := fmt.Sprintf("toc%d", n), fmt.Sprintf("10.210.%d.1", n)
+		must(t, netns.Veth(gb, dev, c.ns, "tog2"))
+		must(t, gb.AddAddr(dev, gwAddr+"/24"))
+		must(t, c.ns.AddAddr("tog2", fmt.Sprintf("10.210.%d.2/24", n)))
+		must(t, gb.LinkUp(dev))
+		must(t, c.ns.LinkUp("tog2"))
+		return gwAddr + ":51820"
+	}
+
 	c := w.addClient()
-	must(t, netns.Veth(gb, "toc1", c.ns, "tog2"))
-	must(t, gb.AddAddr("toc1", "10.210.1.1/24"))
-	must(t, c.ns.AddAddr("tog2", "10.210.1.2/24"))
-	must(t, gb.LinkUp("toc1"))
-	must(t, c.ns.LinkUp("tog2"))
-	w.connect(c, "alice", c.gwV4+":51820", "fallback_servers = [\"10.210.1.1:51820\"]")
+	viaB := linkToB(c, 1)
+	w.connect(c, "alice", c.gwV4+":51820", "fallback_servers = [\""+viaB+"\"]")
 	host := netip.MustParseAddr(hostV4)
 	must(t, c.ns.Ping(host, 5*time.Second))
 	addr := c.tunnelAddr4(t)
+
+	// carol logs in on B, whose pools are as empty as they were at its start: the database refuses her
+	// alice's address, which alice holds on A.
+	carol := w.addClient()
+	carol.proc = startEnv(t, carol.ns, w.env, "client-carol", w.bin, "client", "--config",
+		w.clientConfig(carol, "carol", password, linkToB(carol, 2), ""))
+	waitFor(t, 15*time.Second, "carol connected to B", func() error {
+		if carol.proc.exited() {
+			return errStop(fmt.Errorf("carol's client exited: %s", carol.proc.output()))
+		}
+		st, err := carol.status()
+		if err == nil && st.State != "connected" {
+			err = fmt.Errorf("state %q", st.State)
+		}
+		return err
+	})
+	if got := carol.tunnelAddr4(t); got == addr {
+		t.Fatalf("carol on B got %v, which alice holds on A", got)
+	}
+	before, err := statusB()
+	must(t, err)
 
 	// A kick on B reaches bob's session on A.
 	other := w.addClient()
@@ -86,8 +115,8 @@ func TestTwoGatewaysOnOneStore(t *testing.T) {
 	t.Logf("on gateway B %s after A was killed", time.Since(killed).Round(100*time.Millisecond))
 	st, err := statusB()
 	must(t, err)
-	if len(st.Sessions) != 1 || st.Logins.PasswordHashes != 0 || st.Logins.TicketLogins != 1 {
-		t.Fatalf("gateway B: %d sessions, %d password hashes, %d ticket logins", len(st.Sessions), st.Logins.PasswordHashes, st.Logins.TicketLogins)
+	if hashed := st.Logins.PasswordHashes - before.Logins.PasswordHashes; len(st.Sessions) != 2 || hashed != 0 || st.Logins.TicketLogins != 1 {
+		t.Fatalf("gateway B: %d sessions (carol's and alice's), %d password hashes since alice left A, %d ticket logins", len(st.Sessions), hashed, st.Logins.TicketLogins)
 	}
 	if got := c.tunnelAddr4(t); got != addr {
 		t.Fatalf("address %v on B, was %v on A", got, addr)
@@ -98,7 +127,7 @@ func TestTwoGatewaysOnOneStore(t *testing.T) {
 	if code := exitCode(t, c.proc, 10*time.Second); code != 4 {
 		t.Fatalf("deleted user's client exited %d\n%s", code, c.proc.output())
 	}
-	path := w.clientConfig(c, "alice", password, "10.210.1.1:51820", "")
+	path := w.clientConfig(c, "alice", password, viaB, "")
 	out, err = c.ns.Exec(t.Context(), salvoBin, "client", "--config", path).CombinedOutput()
 	if ee, _ := err.(*exec.ExitError); ee == nil || ee.ExitCode() != 3 || !strings.Contains(string(out), "wrong username or password") {
 		t.Fatalf("login of a deleted user on B: %v\n%s", err, out)

@@ -132,8 +132,15 @@ func (b *Backend) listen(ctx context.Context) error {
 	}
 }
 
+// Timeout bounds what a gateway waits for the database at a time, one reading of the users included. A database that stops answering without closing the
+// connection (a partition, a blackholed route) then fails the read and the listener reconnects, so
+// Connected turns false instead of the copy going stale while password logins still trust it.
+const Timeout = 10 * time.Second
+
 // apply reloads and tells the gateway when the users changed.
 func (b *Backend) apply(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, Timeout)
+	defer cancel()
 	changed, err := b.reload(ctx)
 	if err != nil {
 		return err

@@ -1,5 +1,5 @@
 // Package pgstore keeps what several gateways share in PostgreSQL (github.com/jackc/pgx/v5): the users,
-// the session ticket keys, one accounting row per ended session, and the notifications (users changed, a
+// the leases, the session ticket keys, one accounting row per ended session, and the notifications (users changed, a
 // user kicked) that reach every gateway at once through LISTEN/NOTIFY.
 //
 // A gateway never waits for the database on the data path or for an established session: it keeps the
@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/salvovpn/salvo/engine/leasing"
 	"github.com/salvovpn/salvo/engine/users"
 )
 
@@ -41,6 +42,15 @@ CREATE TABLE IF NOT EXISTS salvo_users (
 CREATE TABLE IF NOT EXISTS salvo_ticket_keys (
 	raw     bytea PRIMARY KEY CHECK (length(raw) = 32),
 	created timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS salvo_leases (
+	login    text NOT NULL,
+	instance bigint NOT NULL,
+	ipv4     inet UNIQUE CHECK (family(ipv4) = 4),
+	ipv6     inet UNIQUE CHECK (family(ipv6) = 6),
+	gateway  text NOT NULL,
+	expires  timestamptz NOT NULL,
+	PRIMARY KEY (login, instance)
 );
 CREATE TABLE IF NOT EXISTS salvo_sessions_ended (
 	id         bigserial PRIMARY KEY,
@@ -89,7 +99,7 @@ func (s *Store) Close() { s.pool.Close() }
 // unavailable wraps errors of reaching the database (not of a refused statement) with ErrUnavailable.
 func unavailable(err error) error {
 	var pgErr *pgconn.PgError
-	if err == nil || errors.As(err, &pgErr) || errors.Is(err, ErrUnavailable) ||
+	if err == nil || errors.As(err, &pgErr) || errors.Is(err, ErrUnavailable) || errors.Is(err, leasing.ErrTaken) ||
 		errors.Is(err, users.ErrExists) || errors.Is(err, users.ErrUnknownUser) {
 		return err
 	}
