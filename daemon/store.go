@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"os"
 
@@ -39,7 +41,11 @@ func (l *storeLink) configure(sc *engine.ServerConfig) {
 	name, _ := os.Hostname()
 	l.acc = pgstore.NewAccounting(l.in.pg, name, l.log)
 	sc.OnSessionEnded = l.acc.Add
-	sc.SharedLeases = l.in.pgUsers.Leases(name)
+	// Leases record the gateway that holds them, and only that one renews or releases them: the name must
+	// be unique, also between two gateways on one host (or two runs of one, the older one not yet gone).
+	var run [4]byte
+	_, _ = rand.Read(run[:])
+	sc.SharedLeases = l.in.pgUsers.Leases(fmt.Sprintf("%s/%x", name, run))
 	sc.ShareKick = func(user string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), pgstore.Timeout)
 		defer cancel()

@@ -124,6 +124,7 @@ type Server struct {
 	// release in the store; releaseDue wakes it.
 	released   []leasing.Lease
 	releaseDue chan struct{}
+	shared     sharedLeases
 
 	logins loginGuard
 	ledger sessionLedger // what ended sessions counted (guarded by mu)
@@ -188,6 +189,7 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 		perUser:    map[string][]*serverSession{},
 		leases:     newLeaseTable(cfg.Pool4, cfg.Pool6, cfg.StateDir),
 		releaseDue: make(chan struct{}, 1),
+		shared:     sharedLeases{slot: make(chan struct{}, handshakeWorkers-1)},
 		hsq:        newHandshakeQueue(handshakeQueueLen),
 	}
 	if err := s.logins.init(cfg.Limits, cfg.Users); err != nil {

@@ -69,7 +69,7 @@ type LoginStats struct {
 	LoginsOK       uint64 `json:"logins_ok"`
 	LoginsFailed   uint64 `json:"logins_failed"` // bad credentials (unknown, wrong, disabled)
 	RateLimited    uint64 `json:"rate_limited"`
-	Busy           uint64 `json:"busy"`              // refused: hashing budget spent
+	Busy           uint64 `json:"busy"`              // refused: hashing budget spent, or the lease store busy with another login
 	Unavailable    uint64 `json:"store_unavailable"` // refused: the user store could not check the password, or the lease store could not be asked
 	Resumes        uint64 `json:"resumes"`
 	TicketLogins   uint64 `json:"ticket_logins"`   // new sessions from a session ticket: no password hash
@@ -515,8 +515,11 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 	if err != nil {
 		s.log.Warn("no tunnel address for login", "user", user.Login, "err", err)
 		r := leaseResult(err)
-		if r == handshake.ResultUnavailable {
+		switch r {
+		case handshake.ResultUnavailable:
 			s.logins.stats.unavailable.Add(1)
+		case handshake.ResultBusy:
+			s.logins.stats.busy.Add(1)
 		}
 		return nil, nil, resultError{r}
 	}

@@ -127,7 +127,7 @@ func (s *Server) removeLocked(sess *serverSession, reason string) {
 	if len(s.perUser[sess.user]) == 0 {
 		delete(s.perUser, sess.user)
 	}
-	s.releaseSharedLocked(sess.lease, reason)
+	s.releaseSharedLocked(sess, reason)
 	s.leases.release(sess.lease)
 	sess.lease = nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/salvovpn/salvo/engine/ippool"
@@ -23,16 +25,40 @@ const (
 	// addresses the other gateways' clients hold. Several renewals fit in one hold, so a slow database
 	// or a lost statement does not release a lease in use.
 	sharedLeaseRenewEvery = 30 * time.Second
-	// sharedLeaseTimeout bounds what one login waits for the lease store; a handshake worker waits with it.
-	sharedLeaseTimeout = 3 * time.Second
+	// sharedLeaseTimeout bounds what one login waits for the lease store, below maxHandshakeAge: a
+	// handshake worker waits with it.
+	sharedLeaseTimeout = time.Second
+	// sharedLeaseBackoff is how long after a store call ran out of time logins are refused without asking
+	// the store: a database that stops answering costs a handshake worker one timeout per backoff, not one
+	// per login.
+	sharedLeaseBackoff = 5 * time.Second
+	// sharedLeaseSlotWait is how long a login waits for the one handshake worker that may talk to the
+	// lease store; after that it is answered "busy" and the client retries. The other workers stay free
+	// for rekeys, which never need the store, however slow it is.
+	sharedLeaseSlotWait = 100 * time.Millisecond
 	// sharedLeaseTries is how many addresses a login proposes to the store before it gives up: after a
 	// refusal the gateway reads what the store holds, so the second proposal fails only in a race with
 	// another gateway's login.
 	sharedLeaseTries = 4
 )
 
-// errLeaseStore is a lease store that cannot be reached: the login is answered "store unavailable".
-var errLeaseStore = errors.New("lease store unavailable")
+var (
+	// errLeaseStore is a lease store that cannot be reached: the login is answered "store unavailable".
+	errLeaseStore = errors.New("lease store unavailable")
+	// errLeaseBusy is a login that found the lease store's worker slot taken: it is answered "busy".
+	errLeaseBusy = errors.New("another login is waiting for the lease store")
+)
+
+// sharedLeases is a gateway's side of a shared lease store.
+type sharedLeases struct {
+	// slot is held by the handshake worker talking to the store for a login.
+	slot chan struct{}
+	// downUntil (unix ns) refuses logins without asking the store after a call to it ran out of time.
+	downUntil atomic.Int64
+	// claims is read-locked around a login's claim and locked around a release, so a release never
+	// ends the hold of a claim made after its lease was found unused (a reconnect of the same client).
+	claims sync.RWMutex
+}
 
 // leaseFor leases the addresses of a verified login (pl names those a ticket carried). With a shared lease
 // store, the store decides outside the gateway's lock: the client's addresses there come first, and every
@@ -44,17 +70,41 @@ func (s *Server) leaseFor(user users.User, instance uint64, pl pendingLogin) (*l
 		defer s.mu.Unlock()
 		return s.leases.acquirePreferring(user, instance, pl.want4, pl.want6)
 	}
+	sh := &s.shared
+	if time.Now().UnixNano() < sh.downUntil.Load() {
+		return nil, fmt.Errorf("%w: it did not answer in time a moment ago", errLeaseStore)
+	}
+	select {
+	case sh.slot <- struct{}{}:
+		defer func() { <-sh.slot }()
+	case <-time.After(sharedLeaseSlotWait):
+		return nil, errLeaseBusy
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), sharedLeaseTimeout)
 	defer cancel()
+	l, err := s.claimShared(ctx, user, instance, pl)
+	if errors.Is(err, context.DeadlineExceeded) {
+		sh.downUntil.Store(time.Now().Add(sharedLeaseBackoff).UnixNano())
+	}
+	return l, err
+}
+
+func (s *Server) claimShared(ctx context.Context, user users.User, instance uint64, pl pendingLogin) (*lease, error) {
+	store := s.cfg.SharedLeases
 	key := leaseKeyFor(user, instance)
 	want4, want6 := pl.want4, pl.want6
 	known, ok, err := store.Lookup(ctx, key.user, key.instance)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errLeaseStore, err)
 	}
-	if ok {
-		want4, want6 = known.IPv4, known.IPv6
+	if ok && known.IPv4.IsValid() {
+		want4 = known.IPv4
 	}
+	if ok && known.IPv6.IsValid() {
+		want6 = known.IPv6
+	}
+	s.shared.claims.RLock()
+	defer s.shared.claims.RUnlock()
 	for range sharedLeaseTries {
 		s.mu.Lock()
 		l, err := s.leases.acquirePreferring(user, instance, want4, want6)
@@ -101,8 +151,11 @@ func (s *Server) learnHeldElsewhere(ctx context.Context) error {
 
 // leaseResult is the handshake result of a lease that could not be had.
 func leaseResult(err error) handshake.Result {
-	if errors.Is(err, errLeaseStore) {
+	switch {
+	case errors.Is(err, errLeaseStore):
 		return handshake.ResultUnavailable
+	case errors.Is(err, errLeaseBusy):
+		return handshake.ResultBusy
 	}
 	return handshake.ResultNoAddress
 }
@@ -118,10 +171,11 @@ func leftForGood(reason string) bool {
 	return false
 }
 
-// releaseSharedLocked queues l for release in the shared store when the session ending for reason holds
-// its last reference. Called with s.mu held.
-func (s *Server) releaseSharedLocked(l *lease, reason string) {
-	if s.cfg.SharedLeases == nil || l == nil || l.refs != 1 || !leftForGood(reason) {
+// releaseSharedLocked queues sess's lease for release in the shared store when sess holds its last
+// reference and its client left for good, or never confirmed its login. Called with s.mu held.
+func (s *Server) releaseSharedLocked(sess *serverSession, reason string) {
+	l := sess.lease
+	if s.cfg.SharedLeases == nil || l == nil || l.refs != 1 || (sess.live && !leftForGood(reason)) {
 		return
 	}
 	s.released = append(s.released, leasing.Lease{Login: l.key.user, Instance: l.key.instance, IPv4: l.addr4, IPv6: l.addr6})
@@ -132,16 +186,19 @@ func (s *Server) releaseSharedLocked(l *lease, reason string) {
 }
 
 // renewSharedLeases is the goroutine "shared lease renewal": every sharedLeaseRenewEvery it renews the
-// leases this gateway's sessions hold and learns which addresses other gateways' clients hold, and in
-// between it releases the leases of clients that left for good. A failure is logged and tried again at
-// the next tick: a lease's hold outlasts several of them (a release that fails is dropped: the hold then
-// runs out by itself).
+// leases this gateway's sessions hold, deals with those it lost, and learns which addresses other
+// gateways' clients hold; in between it releases the leases of clients that left. A failure is logged and
+// tried again at the next tick: a lease's hold outlasts several of them (a release that fails is dropped:
+// the hold then runs out by itself).
 func (s *Server) renewSharedLeases(ctx context.Context) {
 	tick := time.NewTicker(s.cfg.sharedLeaseRenewEvery)
 	defer tick.Stop()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, sharedLeaseTimeout)
-		err := s.cfg.SharedLeases.Renew(rctx, s.heldLeases(), sharedLeaseHold)
+		lost, err := s.cfg.SharedLeases.Renew(rctx, s.heldLeases(), sharedLeaseHold)
+		if err == nil {
+			err = s.reclaimLost(rctx, lost)
+		}
 		if err == nil {
 			err = s.learnHeldElsewhere(rctx)
 		}
@@ -163,8 +220,58 @@ func (s *Server) renewSharedLeases(ctx context.Context) {
 	}
 }
 
+// reclaimLost deals with leases in use that the store no longer has as this gateway's. One whose client
+// has a lease in the store (it moved to another gateway, where it is now) is left to expire here with its
+// silent session. One the store has no longer at all was taken away: its hold ran out while this gateway
+// could not renew it and another client took an address, or a user's fixed address took it. It is claimed
+// again; if that is refused, its sessions end (as in a shutdown, so their clients log in again at once and
+// get free addresses): two clients must never keep one address.
+func (s *Server) reclaimLost(ctx context.Context, lost []leasing.Lease) error {
+	store := s.cfg.SharedLeases
+	for _, x := range lost {
+		if _, ok, err := store.Lookup(ctx, x.Login, x.Instance); err != nil || ok {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		err := store.Claim(ctx, x, sharedLeaseHold)
+		if !errors.Is(err, leasing.ErrTaken) {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		s.mu.Lock()
+		n := 0
+		for _, sess := range s.sessionsOfLeaseLocked(leaseKey{x.Login, x.Instance}) {
+			s.endSessionLocked(sess, protocol.DisconnectShutdown, time.Now())
+			n++
+		}
+		s.mu.Unlock()
+		s.log.Warn("a lease in use was taken by another client while this gateway could not renew it; its sessions end and log in again",
+			"user", x.Login, "ipv4", x.IPv4, "ipv6", x.IPv6, "sessions", n)
+	}
+	return nil
+}
+
+// sessionsOfLeaseLocked lists the sessions, live or pending, whose lease is key's.
+func (s *Server) sessionsOfLeaseLocked(key leaseKey) []*serverSession {
+	var out []*serverSession
+	for _, m := range []map[instanceKey]*serverSession{s.live, s.pending} {
+		for _, sess := range m {
+			if sess.lease != nil && sess.lease.key == key {
+				out = append(out, sess)
+			}
+		}
+	}
+	return out
+}
+
 // releaseShared releases the queued leases that no session here took again meanwhile.
 func (s *Server) releaseShared(ctx context.Context) {
+	s.shared.claims.Lock()
+	defer s.shared.claims.Unlock()
 	s.mu.Lock()
 	list := s.released[:0:0]
 	for _, x := range s.released {
@@ -184,14 +291,19 @@ func (s *Server) releaseShared(ctx context.Context) {
 	}
 }
 
-// heldLeases lists the leases that sessions hold now.
+// heldLeases lists the leases that sessions hold now (one a user's new fixed address displaced included,
+// while its old session lives).
 func (s *Server) heldLeases() []leasing.Lease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]leasing.Lease, 0, len(s.leases.byKey))
-	for _, l := range s.leases.byKey {
-		if l.refs > 0 {
-			out = append(out, leasing.Lease{Login: l.key.user, Instance: l.key.instance, IPv4: l.addr4, IPv6: l.addr6})
+	seen := map[*lease]bool{}
+	out := make([]leasing.Lease, 0, len(s.live)+len(s.pending))
+	for _, m := range []map[instanceKey]*serverSession{s.live, s.pending} {
+		for _, sess := range m {
+			if l := sess.lease; l != nil && !seen[l] {
+				seen[l] = true
+				out = append(out, leasing.Lease{Login: l.key.user, Instance: l.key.instance, IPv4: l.addr4, IPv6: l.addr6})
+			}
 		}
 	}
 	return out

@@ -29,19 +29,22 @@ type Lease struct {
 // Store keeps leases unique across gateways. Every lease has a hold: until it runs out no other lease may
 // take the lease's addresses. A lease whose hold ran out is still its client's, who gets its addresses back
 // on any gateway, until another lease needs one of them.
+//
+// A Store is one gateway's view: a lease belongs to the gateway that claimed it last (its client may have
+// moved there from another), and only that gateway renews or releases it.
 type Store interface {
 	// Lookup returns the addresses the store has for login's instance, held or not; ok is false when it
 	// has none.
 	Lookup(ctx context.Context, login string, instance uint64) (l Lease, ok bool, err error)
-	// Claim makes l's addresses l's own, held for hold from now. It fails with ErrTaken when another
-	// lease holds one of them (the user's fixed addresses excepted).
+	// Claim makes l's addresses l's own, held for hold from now, and the lease this gateway's. It fails
+	// with ErrTaken when another lease holds one of them (the user's fixed addresses excepted).
 	Claim(ctx context.Context, l Lease, hold time.Duration) error
-	// Renew holds leases still in use for hold from now. A lease that has other addresses in the store
-	// now (its client moved to another gateway, which had to give it others) is left alone.
-	Renew(ctx context.Context, leases []Lease, hold time.Duration) error
-	// Release ends the hold of leases whose clients left for good (said goodbye, or were kicked or
-	// revoked), so their addresses need not wait for the hold to run out. A lease that has other
-	// addresses in the store now is left alone.
+	// Renew holds this gateway's leases still in use for hold from now, and returns those it could not:
+	// their client moved to another gateway, or they were taken away (their hold ran out while this
+	// gateway could not renew it, or a fixed address claimed them).
+	Renew(ctx context.Context, leases []Lease, hold time.Duration) (lost []Lease, err error)
+	// Release ends the hold of this gateway's leases whose clients left for good (said goodbye, or were
+	// kicked or revoked), so their addresses need not wait for the hold to run out.
 	Release(ctx context.Context, leases []Lease) error
 	// Held returns the addresses that some lease holds now.
 	Held(ctx context.Context) ([]netip.Addr, error)

@@ -22,8 +22,8 @@ type Leases struct {
 
 var _ leasing.Store = (*Leases)(nil)
 
-// Leases returns the store's leases as gateway (a name for the operator, kept with every lease it holds)
-// sees them. While the Backend is not connected every call fails at once: a login then gets "store
+// Leases returns the store's leases as gateway sees them: a name unique among the gateways (each lease
+// records the gateway that claimed it last, and only that one renews or releases it). While the Backend is not connected every call fails at once: a login then gets "store
 // unavailable" without waiting, and the handshake workers stay free for the established sessions' rekeys.
 func (b *Backend) Leases(gateway string) *Leases { return &Leases{b: b, gateway: gateway} }
 
@@ -68,7 +68,26 @@ func (l *Leases) Claim(ctx context.Context, x leasing.Lease, hold time.Duration)
 	if err := l.up(); err != nil {
 		return err
 	}
-	err := pgx.BeginFunc(ctx, l.b.store.pool, func(tx pgx.Tx) error {
+	var err error
+	for range claimTries {
+		if err = l.claim(ctx, x, hold); !isDeadlock(err) {
+			break
+		}
+	}
+	return unavailable(err)
+}
+
+// claimTries bounds the retries of a claim that PostgreSQL chose as a deadlock's victim: two claims whose
+// addresses sit crosswise in rows that must give way lock those rows in opposite orders.
+const claimTries = 3
+
+func isDeadlock(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "40P01" // deadlock_detected
+}
+
+func (l *Leases) claim(ctx context.Context, x leasing.Lease, hold time.Duration) error {
+	return pgx.BeginFunc(ctx, l.b.store.pool, func(tx pgx.Tx) error {
 		for _, f := range []struct {
 			a     netip.Addr
 			fixed bool
@@ -93,17 +112,49 @@ func (l *Leases) Claim(ctx context.Context, x leasing.Lease, hold time.Duration)
 		}
 		return err
 	})
-	return unavailable(err)
 }
 
 // Renew implements leasing.Store, in one statement however many leases there are.
-func (l *Leases) Renew(ctx context.Context, leases []leasing.Lease, hold time.Duration) error {
+func (l *Leases) Renew(ctx context.Context, leases []leasing.Lease, hold time.Duration) ([]leasing.Lease, error) {
+	if err := l.up(); err != nil {
+		return nil, err
+	}
+	if len(leases) == 0 {
+		return nil, nil
+	}
+	renewed, err := l.hold(ctx, leases, hold)
+	if err != nil {
+		return nil, err
+	}
+	var lost []leasing.Lease
+	for _, x := range leases {
+		if !renewed[key{x.Login, int64(x.Instance)}] {
+			lost = append(lost, x)
+		}
+	}
+	return lost, nil
+}
+
+// Release implements leasing.Store: a hold that ends now.
+func (l *Leases) Release(ctx context.Context, leases []leasing.Lease) error {
 	if err := l.up(); err != nil {
 		return err
 	}
 	if len(leases) == 0 {
 		return nil
 	}
+	_, err := l.hold(ctx, leases, 0)
+	return err
+}
+
+type key struct {
+	login    string
+	instance int64
+}
+
+// hold holds the rows of leases that are this gateway's with those addresses for d from now, and returns
+// which it changed.
+func (l *Leases) hold(ctx context.Context, leases []leasing.Lease, d time.Duration) (map[key]bool, error) {
 	logins, instances := make([]string, len(leases)), make([]int64, len(leases))
 	v4s, v6s := make([]string, len(leases)), make([]string, len(leases))
 	for i, x := range leases {
@@ -115,19 +166,26 @@ func (l *Leases) Renew(ctx context.Context, leases []leasing.Lease, hold time.Du
 			v6s[i] = x.IPv6.String()
 		}
 	}
-	_, err := l.b.store.pool.Exec(ctx, `UPDATE salvo_leases AS l
-		SET expires = now() + $1 * interval '1 millisecond', gateway = $2
+	rows, err := l.b.store.pool.Query(ctx, `UPDATE salvo_leases AS l SET expires = now() + $1 * interval '1 millisecond'
 		FROM unnest($3::text[], $4::bigint[], $5::text[], $6::text[]) AS k(login, instance, ipv4, ipv6)
-		WHERE l.login = k.login AND l.instance = k.instance
+		WHERE l.gateway = $2 AND l.login = k.login AND l.instance = k.instance
 			AND l.ipv4 IS NOT DISTINCT FROM NULLIF(k.ipv4, '')::inet
-			AND l.ipv6 IS NOT DISTINCT FROM NULLIF(k.ipv6, '')::inet`,
-		millis(hold), l.gateway, logins, instances, v4s, v6s)
-	return unavailable(err)
-}
-
-// Release implements leasing.Store: a hold that ends now.
-func (l *Leases) Release(ctx context.Context, leases []leasing.Lease) error {
-	return l.Renew(ctx, leases, 0)
+			AND l.ipv6 IS NOT DISTINCT FROM NULLIF(k.ipv6, '')::inet
+		RETURNING l.login, l.instance`,
+		millis(d), l.gateway, logins, instances, v4s, v6s)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	done := map[key]bool{}
+	for rows.Next() {
+		var k key
+		if err := rows.Scan(&k.login, &k.instance); err != nil {
+			return nil, err
+		}
+		done[k] = true
+	}
+	return done, unavailable(rows.Err())
 }
 
 // Held implements leasing.Store.

@@ -11,8 +11,9 @@ import (
 	"github.com/salvovpn/salvo/engine/leasing"
 )
 
-// Run checks the contract of leasing.Store on s, which must hold no lease yet.
-func Run(t *testing.T, s leasing.Store) {
+// Run checks the contract of leasing.Store on s and other, two gateways' views of one store that holds no
+// lease yet.
+func Run(t *testing.T, s, other leasing.Store) {
 	ctx := t.Context()
 	a := netip.MustParseAddr
 	lease := func(login string, instance uint64, v4, v6 string) leasing.Lease {
@@ -115,18 +116,27 @@ func Run(t *testing.T, s leasing.Store) {
 		notFixed.FixedIPv4 = true // only the IPv4 address is fixed
 		refused(notFixed)
 	})
+	renew := func(on leasing.Store, ls ...leasing.Lease) []leasing.Lease {
+		t.Helper()
+		lost, err := on.Renew(ctx, ls, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lost
+	}
 	t.Run("renew", func(t *testing.T) {
 		ivan := lease("ivan", 1, "10.99.0.9", "")
 		claim(ivan, -time.Second)
 		stale := lease("ivan", 1, "10.99.0.10", "")
-		if err := s.Renew(ctx, []leasing.Lease{stale}, time.Minute); err != nil {
-			t.Fatal(err)
+		if lost := renew(s, stale); len(lost) != 1 || lost[0] != stale {
+			t.Fatalf("Renew of other addresses: lost %+v, want the lease", lost)
 		}
 		if held("10.99.0.9") {
 			t.Fatal("Renew of other addresses renewed the lease")
 		}
-		if err := s.Renew(ctx, []leasing.Lease{ivan, lease("nobody", 1, "10.99.0.11", "")}, time.Minute); err != nil {
-			t.Fatal(err)
+		nobody := lease("nobody", 1, "10.99.0.11", "")
+		if lost := renew(s, ivan, nobody); len(lost) != 1 || lost[0] != nobody {
+			t.Fatalf("Renew: lost %+v, want only the lease that does not exist", lost)
 		}
 		if !held("10.99.0.9") {
 			t.Fatal("Renew did not hold the lease")
@@ -134,8 +144,8 @@ func Run(t *testing.T, s leasing.Store) {
 		if held("10.99.0.11") {
 			t.Fatal("Renew made a lease")
 		}
-		if err := s.Renew(ctx, nil, time.Minute); err != nil {
-			t.Fatal(err)
+		if lost := renew(s); len(lost) != 0 {
+			t.Fatalf("Renew of nothing lost %+v", lost)
 		}
 	})
 	t.Run("release", func(t *testing.T) {
@@ -155,6 +165,38 @@ func Run(t *testing.T, s leasing.Store) {
 		}
 		if _, ok := lookup("judy", 9); !ok {
 			t.Fatal("a released lease is no longer its client's")
+		}
+	})
+	t.Run("a lease moves with its client", func(t *testing.T) {
+		// The client moves from s's gateway to other's with its addresses; s's gateway still has the old
+		// session for a while, and ends it.
+		kim := lease("kim", 3, "10.99.0.14", "fd99::14")
+		claim(kim, time.Minute)
+		if err := other.Claim(ctx, kim, time.Minute); err != nil {
+			t.Fatalf("the client's own lease claimed on another gateway: %v", err)
+		}
+		if err := s.Release(ctx, []leasing.Lease{kim}); err != nil {
+			t.Fatal(err)
+		}
+		if !held("10.99.0.14") {
+			t.Fatal("the gateway the client left released the hold of the one it is on")
+		}
+		if lost := renew(s, kim); len(lost) != 1 {
+			t.Fatalf("the gateway the client left renewed its lease (lost %+v)", lost)
+		}
+		if lost := renew(other, kim); len(lost) != 0 {
+			t.Fatalf("the gateway the client is on lost its lease: %+v", lost)
+		}
+	})
+	t.Run("a lease taken away is lost", func(t *testing.T) {
+		// The hold ran out while its gateway could not renew it, and another client took an address.
+		leo := lease("leo", 1, "10.99.0.15", "")
+		claim(leo, -time.Second)
+		if err := other.Claim(ctx, lease("nina", 1, "10.99.0.15", ""), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if lost := renew(s, leo); len(lost) != 1 || lost[0] != leo {
+			t.Fatalf("Renew of a lease taken away: lost %+v", lost)
 		}
 	})
 	t.Run("one family only", func(t *testing.T) {

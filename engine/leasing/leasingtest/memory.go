@@ -23,11 +23,18 @@ type key struct {
 
 type row struct {
 	lease   leasing.Lease
+	gateway string
 	expires time.Time
 }
 
-// Memory is a leasing.Store in memory, shared by the gateways of one test.
+// Memory is a lease store in memory, shared by the gateways of one test. It is the view of a gateway named
+// ""; Gateway gives the others theirs.
 type Memory struct {
+	*memory
+	gateway string
+}
+
+type memory struct {
 	mu     sync.Mutex
 	rows   map[key]*row
 	down   bool
@@ -37,7 +44,10 @@ type Memory struct {
 var _ leasing.Store = (*Memory)(nil)
 
 // NewMemory returns an empty store.
-func NewMemory() *Memory { return &Memory{rows: map[key]*row{}} }
+func NewMemory() *Memory { return &Memory{memory: &memory{rows: map[key]*row{}}} }
+
+// Gateway returns the view of the gateway called name, on the same leases.
+func (m *Memory) Gateway(name string) *Memory { return &Memory{memory: m.memory, gateway: name} }
 
 // SetDown makes every call fail with ErrDown (true) or work again (false).
 func (m *Memory) SetDown(down bool) {
@@ -65,7 +75,7 @@ func (m *Memory) HeldBy(a netip.Addr) (leasing.Lease, bool) {
 	return leasing.Lease{}, false
 }
 
-func (m *Memory) check(ctx context.Context) error {
+func (m *memory) check(ctx context.Context) error {
 	if m.down {
 		return ErrDown
 	}
@@ -116,29 +126,51 @@ func (m *Memory) Claim(ctx context.Context, l leasing.Lease, hold time.Duration)
 		delete(m.rows, rk)
 	}
 	l.FixedIPv4, l.FixedIPv6 = false, false
-	m.rows[k] = &row{lease: l, expires: now.Add(hold)}
+	m.rows[k] = &row{lease: l, gateway: m.gateway, expires: now.Add(hold)}
 	return nil
 }
 
 // Renew implements leasing.Store.
-func (m *Memory) Renew(ctx context.Context, leases []leasing.Lease, hold time.Duration) error {
+func (m *Memory) Renew(ctx context.Context, leases []leasing.Lease, hold time.Duration) ([]leasing.Lease, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(ctx); err != nil {
+		return nil, err
+	}
+	m.renews++
+	var lost []leasing.Lease
+	for _, l := range leases {
+		if r := m.mine(l); r != nil {
+			r.expires = time.Now().Add(hold)
+		} else {
+			lost = append(lost, l)
+		}
+	}
+	return lost, nil
+}
+
+// mine is l's row if this gateway claimed it last with l's addresses.
+func (m *Memory) mine(l leasing.Lease) *row {
+	r := m.rows[key{l.Login, l.Instance}]
+	if r == nil || r.gateway != m.gateway || r.lease.IPv4 != l.IPv4 || r.lease.IPv6 != l.IPv6 {
+		return nil
+	}
+	return r
+}
+
+// Release implements leasing.Store.
+func (m *Memory) Release(ctx context.Context, leases []leasing.Lease) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.check(ctx); err != nil {
 		return err
 	}
-	m.renews++
 	for _, l := range leases {
-		if r := m.rows[key{l.Login, l.Instance}]; r != nil && r.lease.IPv4 == l.IPv4 && r.lease.IPv6 == l.IPv6 {
-			r.expires = time.Now().Add(hold)
+		if r := m.mine(l); r != nil {
+			r.expires = time.Now()
 		}
 	}
 	return nil
-}
-
-// Release implements leasing.Store.
-func (m *Memory) Release(ctx context.Context, leases []leasing.Lease) error {
-	return m.Renew(ctx, leases, 0)
 }
 
 // Held implements leasing.Store.

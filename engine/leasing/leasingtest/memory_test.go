@@ -2,4 +2,7 @@ package leasingtest
 
 import "testing"
 
-func TestMemory(t *testing.T) { Run(t, NewMemory()) }
+func TestMemory(t *testing.T) {
+	m := NewMemory()
+	Run(t, m, m.Gateway("b"))
+}
