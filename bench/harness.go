@@ -446,7 +446,10 @@ func runOnce(ctx context.Context, cfg *Config, s system, run int, work string) (
 		return nil, errors.Join(err, alive())
 	}
 	p(cfg.nominalTest(), "TCP 1 stream %.2f Gbit/s", rr.TCP1.Gbps)
-	if rr.TCPN, err = measureTCP(ctx, topo.A, tgt, secs, cfg.Streams, "0"); err != nil {
+	stopPSS := sampleLoadedPSS(tun.daemons())
+	rr.TCPN, err = measureTCP(ctx, topo.A, tgt, secs, cfg.Streams, "0")
+	loadedPSS := stopPSS()
+	if err != nil {
 		return nil, errors.Join(err, alive())
 	}
 	p(cfg.nominalTest(), "TCP %d streams %.2f Gbit/s", cfg.Streams, rr.TCPN.Gbps)
@@ -474,7 +477,11 @@ func runOnce(ctx context.Context, cfg *Config, s system, run int, work string) (
 		if rr.Memory, err = measureMem(ds); err != nil {
 			return nil, err
 		}
-		p(0, "peak RSS %.1f MiB", rr.Memory.TotalMiB)
+		if !(loadedPSS > 0) {
+			return nil, fmt.Errorf("%s: no PSS sample of the tunnel processes during the TCP test", s.name())
+		}
+		rr.Memory.LoadedPSSMiB = loadedPSS
+		p(0, "peak RSS %.1f MiB, PSS under TCP load %.1f MiB", rr.Memory.TotalMiB, loadedPSS)
 	}
 	return rr, alive()
 }

@@ -74,7 +74,7 @@ func TestHarnessShort(t *testing.T) {
 		}
 		for _, m := range metrics {
 			st, ok := s.Summary[m.key]
-			tunnelOnly := m.key == "cpu_s_per_gb" || m.key == "peak_rss_mib"
+			tunnelOnly := m.key == "cpu_s_per_gb" || m.key == "peak_rss_mib" || m.key == "loaded_pss_mib"
 			switch {
 			case !ok && s.Name == SysBare && tunnelOnly:
 				// bare has no tunnel process: absent, not zero.

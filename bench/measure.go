@@ -62,10 +62,49 @@ type CPUResult struct {
 	PerGB      float64         `json:"cpu_seconds_per_gb"`
 }
 
-// MemResult is the peak RSS (VmHWM) of every tunnel process at the end of a run.
+// MemResult is the peak RSS (VmHWM) of every tunnel process at the end of a run, and their memory while
+// the multi-stream TCP test ran.
 type MemResult struct {
 	PeakKiBByPID map[int]uint64 `json:"peak_kib_by_pid"`
 	TotalMiB     float64        `json:"total_mib"`
+	// LoadedPSSMiB is the largest sum of the tunnel processes' PSS sampled during the multi-stream TCP
+	// test: the memory the tunnel holds while it works, each shared page counted once. The peak RSS
+	// above sums resident sets, so it counts twice what both ends share (one binary's text), and it
+	// keeps whatever the process ever held (the gateway's argon2id login hash).
+	LoadedPSSMiB float64 `json:"loaded_pss_mib"`
+}
+
+// pssSampleEvery is how often sampleLoadedPSS reads the tunnel processes' PSS.
+const pssSampleEvery = 500 * time.Millisecond
+
+// sampleLoadedPSS samples the sum of ds's PSS every pssSampleEvery until the returned stop is called,
+// which returns the largest sum in MiB (0 if no sample was complete).
+func sampleLoadedPSS(ds []*daemon) (stop func() float64) {
+	done, result := make(chan struct{}), make(chan float64, 1)
+	go func() {
+		tick := time.NewTicker(pssSampleEvery)
+		defer tick.Stop()
+		var best uint64
+		for {
+			select {
+			case <-done:
+				result <- float64(best) / 1024
+				return
+			case <-tick.C:
+			}
+			var sum uint64
+			for _, d := range ds {
+				v, err := pssKiB(d.pid())
+				if err != nil {
+					sum = 0
+					break
+				}
+				sum += v
+			}
+			best = max(best, sum)
+		}
+	}()
+	return func() float64 { close(done); return <-result }
 }
 
 // iperfServer starts `iperf3 -s` in ns and waits until it listens, so that

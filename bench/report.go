@@ -103,6 +103,13 @@ var metrics = []metric{
 			}
 			return r.Memory.TotalMiB, true
 		}},
+	{"loaded_pss_mib", func(*Config) string { return "tunnel memory under TCP load (MiB, PSS)" }, "lower", "%.1f",
+		func(r *RunResult) (float64, bool) {
+			if r.Memory == nil || !(r.Memory.LoadedPSSMiB > 0) {
+				return 0, false
+			}
+			return r.Memory.LoadedPSSMiB, true
+		}},
 }
 
 // summarize computes median/min/max per metric. A metric a system does not

@@ -243,7 +243,7 @@ func gatewayCPU(pid int, busy func() error) (float64, time.Duration, error) {
 func measureSessionCosts(ctx context.Context, res *SessionsResult, cfg SessionsConfig, gw *daemon, sock string,
 	sessions []*benchSession, server netip.AddrPort, inFlight int) error {
 	pid := gw.pid()
-	rss0, err := statusKiB(pid, "VmRSS")
+	rss0, err := procKiB(pid, "status", "VmRSS")
 	if err != nil {
 		return err
 	}
@@ -253,7 +253,7 @@ func measureSessionCosts(ctx context.Context, res *SessionsResult, cfg SessionsC
 	}
 	n := float64(len(sessions))
 	res.LoginSeconds, res.LoginsPerSec, res.LoginsInFlight = took.Seconds(), n/took.Seconds(), inFlight
-	if res.RSSAfterKiB, err = statusKiB(pid, "VmRSS"); err != nil {
+	if res.RSSAfterKiB, err = procKiB(pid, "status", "VmRSS"); err != nil {
 		return err
 	}
 	res.RSSBeforeKiB = rss0

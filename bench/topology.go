@@ -273,11 +273,17 @@ func cpuSeconds(pid int) (float64, error) {
 }
 
 // peakRSSKiB returns VmHWM (the resident set's high-water mark) of pid.
-func peakRSSKiB(pid int) (uint64, error) { return statusKiB(pid, "VmHWM") }
+func peakRSSKiB(pid int) (uint64, error) { return procKiB(pid, "status", "VmHWM") }
 
-// statusKiB returns a kB field of /proc/pid/status (VmHWM, VmRSS).
-func statusKiB(pid int, field string) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// pssKiB returns the proportional set size of pid: its resident pages, each shared one divided by the
+// number of processes sharing it, so that a sum over processes counts a page once (two ends running one
+// binary share its text).
+func pssKiB(pid int) (uint64, error) { return procKiB(pid, "smaps_rollup", "Pss") }
+
+// procKiB returns a kB field of /proc/pid/file (status: VmHWM, VmRSS; smaps_rollup: Pss).
+func procKiB(pid int, file, field string) (uint64, error) {
+	name := fmt.Sprintf("/proc/%d/%s", pid, file)
+	b, err := os.ReadFile(name)
 	if err != nil {
 		return 0, err
 	}
@@ -285,10 +291,10 @@ func statusKiB(pid int, field string) (uint64, error) {
 		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			f := strings.Fields(rest)
 			if len(f) != 2 || f[1] != "kB" {
-				return 0, fmt.Errorf("/proc/%d/status: odd %s line %q", pid, field, line)
+				return 0, fmt.Errorf("%s: odd %s line %q", name, field, line)
 			}
 			return strconv.ParseUint(f[0], 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
+	return 0, fmt.Errorf("%s: no %s", name, field)
 }
