@@ -379,7 +379,7 @@ func (c *Client) login(ctx context.Context, resume bool) error {
 				case rateLimited:
 					return &LoginError{"rate_limited", fmt.Sprintf("login to %s failed: rate limited by the gateway after failed attempts; wait and retry", c.gateway().Name)}
 				case storeDown:
-					return &LoginError{"store_unavailable", fmt.Sprintf("login to %s failed: the gateway could not check our password within %s (its user store is unavailable); retry later", c.gateway().Name, c.cfg.LoginTimeout)}
+					return &LoginError{"store_unavailable", fmt.Sprintf("login to %s failed: the gateway could not start our session within %s (its user store is unavailable, or its lease store); retry later", c.gateway().Name, c.cfg.LoginTimeout)}
 				case busy:
 					return &LoginError{"busy", fmt.Sprintf("login to %s failed: the gateway was too busy to check our password within %s (its password-hashing budget is spent); retry later", c.gateway().Name, c.cfg.LoginTimeout)}
 				}

@@ -189,7 +189,7 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 		perUser:    map[string][]*serverSession{},
 		leases:     newLeaseTable(cfg.Pool4, cfg.Pool6, cfg.StateDir),
 		releaseDue: make(chan struct{}, 1),
-		shared:     sharedLeases{slot: make(chan struct{}, handshakeWorkers-1)},
+		shared:     sharedLeases{slot: make(chan struct{}, max(1, handshakeWorkers-1))},
 		hsq:        newHandshakeQueue(handshakeQueueLen),
 	}
 	if err := s.logins.init(cfg.Limits, cfg.Users); err != nil {
