@@ -220,16 +220,19 @@ func (s *Server) renewSharedLeases(ctx context.Context) {
 	}
 }
 
-// reclaimLost deals with leases in use that the store no longer has as this gateway's. One whose client
-// has a lease in the store (it moved to another gateway, where it is now) is left to expire here with its
-// silent session. One the store has no longer at all was taken away: its hold ran out while this gateway
-// could not renew it and another client took an address, or a user's fixed address took it. It is claimed
-// again; if that is refused, its sessions end (as in a shutdown, so their clients log in again at once and
-// get free addresses): two clients must never keep one address.
+// reclaimLost deals with leases in use that the store no longer has as this gateway's. One that another
+// gateway holds now (its client moved there) is left to expire here with its silent session. Any other
+// is claimed again:
+//   - one another gateway claimed but holds no more (a login there that was never confirmed, such as a
+//     replayed request, released it);
+//   - one the store no longer has, taken away: its hold ran out while this gateway could not renew it and
+//     another client took an address, or a user's fixed address took it. That claim is refused, and its
+//     sessions end (as in a shutdown, so their clients log in again at once and get free addresses): two
+//     clients must never keep one address.
 func (s *Server) reclaimLost(ctx context.Context, lost []leasing.Lease) error {
 	store := s.cfg.SharedLeases
 	for _, x := range lost {
-		if _, ok, err := store.Lookup(ctx, x.Login, x.Instance); err != nil || ok {
+		if now, ok, err := store.Lookup(ctx, x.Login, x.Instance); err != nil || (ok && now.Held) {
 			if err != nil {
 				return err
 			}

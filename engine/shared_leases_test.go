@@ -238,3 +238,24 @@ func TestSharedLeaseStoreHangsRekeysGoOn(t *testing.T) {
 	}
 	must(t, c.sendUp(hostV4, "still up"))
 }
+
+// TestSharedLeaseReleasedElsewhereIsReclaimed (found in review of the review): another gateway claimed
+// alice's lease for a login that was never confirmed there (a replay of her login request, say) and
+// released it when that login timed out. Her live session here must not stay on an address nobody holds:
+// the next renewal finds the lease lost, unheld, and claims it again.
+func TestSharedLeaseReleasedElsewhereIsReclaimed(t *testing.T) {
+	t.Parallel()
+	st := leasingtest.NewMemory()
+	_, c, mine := aliceOnShared(t, st)
+	other := st.Gateway("b")
+	must(t, other.Claim(t.Context(), mine, time.Minute))
+	must(t, other.Release(t.Context(), []leasing.Lease{mine}))
+	waitUntil(t, 5*time.Second, "alice's lease held again", func() bool {
+		l, ok := st.HeldBy(mine.IPv4)
+		return ok && l.Login == "alice"
+	})
+	if lost, err := st.Renew(t.Context(), []leasing.Lease{mine}, time.Minute); err != nil || len(lost) != 0 {
+		t.Fatalf("the lease is not this gateway's again: lost %+v, %v", lost, err)
+	}
+	must(t, c.sendUp(hostV4, "still up"))
+}

@@ -24,6 +24,9 @@ type Lease struct {
 	// FixedIPv4 and FixedIPv6 say that IPv4 or IPv6 is the user's fixed address: it is theirs whoever
 	// holds it, so the store takes it from any other lease.
 	FixedIPv4, FixedIPv6 bool
+	// Held, in a lease Lookup returns, says that its hold runs now (on whichever gateway); the other
+	// calls ignore it.
+	Held bool
 }
 
 // Store keeps leases unique across gateways. Every lease has a hold: until it runs out no other lease may
@@ -33,8 +36,8 @@ type Lease struct {
 // A Store is one gateway's view: a lease belongs to the gateway that claimed it last (its client may have
 // moved there from another), and only that gateway renews or releases it.
 type Store interface {
-	// Lookup returns the addresses the store has for login's instance, held or not; ok is false when it
-	// has none.
+	// Lookup returns the addresses the store has for login's instance, held or not (Held says which); ok
+	// is false when it has none.
 	Lookup(ctx context.Context, login string, instance uint64) (l Lease, ok bool, err error)
 	// Claim makes l's addresses l's own, held for hold from now, and the lease this gateway's. It fails
 	// with ErrTaken when another lease holds one of them (the user's fixed addresses excepted).

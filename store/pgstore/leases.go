@@ -41,8 +41,8 @@ func (l *Leases) Lookup(ctx context.Context, login string, instance uint64) (lea
 	}
 	x := leasing.Lease{Login: login, Instance: instance}
 	var v4, v6 *netip.Prefix
-	err := l.b.store.pool.QueryRow(ctx, `SELECT ipv4, ipv6 FROM salvo_leases WHERE login = $1 AND instance = $2`,
-		login, int64(instance)).Scan(&v4, &v6)
+	err := l.b.store.pool.QueryRow(ctx, `SELECT ipv4, ipv6, expires > now() FROM salvo_leases WHERE login = $1 AND instance = $2`,
+		login, int64(instance)).Scan(&v4, &v6, &x.Held)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return leasing.Lease{}, false, nil
 	}

@@ -61,8 +61,8 @@ func Run(t *testing.T, s, other leasing.Store) {
 	big := uint64(1)<<63 + 5 // every bit of an instance survives
 	alice := lease("alice", big, "10.99.0.2", "fd99::2")
 	claim(alice, time.Minute)
-	if got, ok := lookup("alice", big); !ok || got != alice {
-		t.Fatalf("Lookup = %+v, %v; want %+v", got, ok, alice)
+	if got, ok := lookup("alice", big); !ok || !got.Held || got.IPv4 != alice.IPv4 || got.IPv6 != alice.IPv6 || got.Login != alice.Login || got.Instance != big {
+		t.Fatalf("Lookup = %+v, %v; want %+v, held", got, ok, alice)
 	}
 	if _, ok := lookup("alice", 5); ok {
 		t.Fatal("Lookup found another instance's lease")
@@ -81,7 +81,7 @@ func Run(t *testing.T, s, other leasing.Store) {
 	t.Run("a lease may change its addresses", func(t *testing.T) {
 		moved := lease("alice", big, "10.99.0.4", "fd99::2")
 		claim(moved, time.Minute)
-		if got, _ := lookup("alice", big); got != moved {
+		if got, _ := lookup("alice", big); got.IPv4 != moved.IPv4 || got.IPv6 != moved.IPv6 {
 			t.Fatalf("Lookup = %+v, want %+v", got, moved)
 		}
 		if held("10.99.0.2") {
@@ -94,8 +94,8 @@ func Run(t *testing.T, s, other leasing.Store) {
 		if held("10.99.0.5") {
 			t.Fatal("an expired lease is held")
 		}
-		if _, ok := lookup("dave", 1); !ok {
-			t.Fatal("an expired lease is no longer its client's")
+		if l, ok := lookup("dave", 1); !ok || l.Held {
+			t.Fatalf("an expired lease: %+v %v, want its client's and not held", l, ok)
 		}
 		claim(lease("dave", 1, "10.99.0.5", ""), time.Minute) // its own client takes it back
 		claim(lease("dave", 1, "10.99.0.5", ""), -time.Second)
@@ -163,8 +163,8 @@ func Run(t *testing.T, s, other leasing.Store) {
 		if held("10.99.0.12") {
 			t.Fatal("Release did not end the hold")
 		}
-		if _, ok := lookup("judy", 9); !ok {
-			t.Fatal("a released lease is no longer its client's")
+		if l, ok := lookup("judy", 9); !ok || l.Held {
+			t.Fatalf("a released lease: %+v %v, want its client's and not held", l, ok)
 		}
 	})
 	t.Run("a lease moves with its client", func(t *testing.T) {

@@ -93,7 +93,9 @@ func (m *Memory) Lookup(ctx context.Context, login string, instance uint64) (lea
 	if r == nil {
 		return leasing.Lease{}, false, nil
 	}
-	return r.lease, true, nil
+	l := r.lease
+	l.Held = time.Now().Before(r.expires)
+	return l, true, nil
 }
 
 // Claim implements leasing.Store.
@@ -125,7 +127,7 @@ func (m *Memory) Claim(ctx context.Context, l leasing.Lease, hold time.Duration)
 	for _, rk := range gone {
 		delete(m.rows, rk)
 	}
-	l.FixedIPv4, l.FixedIPv6 = false, false
+	l.FixedIPv4, l.FixedIPv6, l.Held = false, false, false
 	m.rows[k] = &row{lease: l, gateway: m.gateway, expires: now.Add(hold)}
 	return nil
 }
