@@ -554,6 +554,7 @@ func (s *Server) addPending(req *handshake.Request, user users.User, job handsha
 			return out, kp, nil
 		}
 	}
+	s.queueReleaseLocked(l) // claimed in the shared store for nothing
 	s.leases.release(l)
 	if errors.Is(err, handshake.ErrNoCommonSuite) {
 		return nil, nil, resultError{handshake.ResultVersionMismatch}

@@ -80,6 +80,9 @@ func (s *Server) leaseFor(user users.User, instance uint64, pl pendingLogin) (*l
 	case <-time.After(sharedLeaseSlotWait):
 		return nil, errLeaseBusy
 	}
+	// Read-locked before the bound starts: a login waiting behind a release has not waited for the store.
+	sh.claims.RLock()
+	defer sh.claims.RUnlock()
 	ctx, cancel := context.WithTimeout(context.Background(), sharedLeaseTimeout)
 	defer cancel()
 	l, err := s.claimShared(ctx, user, instance, pl)
@@ -103,8 +106,6 @@ func (s *Server) claimShared(ctx context.Context, user users.User, instance uint
 	if ok && known.IPv6.IsValid() {
 		want6 = known.IPv6
 	}
-	s.shared.claims.RLock()
-	defer s.shared.claims.RUnlock()
 	for range sharedLeaseTries {
 		s.mu.Lock()
 		l, err := s.leases.acquirePreferring(user, instance, want4, want6)
@@ -174,8 +175,16 @@ func leftForGood(reason string) bool {
 // releaseSharedLocked queues sess's lease for release in the shared store when sess holds its last
 // reference and its client left for good, or never confirmed its login. Called with s.mu held.
 func (s *Server) releaseSharedLocked(sess *serverSession, reason string) {
-	l := sess.lease
-	if s.cfg.SharedLeases == nil || l == nil || l.refs != 1 || (sess.live && !leftForGood(reason)) {
+	if sess.live && !leftForGood(reason) {
+		return
+	}
+	s.queueReleaseLocked(sess.lease)
+}
+
+// queueReleaseLocked queues l for release in the shared store if its last reference is about to go.
+// Called with s.mu held.
+func (s *Server) queueReleaseLocked(l *lease) {
+	if s.cfg.SharedLeases == nil || l == nil || l.refs != 1 {
 		return
 	}
 	s.released = append(s.released, leasing.Lease{Login: l.key.user, Instance: l.key.instance, IPv4: l.addr4, IPv6: l.addr6})
@@ -220,50 +229,64 @@ func (s *Server) renewSharedLeases(ctx context.Context) {
 	}
 }
 
-// reclaimLost deals with leases in use that the store no longer has as this gateway's. One that another
-// gateway holds now (its client moved there) is left to expire here with its silent session. Any other
-// is claimed again:
-//   - one another gateway claimed but holds no more (a login there that was never confirmed, such as a
-//     replayed request, released it);
-//   - one the store no longer has, taken away: its hold ran out while this gateway could not renew it and
-//     another client took an address, or a user's fixed address took it. That claim is refused, and its
-//     sessions end (as in a shutdown, so their clients log in again at once and get free addresses): two
-//     clients must never keep one address.
+// reclaimLost deals with leases in use that the store no longer has as this gateway's with their
+// addresses:
+//   - another gateway holds it with the same addresses: its client moved there, and the silent session
+//     here expires by itself;
+//   - another gateway holds it with other addresses (a login there that is not confirmed yet, perhaps a
+//     replayed request; or the user's fixed address changed and a newer session took the new one): the
+//     addresses here are in no row, free for anyone, so the sessions on them end;
+//   - nobody holds it (another gateway claimed it for a login never confirmed and let it go), or the store
+//     has no row any more (its hold ran out while this gateway could not renew it): it is claimed again,
+//     and if that is refused, because another client took an address, its sessions end.
+//
+// Sessions end as in a shutdown, so their clients log in again at once and get addresses the store
+// agrees to: two clients must never keep one address.
 func (s *Server) reclaimLost(ctx context.Context, lost []leasing.Lease) error {
 	store := s.cfg.SharedLeases
 	for _, x := range lost {
-		if now, ok, err := store.Lookup(ctx, x.Login, x.Instance); err != nil || (ok && now.Held) {
-			if err != nil {
-				return err
-			}
-			continue
+		now, ok, err := store.Lookup(ctx, x.Login, x.Instance)
+		if err != nil {
+			return err
 		}
-		err := store.Claim(ctx, x, sharedLeaseHold)
-		if !errors.Is(err, leasing.ErrTaken) {
-			if err != nil {
-				return err
-			}
+		why := "another gateway holds it with other addresses"
+		switch {
+		case ok && now.Held && now.IPv4 == x.IPv4 && now.IPv6 == x.IPv6:
 			continue
+		case !ok || !now.Held:
+			if u, known := s.cfg.Users.Lookup(x.Login); known {
+				x.FixedIPv4 = u.FixedIPv4.IsValid() && u.FixedIPv4 == x.IPv4
+				x.FixedIPv6 = u.FixedIPv6.IsValid() && u.FixedIPv6 == x.IPv6
+			}
+			err := store.Claim(ctx, x, sharedLeaseHold)
+			if !errors.Is(err, leasing.ErrTaken) {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			why = "another client took an address while this gateway could not renew it"
 		}
 		s.mu.Lock()
 		n := 0
-		for _, sess := range s.sessionsOfLeaseLocked(leaseKey{x.Login, x.Instance}) {
+		for _, sess := range s.sessionsOnLeaseLocked(x) {
 			s.endSessionLocked(sess, protocol.DisconnectShutdown, time.Now())
 			n++
 		}
 		s.mu.Unlock()
-		s.log.Warn("a lease in use was taken by another client while this gateway could not renew it; its sessions end and log in again",
-			"user", x.Login, "ipv4", x.IPv4, "ipv6", x.IPv6, "sessions", n)
+		s.log.Warn("a lease in use is lost in the store; its sessions end and log in again", "user", x.Login,
+			"ipv4", x.IPv4, "ipv6", x.IPv6, "why", why, "sessions", n)
 	}
 	return nil
 }
 
-// sessionsOfLeaseLocked lists the sessions, live or pending, whose lease is key's.
-func (s *Server) sessionsOfLeaseLocked(key leaseKey) []*serverSession {
+// sessionsOnLeaseLocked lists the sessions, live or pending, on the lease x names: its key and its
+// addresses (a user whose fixed address changed has two leases under one key while the old session lives).
+func (s *Server) sessionsOnLeaseLocked(x leasing.Lease) []*serverSession {
 	var out []*serverSession
 	for _, m := range []map[instanceKey]*serverSession{s.live, s.pending} {
 		for _, sess := range m {
-			if sess.lease != nil && sess.lease.key == key {
+			if l := sess.lease; l != nil && l.key == (leaseKey{x.Login, x.Instance}) && l.addr4 == x.IPv4 && l.addr6 == x.IPv6 {
 				out = append(out, sess)
 			}
 		}

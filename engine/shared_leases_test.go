@@ -259,3 +259,27 @@ func TestSharedLeaseReleasedElsewhereIsReclaimed(t *testing.T) {
 	}
 	must(t, c.sendUp(hostV4, "still up"))
 }
+
+// TestSharedLeaseHeldElsewhereOnOtherAddresses (found in the second review): a login for alice's
+// instance on another gateway, not confirmed yet (a replay, say), claims her lease there with other
+// addresses (that gateway has no IPv6 pool), and a third gateway's client takes the IPv6 address alice
+// still uses here. Her session must not keep it: the renewal finds her lease held elsewhere on other
+// addresses and ends her session, which logs in again on addresses the store agrees to.
+func TestSharedLeaseHeldElsewhereOnOtherAddresses(t *testing.T) {
+	t.Parallel()
+	st := leasingtest.NewMemory()
+	_, c, mine := aliceOnShared(t, st)
+	onB := mine
+	onB.IPv6 = netip.Addr{}
+	must(t, st.Gateway("b").Claim(t.Context(), onB, time.Minute))
+	carol := leasing.Lease{Login: "carol", Instance: 9, IPv6: mine.IPv6}
+	must(t, st.Gateway("c").Claim(t.Context(), carol, time.Minute))
+	waitUntil(t, 15*time.Second, "alice off carol's address", func() bool {
+		_, a6 := c.addrs()
+		return a6.IsValid() && a6 != carol.IPv6 && c.sendUp(hostV4, "moved") == nil
+	})
+	_, a6 := c.addrs()
+	if l, ok := st.HeldBy(a6); !ok || l.Login != "alice" {
+		t.Fatalf("alice's new %v is held by %+v (%v)", a6, l, ok)
+	}
+}
