@@ -120,11 +120,7 @@ type Server struct {
 	pending map[instanceKey]*serverSession // logins waiting for the client's first packet
 	perUser map[string][]*serverSession    // live sessions, oldest first
 	leases  *leaseTable
-	// released are shared leases whose clients left for good, for the goroutine "shared lease renewal" to
-	// release in the store; releaseDue wakes it.
-	released   []leasing.Lease
-	releaseDue chan struct{}
-	shared     sharedLeases
+	shared  sharedLeases // this gateway's side of ServerConfig.SharedLeases
 
 	logins loginGuard
 	ledger sessionLedger // what ended sessions counted (guarded by mu)
@@ -183,14 +179,13 @@ func NewServer(cfg ServerConfig, queues []tun.Device, conns []PacketConn) (*Serv
 		cfg.pendingTimeout = pendingTimeout
 	}
 	s := &Server{cfg: cfg, queues: queues, workers: cfg.Workers, layout: socketLayout{workers: cfg.Workers}, log: cfg.Log, started: time.Now(),
-		hs:         handshake.NewServer(cfg.Static, cfg.Suites, rand.Reader),
-		live:       map[instanceKey]*serverSession{},
-		pending:    map[instanceKey]*serverSession{},
-		perUser:    map[string][]*serverSession{},
-		leases:     newLeaseTable(cfg.Pool4, cfg.Pool6, cfg.StateDir),
-		releaseDue: make(chan struct{}, 1),
-		shared:     sharedLeases{slot: make(chan struct{}, max(1, handshakeWorkers-1))},
-		hsq:        newHandshakeQueue(handshakeQueueLen),
+		hs:      handshake.NewServer(cfg.Static, cfg.Suites, rand.Reader),
+		live:    map[instanceKey]*serverSession{},
+		pending: map[instanceKey]*serverSession{},
+		perUser: map[string][]*serverSession{},
+		leases:  newLeaseTable(cfg.Pool4, cfg.Pool6, cfg.StateDir),
+		shared:  sharedLeases{slot: make(chan struct{}, max(1, handshakeWorkers-1)), releaseDue: make(chan struct{}, 1)},
+		hsq:     newHandshakeQueue(handshakeQueueLen),
 	}
 	if err := s.logins.init(cfg.Limits, cfg.Users); err != nil {
 		return nil, err

@@ -58,6 +58,10 @@ type sharedLeases struct {
 	// claims is read-locked around a login's claim and locked around a release, so a release never
 	// ends the hold of a claim made after its lease was found unused (a reconnect of the same client).
 	claims sync.RWMutex
+	// released are leases whose clients left for good, for the goroutine "shared lease renewal" to
+	// release in the store (guarded by Server.mu); releaseDue wakes it.
+	released   []leasing.Lease
+	releaseDue chan struct{}
 }
 
 // leaseFor leases the addresses of a verified login (pl names those a ticket carried). With a shared lease
@@ -113,8 +117,8 @@ func (s *Server) claimShared(ctx context.Context, user users.User, instance uint
 		if err != nil {
 			return nil, err
 		}
-		claim := leasing.Lease{Login: key.user, Instance: key.instance, IPv4: l.addr4, IPv6: l.addr6,
-			FixedIPv4: user.FixedIPv4.IsValid(), FixedIPv6: user.FixedIPv6.IsValid()}
+		claim := l.inStore()
+		claim.FixedIPv4, claim.FixedIPv6 = user.FixedIPv4.IsValid(), user.FixedIPv6.IsValid()
 		err = store.Claim(ctx, claim, sharedLeaseHold)
 		if err == nil {
 			return l, nil
@@ -134,6 +138,11 @@ func (s *Server) claimShared(ctx context.Context, user users.User, instance uint
 		want4, want6 = netip.Addr{}, netip.Addr{}
 	}
 	return nil, fmt.Errorf("%d addresses in a row were held by other gateways' clients", sharedLeaseTries)
+}
+
+// inStore is l as the shared lease store knows it.
+func (l *lease) inStore() leasing.Lease {
+	return leasing.Lease{Login: l.key.user, Instance: l.key.instance, IPv4: l.addr4, IPv6: l.addr6}
 }
 
 // learnHeldElsewhere reads the addresses the store holds and keeps the pools from proposing them.
@@ -187,9 +196,9 @@ func (s *Server) queueReleaseLocked(l *lease) {
 	if s.cfg.SharedLeases == nil || l == nil || l.refs != 1 {
 		return
 	}
-	s.released = append(s.released, leasing.Lease{Login: l.key.user, Instance: l.key.instance, IPv4: l.addr4, IPv6: l.addr6})
+	s.shared.released = append(s.shared.released, l.inStore())
 	select {
-	case s.releaseDue <- struct{}{}:
+	case s.shared.releaseDue <- struct{}{}:
 	default:
 	}
 }
@@ -219,7 +228,7 @@ func (s *Server) renewSharedLeases(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-s.releaseDue:
+			case <-s.shared.releaseDue:
 				s.releaseShared(ctx)
 				continue
 			case <-tick.C:
@@ -299,13 +308,13 @@ func (s *Server) releaseShared(ctx context.Context) {
 	s.shared.claims.Lock()
 	defer s.shared.claims.Unlock()
 	s.mu.Lock()
-	list := s.released[:0:0]
-	for _, x := range s.released {
+	list := s.shared.released[:0:0]
+	for _, x := range s.shared.released {
 		if l := s.leases.byKey[leaseKey{x.Login, x.Instance}]; l == nil || l.refs == 0 {
 			list = append(list, x)
 		}
 	}
-	s.released = nil
+	s.shared.released = nil
 	s.mu.Unlock()
 	if len(list) == 0 {
 		return
@@ -328,7 +337,7 @@ func (s *Server) heldLeases() []leasing.Lease {
 		for _, sess := range m {
 			if l := sess.lease; l != nil && !seen[l] {
 				seen[l] = true
-				out = append(out, leasing.Lease{Login: l.key.user, Instance: l.key.instance, IPv4: l.addr4, IPv6: l.addr6})
+				out = append(out, l.inStore())
 			}
 		}
 	}

@@ -217,9 +217,11 @@ func Run(t *testing.T, s, other leasing.Store) {
 				if err != nil && !errors.Is(err, leasing.ErrTaken) {
 					t.Error(err)
 				}
-				mu.Lock()
-				won += map[bool]int{true: 1}[err == nil]
-				mu.Unlock()
+				if err == nil {
+					mu.Lock()
+					won++
+					mu.Unlock()
+				}
 			}()
 		}
 		wg.Wait()
